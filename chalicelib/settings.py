@@ -1,0 +1,68 @@
+"""Runtime settings, read from the environment once.
+
+Everything that differs between the embedded local stack and AWS lives here, so no other
+module reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Settings", "get_settings", "reset_settings", "PROJECT_ROOT"]
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration.
+
+    Attributes:
+        dynamodb_endpoint: explicit endpoint (DynamoDB Local or another); ``None`` means real AWS.
+        table_prefix: prefix of every table name (``<prefix>control``, ``<prefix>events-YYYYMMDD``).
+        region: AWS region name.
+        data_dir: where the local stack keeps persistent state (DynamoDB Local files, search index).
+        alerts_topic_arn: SNS topic for score alerts on AWS (locally alerts go to tenant webhooks).
+    """
+
+    dynamodb_endpoint: str | None
+    table_prefix: str
+    region: str
+    data_dir: Path
+    alerts_topic_arn: str | None
+    opensearch_url: str | None
+
+    @property
+    def control_table(self) -> str:
+        return f"{self.table_prefix}control"
+
+    @property
+    def is_local(self) -> bool:
+        return self.dynamodb_endpoint is not None
+
+
+_settings: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """Return the process-wide settings (read lazily from the environment)."""
+    global _settings
+    if _settings is None:
+        env = os.environ
+        _settings = Settings(
+            dynamodb_endpoint=env.get("STREAMFOLD_DYNAMODB_ENDPOINT") or None,
+            table_prefix=env.get("STREAMFOLD_TABLE_PREFIX", "streamfold-"),
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            data_dir=Path(env.get("STREAMFOLD_DATA_DIR", str(PROJECT_ROOT / ".data"))),
+            alerts_topic_arn=env.get("STREAMFOLD_ALERTS_TOPIC_ARN") or None,
+            opensearch_url=env.get("OPENSEARCH_URL") or None,
+        )
+    return _settings
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests and the CLI change the environment before use)."""
+    global _settings
+    _settings = None

@@ -1,0 +1,172 @@
+"""Table definitions, shared by the local stack, the rotation function and CloudFormation.
+
+A spec is the ``CreateTable`` request as a dict. :func:`to_cfn_properties` turns the same
+spec into ``AWS::DynamoDB::Table`` properties, so the template and the code never drift.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib import keys
+
+__all__ = [
+    "control_table_spec",
+    "events_table_spec",
+    "view_table_spec",
+    "VIEW_INDEXES",
+    "ensure_table",
+    "ensure_control_table",
+    "ensure_event_tables",
+    "ensure_view_table",
+    "to_cfn_properties",
+    "list_event_tables",
+    "utc_today",
+]
+
+log = logging.getLogger(__name__)
+
+# Sorted account listings on the view table: index name -> (partition attr, sort attr).
+VIEW_INDEXES: dict[str, tuple[str, str]] = {
+    "by_score": ("gpk", "score_sk"),
+    "by_seen": ("gpk", "seen_sk"),
+    "by_active": ("gpk", "active_sk"),
+    "by_name": ("gpk", "name_sk"),
+}
+
+
+def utc_today(now: datetime | None = None) -> date:
+    return (now or datetime.now(timezone.utc)).astimezone(timezone.utc).date()
+
+
+def control_table_spec(prefix: str) -> dict[str, Any]:
+    """Control table: tenants, hashed secrets, settings, mapping registry, checkpoints, DLQ."""
+    return {
+        "TableName": keys.control_table_name(prefix),
+        "AttributeDefinitions": [
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        "KeySchema": [
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        "BillingMode": "PAY_PER_REQUEST",
+    }
+
+
+def events_table_spec(prefix: str, day: date) -> dict[str, Any]:
+    """One append-only event table per UTC day, streaming new images to the projectors."""
+    return {
+        "TableName": keys.events_table_name(prefix, day),
+        "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+        "BillingMode": "PAY_PER_REQUEST",
+        "StreamSpecification": {"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
+    }
+
+
+def view_table_spec(prefix: str, version: int) -> dict[str, Any]:
+    """Single-table read model for one projection version, with sparse listing indexes."""
+    attrs = {"pk", "sk"}
+    gsis = []
+    for name, (hash_attr, range_attr) in VIEW_INDEXES.items():
+        attrs.update({hash_attr, range_attr})
+        gsis.append(
+            {
+                "IndexName": name,
+                "KeySchema": [
+                    {"AttributeName": hash_attr, "KeyType": "HASH"},
+                    {"AttributeName": range_attr, "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        )
+    return {
+        "TableName": keys.view_table_name(prefix, version),
+        "AttributeDefinitions": [{"AttributeName": a, "AttributeType": "S"} for a in sorted(attrs)],
+        "KeySchema": [
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        "GlobalSecondaryIndexes": gsis,
+        "BillingMode": "PAY_PER_REQUEST",
+    }
+
+
+def to_cfn_properties(spec: dict[str, Any], *, retain_extras: bool = True) -> dict[str, Any]:
+    """``AWS::DynamoDB::Table`` properties for a spec (adds PITR and SSE for stored data)."""
+    props = {k: v for k, v in spec.items() if k != "StreamSpecification"}
+    if "StreamSpecification" in spec:
+        props["StreamSpecification"] = {"StreamViewType": spec["StreamSpecification"]["StreamViewType"]}
+    if retain_extras:
+        props["PointInTimeRecoverySpecification"] = {"PointInTimeRecoveryEnabled": True}
+        props["SSESpecification"] = {"SSEEnabled": True}
+    return props
+
+
+def ensure_table(client: Any, spec: dict[str, Any], *, wait: bool = True) -> bool:
+    """Create a table if it does not exist. Returns ``True`` if this call created it."""
+    created = False
+    try:
+        client.create_table(**spec)
+        created = True
+        log.info("created table %s", spec["TableName"])
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ResourceInUseException":
+            raise
+    if wait:
+        _wait_active(client, spec["TableName"])
+    return created
+
+
+def _wait_active(client: Any, name: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = client.describe_table(TableName=name)["Table"]["TableStatus"]
+        if status == "ACTIVE":
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"table {name} still {status} after {timeout}s")
+        time.sleep(0.2)
+
+
+def ensure_control_table(client: Any, prefix: str) -> None:
+    ensure_table(client, control_table_spec(prefix))
+
+
+def ensure_event_tables(client: Any, prefix: str, today: date, days_ahead: int = 1) -> list[str]:
+    """Create the day tables for ``today`` and ``days_ahead`` days after (idempotent)."""
+    names = []
+    for offset in range(days_ahead + 1):
+        spec = events_table_spec(prefix, today + timedelta(days=offset))
+        ensure_table(client, spec)
+        names.append(spec["TableName"])
+    return names
+
+
+def ensure_view_table(client: Any, prefix: str, version: int) -> str:
+    spec = view_table_spec(prefix, version)
+    ensure_table(client, spec)
+    return spec["TableName"]
+
+
+def list_event_tables(client: Any, prefix: str) -> list[tuple[date, str]]:
+    """All event day tables with this prefix, oldest first."""
+    found: list[tuple[date, str]] = []
+    kwargs: dict[str, Any] = {}
+    while True:
+        page = client.list_tables(**kwargs)
+        for name in page.get("TableNames", []):
+            day = keys.events_table_day(prefix, name)
+            if day is not None:
+                found.append((day, name))
+        if "LastEvaluatedTableName" not in page:
+            break
+        kwargs["ExclusiveStartTableName"] = page["LastEvaluatedTableName"]
+    return sorted(found)
