@@ -183,7 +183,12 @@ def _opt_id(wire: Mapping[str, Any], name: str) -> str | None:
 
 def _opt_ts(wire: Mapping[str, Any], name: str) -> datetime | None:
     value = wire.get(name)
-    return None if value is None else parse_ts(value)
+    if value is None:
+        return None
+    try:
+        return parse_ts(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from exc
 
 
 def _obj(wire: Mapping[str, Any], name: str) -> FrozenMap[Any]:

@@ -1,0 +1,29 @@
+"""Helpers to read what ingest stored."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from typing import Any
+
+from chalicelib import keys
+from chalicelib.ingest import unpack_chunk
+
+
+def scan_chunks(client: Any, prefix: str, day: date | datetime | None = None) -> list[dict[str, Any]]:
+    table = keys.events_table_name(prefix, day or datetime.now(timezone.utc))
+    items: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
+    while True:
+        page = client.scan(**kwargs)
+        items += page["Items"]
+        if "LastEvaluatedKey" not in page:
+            return items
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def stored_events(client: Any, prefix: str, day: date | datetime | None = None) -> list[dict[str, Any]]:
+    out = []
+    for item in scan_chunks(client, prefix, day):
+        tenant, events = unpack_chunk(item)
+        out += [{**e, "_tenant": tenant} for e in events]
+    return out

@@ -1,0 +1,127 @@
+"""Order- and duplicate-insensitivity, merge laws and persistence round-trips of every view."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from types import ModuleType
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from projections import account, catalog, user
+from projections.events import Event
+from tests.unit.test_projections_events import SETTINGS, event_lists, shuffled_with_duplicates
+
+KEYED = [account, user]
+
+
+def _sequential(view: ModuleType, events: Iterable[Event]) -> dict[str, Any]:
+    """Fold event by event with the single-event ``fold`` (the path with pruning per step)."""
+    events = list(events)
+    states = {}
+    for key in {view.key(e) for e in events} - {None}:
+        state = view.empty(key)
+        for event in events:
+            state = view.fold(state, event)
+        states[key] = state
+    return states
+
+
+def _catalog_sequential(events: Iterable[Event]) -> catalog.CatalogState:
+    state = catalog.empty()
+    for event in events:
+        state = catalog.fold(state, event)
+    return state
+
+
+@pytest.mark.parametrize("view", KEYED, ids=lambda v: v.NAME)
+@SETTINGS
+@given(data=shuffled_with_duplicates())
+def test_keyed_views_ignore_order_and_duplicates(view: ModuleType, data: tuple[list[Event], list[Event]]) -> None:
+    original, shuffled = data
+    expected = view.fold_all(original)
+    assert view.fold_all(shuffled) == expected
+    assert _sequential(view, shuffled) == expected
+    assert _sequential(view, original) == expected
+
+
+@SETTINGS
+@given(data=shuffled_with_duplicates())
+def test_catalog_ignores_order_and_duplicates(data: tuple[list[Event], list[Event]]) -> None:
+    original, shuffled = data
+    expected = catalog.fold_all(original)
+    assert catalog.fold_all(shuffled) == expected
+    assert _catalog_sequential(shuffled) == expected
+    assert _catalog_sequential(original) == expected
+
+
+@pytest.mark.parametrize("view", KEYED, ids=lambda v: v.NAME)
+@SETTINGS
+@given(events=event_lists, split=st.integers(0, 25))
+def test_keyed_merge_of_halves_equals_fold_of_union(view: ModuleType, events: list[Event], split: int) -> None:
+    left, right = view.fold_all(events[:split]), view.fold_all(events[split:])
+    whole = view.fold_all(events)
+    assert set(whole) == set(left) | set(right)
+    for key, state in whole.items():
+        a, b = left.get(key, view.empty(key)), right.get(key, view.empty(key))
+        assert view.merge(a, b) == state
+    # Folding a batch into the stored states is the same thing.
+    assert view.fold_all(events[split:], left) == whole
+
+
+@SETTINGS
+@given(events=event_lists, split=st.integers(0, 25))
+def test_catalog_merge_of_halves_equals_fold_of_union(events: list[Event], split: int) -> None:
+    left, right = catalog.fold_all(events[:split]), catalog.fold_all(events[split:])
+    assert catalog.merge(left, right) == catalog.fold_all(events)
+    assert catalog.fold_all(events[split:], left) == catalog.fold_all(events)
+
+
+def _three_states(view: ModuleType, lists: list[list[Event]]) -> list[Any]:
+    if view is catalog:
+        return [catalog.fold_all(events) for events in lists]
+    folded = [view.fold_all(events) for events in lists]
+    key = "g1" if view is account else "u1"
+    return [states.get(key, view.empty(key)) for states in folded]
+
+
+@pytest.mark.parametrize("view", [account, user, catalog], ids=lambda v: v.NAME)
+@SETTINGS
+@given(lists=st.lists(event_lists, min_size=3, max_size=3))
+def test_merge_is_a_semilattice_join(view: ModuleType, lists: list[list[Event]]) -> None:
+    a, b, c = _three_states(view, lists)
+    merge: Callable[[Any, Any], Any] = view.merge
+    assert merge(a, b) == merge(b, a)
+    assert merge(merge(a, b), c) == merge(a, merge(b, c))
+    assert merge(a, a) == a
+
+
+@pytest.mark.parametrize("view", [account, user, catalog], ids=lambda v: v.NAME)
+@SETTINGS
+@given(events=event_lists)
+def test_state_round_trips_through_plain_json(view: ModuleType, events: list[Event]) -> None:
+    states = [catalog.fold_all(events)] if view is catalog else list(view.fold_all(events).values())
+    state_type = type(states[0]) if states else None
+    for state in states:
+        data = state.to_dict()
+        assert state_type.from_dict(data) == state
+        assert state_type.from_dict(json.loads(json.dumps(data))) == state
+        assert json.dumps(data, sort_keys=True) == json.dumps(state_type.from_dict(data).to_dict(), sort_keys=True)
+
+
+def test_merge_rejects_different_keys() -> None:
+    with pytest.raises(ValueError, match="account_id"):
+        account.merge(account.empty("g1"), account.empty("g2"))
+    with pytest.raises(ValueError, match="user_key"):
+        user.merge(user.empty("u1"), user.empty("u2"))
+
+
+def test_events_of_other_keys_leave_state_unchanged() -> None:
+    event = Event.from_wire(
+        {"messageId": "m", "type": "track", "userId": "u9", "groupId": "g9", "event": "X", "timestamp": "2026-11-01T00:00:00Z"}
+    )
+    assert account.fold(account.empty("g1"), event) == account.empty("g1")
+    assert user.fold(user.empty("u1"), event) == user.empty("u1")
