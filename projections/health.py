@@ -9,8 +9,9 @@ Vitally): a weighted sum of normalised factors, each in 0..1:
     days with usage among the last 30, saturating at 20 days -> 1.0.
 ``adoption``
     seat utilisation (monthly active users / seats) when the seat count is known (argument,
-    else the ``seats`` account trait); otherwise stickiness DAU/MAU (mean daily active users
-    over 30 days / monthly active users), saturating at 0.5 -> 1.0.
+    else the ``seats`` account trait if written at or before ``as_of``); otherwise stickiness
+    DAU/MAU (mean daily active users over 30 days / monthly active users), saturating at
+    0.5 -> 1.0.
 ``breadth``
     share of the tenant's key features used in the last 30 days. Not applicable (its weight
     is left out) when the model names no key features.
@@ -150,8 +151,11 @@ class ScoreModel:
         return "green"
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON: ``{"version", "factors": [{"name", "weight"}], "yellow_from",
-        "green_from", "key_features": [...], "alert_drop", "cooldown_hours"}``."""
+        """Plain JSON, the shape ``GET|PUT /api/score-model`` uses.
+
+        ``{"version", "factors": [{"name", "weight"}], "yellow_from", "green_from",
+        "key_features": [...], "alert_drop", "cooldown_hours"}``.
+        """
         return {
             "version": self.version,
             "factors": [{"name": name, "weight": weight} for name, weight in self.factors],
@@ -294,10 +298,14 @@ def _active_days(state: AccountState, as_of: datetime) -> _Value:
     return Fraction(days), _clamp(Fraction(days, ACTIVE_DAYS_SATURATION))
 
 
-def _seats(state: AccountState, seats: int | None) -> Fraction | None:
+def _seats(state: AccountState, as_of: datetime, seats: int | None) -> Fraction | None:
     if seats is not None:
         return Fraction(seats)
-    trait = state.trait("seats")
+    stamped = state.traits.get("seats")
+    # A seats value written after as_of is not known at as_of (and the older one is gone).
+    if stamped is None or stamped.at > as_of:
+        return None
+    trait = stamped.value
     if (_is_int(trait) or isinstance(trait, float)) and math.isfinite(trait) and trait > 0:
         return Fraction(trait)
     return None
@@ -305,7 +313,7 @@ def _seats(state: AccountState, seats: int | None) -> Fraction | None:
 
 def _adoption(state: AccountState, as_of: datetime, seats: int | None) -> _Value:
     mau = len(acc.active_users(state, as_of, WINDOW_DAYS))
-    known_seats = _seats(state, seats)
+    known_seats = _seats(state, as_of, seats)
     if known_seats is not None:
         utilisation = Fraction(mau) / known_seats
         return utilisation, _clamp(utilisation)

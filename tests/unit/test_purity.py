@@ -169,8 +169,10 @@ def test_checker_allows_pure_code() -> None:
 @pytest.mark.parametrize("module", ["projections.account", "projections.user", "projections.catalog"])
 def test_views_have_name_and_version(module: str) -> None:
     mod = importlib.import_module(module)
-    assert isinstance(mod.NAME, str) and mod.NAME
-    assert isinstance(mod.VERSION, int) and not isinstance(mod.VERSION, bool) and mod.VERSION >= 1
+    assert isinstance(mod.NAME, str)
+    assert mod.NAME
+    assert type(mod.VERSION) is int
+    assert mod.VERSION >= 1
     for attr in ("fold", "fold_all", "merge", "empty"):
         assert callable(getattr(mod, attr))
 
