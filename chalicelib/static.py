@@ -24,7 +24,7 @@ from chalice import Response
 
 from chalicelib.settings import PROJECT_ROOT
 
-__all__ = ["serve", "DASHBOARD_DIR", "VENDOR"]
+__all__ = ["DASHBOARD_DIR", "VENDOR", "serve"]
 
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboard"
 
