@@ -72,3 +72,16 @@ def v1_screen():  # type: ignore[no-untyped-def]
 @handle_errors
 def v1_alias():  # type: ignore[no-untyped-def]
     return _ingest("alias")
+
+
+# --- scheduled functions (rotation) ---
+from chalice import Rate
+
+from chalicelib import rotation
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS))
+def rotate_tables(event):  # type: ignore[no-untyped-def]
+    """Create today's and tomorrow's event tables and their stream mappings (idempotent)."""
+    return rotation.run().to_dict()
+# --- end scheduled functions (rotation) ---

@@ -1,0 +1,426 @@
+"""Generate the committed CloudFormation templates and Chalice IAM policies.
+
+``python -m cfn.generate`` writes:
+
+- ``cfn/storage.json`` — the storage stack (control table, view table v1, score-alert topic,
+  stream on-failure queue). Table properties come from :mod:`chalicelib.tables` through
+  :func:`chalicelib.tables.to_cfn_properties`, so the template and the code share one definition.
+- ``cfn/compute-extras.json`` — merged into ``chalice package`` output with ``--merge-template``:
+  alarms to the team's chat topic, storage-stack imports, and a fix for a Chalice log-group bug.
+- ``.chalice/policy-<stage>.json`` — least-privilege execution policy per stage (``autogen_policy``
+  is off), scoped by the stage's ``STREAMFOLD_TABLE_PREFIX`` from ``.chalice/config.json``.
+
+``python -m cfn.generate --check`` exits 1 if a committed file differs from what would be written.
+Event day tables are *not* here: the rotation function creates them a day ahead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from chalicelib import keys, tables
+
+__all__ = [
+    "PREFIX_PLACEHOLDER",
+    "STORAGE_EXPORTS",
+    "app_function_names",
+    "cfn_resource_name",
+    "chalice_config",
+    "compute_extras_template",
+    "main",
+    "render",
+    "rendered_files",
+    "stage_policy",
+    "storage_template",
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+CFN_DIR = ROOT / "cfn"
+CHALICE_DIR = ROOT / ".chalice"
+
+# Table specs are built with this literal prefix, then every name is wrapped in Fn::Sub, so
+# ``keys.*_table_name`` stays the single source of the naming scheme.
+PREFIX_PLACEHOLDER = "${TablePrefix}"
+VIEW_VERSION = 1
+ALERTS_TOPIC_SUFFIX = "score-alerts"
+STREAM_FAILURES_SUFFIX = "stream-failures"
+# The projector as the app names it (``@app.lambda_function(name="projector")``, and
+# ``streams.functions`` locally); the rotation function maps new day tables to it.
+PROJECTOR = "projector"
+ROTATION = "rotate_tables"
+
+# Output name -> export suffix; exported as ``<storage stack name>-<suffix>``.
+STORAGE_EXPORTS = (
+    "TablePrefix",
+    "ControlTableName",
+    "ControlTableArn",
+    "ViewTableName",
+    "ViewTableArn",
+    "ViewTableVersion",
+    "AlertsTopicArn",
+    "StreamFailureQueueArn",
+    "StreamFailureQueueUrl",
+)
+
+
+def _sub(template: str) -> dict[str, str]:
+    return {"Fn::Sub": template}
+
+
+def _retained_table(spec: dict[str, Any]) -> dict[str, Any]:
+    props = tables.to_cfn_properties(spec)
+    props["TableName"] = _sub(spec["TableName"])
+    props["Tags"] = [{"Key": "streamfold:role", "Value": _role_of(spec["TableName"])}]
+    return {
+        "Type": "AWS::DynamoDB::Table",
+        "DeletionPolicy": "Retain",
+        "UpdateReplacePolicy": "Retain",
+        "Properties": props,
+    }
+
+
+def _role_of(table_name: str) -> str:
+    return table_name.removeprefix(PREFIX_PLACEHOLDER)
+
+
+def _output(value: Any, description: str, export: str) -> dict[str, Any]:
+    return {
+        "Description": description,
+        "Value": value,
+        "Export": {"Name": _sub("${AWS::StackName}-" + export)},
+    }
+
+
+def storage_template() -> dict[str, Any]:
+    """The storage stack: everything stateful that outlives any deployment of the code."""
+    control = tables.control_table_spec(PREFIX_PLACEHOLDER)
+    view = tables.view_table_spec(PREFIX_PLACEHOLDER, VIEW_VERSION)
+    outputs = {
+        "TablePrefix": _output({"Ref": "TablePrefix"}, "Prefix of every streamfold table name", "TablePrefix"),
+        "ControlTableName": _output({"Ref": "ControlTable"}, "Control table name", "ControlTableName"),
+        "ControlTableArn": _output({"Fn::GetAtt": ["ControlTable", "Arn"]}, "Control table ARN", "ControlTableArn"),
+        "ViewTableName": _output({"Ref": "ViewTable"}, f"View table v{VIEW_VERSION} name", "ViewTableName"),
+        "ViewTableArn": _output({"Fn::GetAtt": ["ViewTable", "Arn"]}, f"View table v{VIEW_VERSION} ARN",
+                                "ViewTableArn"),
+        "ViewTableVersion": _output(str(VIEW_VERSION), "Projection version of the view table", "ViewTableVersion"),
+        "AlertsTopicArn": _output({"Ref": "AlertsTopic"}, "SNS topic for score alerts", "AlertsTopicArn"),
+        "StreamFailureQueueArn": _output({"Fn::GetAtt": ["StreamFailureQueue", "Arn"]},
+                                         "On-failure destination of the stream event source mappings",
+                                         "StreamFailureQueueArn"),
+        "StreamFailureQueueUrl": _output({"Ref": "StreamFailureQueue"}, "URL of the on-failure queue",
+                                         "StreamFailureQueueUrl"),
+    }
+    return {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": "streamfold storage: control and view tables, score-alert topic, stream on-failure queue. "
+                       "Generated by `python -m cfn.generate`; do not edit. Event day tables are created "
+                       "one day ahead by the rotation function, not here.",
+        "Parameters": {
+            "TablePrefix": {
+                "Type": "String",
+                "Default": "streamfold-",
+                "AllowedPattern": "^[a-zA-Z0-9_.-]{1,100}$",
+                "Description": "Prefix of every table name; must equal the compute stage's "
+                               "STREAMFOLD_TABLE_PREFIX (.chalice/config.json).",
+            },
+        },
+        "Resources": {
+            "ControlTable": _retained_table(control),
+            "ViewTable": _retained_table(view),
+            "AlertsTopic": {
+                "Type": "AWS::SNS::Topic",
+                "Properties": {
+                    "TopicName": _sub(PREFIX_PLACEHOLDER + ALERTS_TOPIC_SUFFIX),
+                    "DisplayName": "streamfold score alerts",
+                    "KmsMasterKeyId": "alias/aws/sns",
+                },
+            },
+            # Records that failed after the mapping's retries: metadata only (shard, sequence
+            # range), the events themselves stay in the day tables for replay. Kept 14 days.
+            "StreamFailureQueue": {
+                "Type": "AWS::SQS::Queue",
+                "DeletionPolicy": "Retain",
+                "UpdateReplacePolicy": "Retain",
+                "Properties": {
+                    "QueueName": _sub(PREFIX_PLACEHOLDER + STREAM_FAILURES_SUFFIX),
+                    "MessageRetentionPeriod": 1209600,
+                    "SqsManagedSseEnabled": True,
+                },
+            },
+        },
+        "Outputs": outputs,
+    }
+
+
+def chalice_config() -> dict[str, Any]:
+    return json.loads((CHALICE_DIR / "config.json").read_text())
+
+
+def cfn_resource_name(name: str) -> str:
+    """Chalice's logical ID for a function name (``rotate_tables`` -> ``RotateTables``)."""
+    from chalice.utils import to_cfn_resource_name
+
+    return str(to_cfn_resource_name(name))
+
+
+def app_function_names() -> list[str]:
+    """Names of the app's Lambda functions besides the API handler, in a stable order."""
+    from chalice.app import Chalice
+
+    import app as app_module
+
+    app: Chalice = app_module.app
+    names = {f.name for f in app.pure_lambda_functions}
+    names.update(source.name for source in app.event_sources)
+    return sorted(names)
+
+
+def _function_ids() -> dict[str, str]:
+    """Logical ID of every function chalice will package, mapped to its app-level name."""
+    ids = {"APIHandler": "api_handler"}
+    for name in app_function_names():
+        ids[cfn_resource_name(name)] = name
+    return ids
+
+
+def _errors_alarm(function_id: str) -> dict[str, Any]:
+    return {
+        "Type": "AWS::CloudWatch::Alarm",
+        "Properties": {
+            "AlarmDescription": _sub(f"${{AWS::StackName}}: Lambda {function_id} is raising errors"),
+            "Namespace": "AWS/Lambda",
+            "MetricName": "Errors",
+            "Dimensions": [{"Name": "FunctionName", "Value": {"Ref": function_id}}],
+            "Statistic": "Sum",
+            "Period": 300,
+            "EvaluationPeriods": 1,
+            "Threshold": 1,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+            "TreatMissingData": "notBreaching",
+            "AlarmActions": [{"Ref": "AlarmTopicArn"}],
+            "OKActions": [{"Ref": "AlarmTopicArn"}],
+        },
+    }
+
+
+def _import(export: str) -> dict[str, Any]:
+    return {"Fn::ImportValue": _sub("${StorageStackName}-" + export)}
+
+
+def compute_extras_template() -> dict[str, Any]:
+    """Template merged into ``chalice package`` output (``--merge-template``)."""
+    config = chalice_config()
+    api_stage = config.get("api_gateway_stage", "api")
+    function_ids = _function_ids()
+    resources: dict[str, Any] = {
+        # Name the REST API after the stack (the OpenAPI title is the API name on import), so the
+        # ApiName metric dimension is unique per stage instead of "streamfold" for every stage.
+        "RestAPI": {"Properties": {"DefinitionBody": {"info": {"title": _sub("${AWS::StackName}")}}}},
+        "Api5xxAlarm": {
+            "Type": "AWS::CloudWatch::Alarm",
+            "Properties": {
+                "AlarmDescription": _sub("${AWS::StackName}: API Gateway is returning 5XX errors"),
+                "Namespace": "AWS/ApiGateway",
+                "MetricName": "5XXError",
+                "Dimensions": [
+                    {"Name": "ApiName", "Value": _sub("${AWS::StackName}")},
+                    {"Name": "Stage", "Value": api_stage},
+                ],
+                "Statistic": "Sum",
+                "Period": 300,
+                "EvaluationPeriods": 1,
+                "Threshold": 5,
+                "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+                "TreatMissingData": "notBreaching",
+                "AlarmActions": [{"Ref": "AlarmTopicArn"}],
+                "OKActions": [{"Ref": "AlarmTopicArn"}],
+            },
+        },
+    }
+    env_from_storage = {
+        "STREAMFOLD_ALERTS_TOPIC_ARN": _import("AlertsTopicArn"),
+        "STREAMFOLD_DLQ_ARN": _import("StreamFailureQueueArn"),
+    }
+    for function_id, name in function_ids.items():
+        resources[f"{function_id}ErrorsAlarm"] = _errors_alarm(function_id)
+        env = dict(env_from_storage)
+        if name == ROTATION and PROJECTOR in function_ids.values():
+            env["STREAMFOLD_PROJECTOR_FUNCTION"] = {"Ref": cfn_resource_name(PROJECTOR)}
+        resources[function_id] = {"Properties": {"Environment": {"Variables": env}}}
+    if config.get("log_retention_in_days") or any(
+        stage.get("log_retention_in_days") for stage in config.get("stages", {}).values()
+    ):
+        # chalice 1.34 renames the API function to APIHandler but its log group still says
+        # ${ApiHandler} (aws/chalice#2079); point it at the real resource.
+        resources["ApiHandlerLogGroup"] = {
+            "Properties": {"LogGroupName": _sub("/aws/lambda/${APIHandler}")},
+        }
+    return {
+        "Description": "streamfold compute (Chalice). Extras generated by `python -m cfn.generate`; do not edit.",
+        "Parameters": {
+            "AlarmTopicArn": {
+                "Type": "String",
+                "Description": "SNS topic wired to the team's chat (e.g. AWS Chatbot) for alarms",
+            },
+            "StorageStackName": {
+                "Type": "String",
+                "Default": "streamfold-storage",
+                "Description": "Name of the deployed cfn/storage.json stack whose exports this stack imports",
+            },
+        },
+        "Resources": resources,
+    }
+
+
+def _stage_prefix(config: dict[str, Any], stage: str) -> str:
+    env = dict(config.get("environment_variables", {}))
+    env.update(config["stages"][stage].get("environment_variables", {}))
+    return str(env["STREAMFOLD_TABLE_PREFIX"])
+
+
+def stage_policy(config: dict[str, Any], stage: str) -> dict[str, Any]:
+    """Execution policy of every function of a stage, scoped to that stage's table prefix.
+
+    Functions are named ``<stack>-<LogicalId>-<suffix>`` by CloudFormation, so the compute
+    stack must be named ``<app_name>-<stage>`` for the event-source-mapping condition to match.
+    """
+    prefix = _stage_prefix(config, stage)
+    app_name = config["app_name"]
+    table = "arn:aws:dynamodb:*:*:table/"
+    data_tables = [
+        table + keys.control_table_name(prefix),
+        table + keys.view_table_name(prefix, _WILDCARD),  # type: ignore[arg-type]
+        table + keys.events_table_name(prefix, _WILDCARD),  # type: ignore[arg-type]
+    ]
+    event_tables = data_tables[2]
+    functions = f"arn:aws:lambda:*:*:function:{app_name}-{stage}-*"
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "Logs",
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": "arn:aws:logs:*:*:*",
+            },
+            {
+                "Sid": "TableData",
+                "Effect": "Allow",
+                "Action": [
+                    "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:PutItem",
+                    "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem",
+                    "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable",
+                ],
+                "Resource": data_tables + [t + "/index/*" for t in data_tables],
+            },
+            {
+                "Sid": "RotateEventTables",
+                "Effect": "Allow",
+                "Action": [
+                    "dynamodb:CreateTable", "dynamodb:DescribeContinuousBackups", "dynamodb:UpdateContinuousBackups",
+                ],
+                "Resource": event_tables,
+            },
+            {
+                "Sid": "ListTables",
+                "Effect": "Allow",
+                "Action": ["dynamodb:ListTables", "dynamodb:ListStreams"],
+                "Resource": "*",
+            },
+            {
+                "Sid": "ReadEventStreams",
+                "Effect": "Allow",
+                "Action": ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"],
+                "Resource": event_tables + "/stream/*",
+            },
+            {
+                "Sid": "PublishScoreAlerts",
+                "Effect": "Allow",
+                "Action": "sns:Publish",
+                "Resource": f"arn:aws:sns:*:*:{prefix}{ALERTS_TOPIC_SUFFIX}",
+            },
+            {
+                "Sid": "StreamFailureDestination",
+                "Effect": "Allow",
+                "Action": ["sqs:SendMessage", "sqs:GetQueueAttributes"],
+                "Resource": f"arn:aws:sqs:*:*:{prefix}{STREAM_FAILURES_SUFFIX}",
+            },
+            {
+                # List/Get take no resource-level permissions; the writes are conditioned on the
+                # target being one of this stage's functions.
+                "Sid": "ReadEventSourceMappings",
+                "Effect": "Allow",
+                "Action": ["lambda:ListEventSourceMappings", "lambda:GetEventSourceMapping"],
+                "Resource": "*",
+            },
+            {
+                "Sid": "ManageEventSourceMappings",
+                "Effect": "Allow",
+                "Action": [
+                    "lambda:CreateEventSourceMapping", "lambda:UpdateEventSourceMapping",
+                    "lambda:DeleteEventSourceMapping",
+                ],
+                "Resource": "*",
+                "Condition": {"ArnLike": {"lambda:FunctionArn": functions}},
+            },
+        ],
+    }
+
+
+class _Wildcard:
+    """Stands in for a day or a version so ``keys`` yields ARN patterns (``events-*``, ``view-v*``)."""
+
+    def strftime(self, _fmt: str) -> str:
+        return "*"
+
+    def __format__(self, _spec: str) -> str:
+        return "*"
+
+
+_WILDCARD = _Wildcard()
+
+
+def rendered_files() -> dict[Path, dict[str, Any]]:
+    """Every generated file and its content."""
+    config = chalice_config()
+    files: dict[Path, dict[str, Any]] = {
+        CFN_DIR / "storage.json": storage_template(),
+        CFN_DIR / "compute-extras.json": compute_extras_template(),
+    }
+    for stage, stage_config in config["stages"].items():
+        policy_file = stage_config.get("iam_policy_file", config.get("iam_policy_file", f"policy-{stage}.json"))
+        files[CHALICE_DIR / policy_file] = stage_policy(config, stage)
+    return files
+
+
+def render(content: dict[str, Any]) -> str:
+    return json.dumps(content, indent=2, sort_keys=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cfn.generate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="fail if a committed file is out of date")
+    args = parser.parse_args(argv)
+    stale = []
+    for path, content in rendered_files().items():
+        text = render(content)
+        current = path.read_text() if path.exists() else None
+        if current == text:
+            continue
+        stale.append(path)
+        if not args.check:
+            path.write_text(text)
+            print(f"wrote {path.relative_to(ROOT)}")
+    if args.check and stale:
+        for path in stale:
+            print(f"out of date: {path.relative_to(ROOT)} (run `python -m cfn.generate`)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
