@@ -108,3 +108,68 @@ def dlq_pk(uuid: str) -> str:
 
 def outbox_pk(tenant_id: str) -> str:
     return f"OUTBOX#{tenant_id}"
+
+
+# --- view tables (``<prefix>view-v<N>``), one single table per projection version -------------
+#
+#   pk = <tenant>#A#<account>   sk = HEAD | DAY#<yyyy-mm-dd> | TL#<yyyy-mm-dd> | SUMMARY | USER#<user>
+#   pk = <tenant>#U#<user>      sk = HEAD
+#   pk = <tenant>#CATALOG       sk = <event name>
+#   gpk = <tenant>#ACCOUNTS     (sparse listing indexes on SUMMARY items: by_score, by_seen, by_active, by_name)
+
+HEAD_SK = "HEAD"
+SUMMARY_SK = "SUMMARY"
+DAY_PREFIX = "DAY#"
+TIMELINE_PREFIX = "TL#"
+USER_LINK_PREFIX = "USER#"
+
+
+def account_pk(tenant_id: str, account_id: str) -> str:
+    return f"{tenant_id}#A#{account_id}"
+
+
+def user_pk(tenant_id: str, user_key: str) -> str:
+    return f"{tenant_id}#U#{user_key}"
+
+
+def catalog_pk(tenant_id: str) -> str:
+    return f"{tenant_id}#CATALOG"
+
+
+def accounts_gpk(tenant_id: str) -> str:
+    return f"{tenant_id}#ACCOUNTS"
+
+
+def day_sk(day: str) -> str:
+    return f"{DAY_PREFIX}{day}"
+
+
+def timeline_sk(day: str) -> str:
+    return f"{TIMELINE_PREFIX}{day}"
+
+
+def user_link_sk(user_key: str) -> str:
+    return f"{USER_LINK_PREFIX}{user_key}"
+
+
+def score_sk(score: int | None, account_id: str) -> str:
+    return f"{-1 if score is None else score:04d}#{account_id}"
+
+
+def seen_sk(last_seen: str | None, account_id: str) -> str:
+    return f"{last_seen or '0000'}#{account_id}"
+
+
+def active_sk(active_users: int, account_id: str) -> str:
+    return f"{active_users:08d}#{account_id}"
+
+
+def name_sk(name: str | None, account_id: str) -> str:
+    return f"{(name or account_id).casefold()[:200]}#{account_id}"
+
+
+__all__ += [
+    "HEAD_SK", "SUMMARY_SK", "DAY_PREFIX", "TIMELINE_PREFIX", "USER_LINK_PREFIX", "account_pk", "user_pk",
+    "catalog_pk", "accounts_gpk", "day_sk", "timeline_sk", "user_link_sk", "score_sk", "seen_sk", "active_sk",
+    "name_sk",
+]

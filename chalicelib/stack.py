@@ -90,6 +90,9 @@ class LocalStack:
         client = db.get_client()
         tables.ensure_control_table(client, s.table_prefix)
         tables.ensure_event_tables(client, s.table_prefix, tables.utc_today())
+        from streams.projector import VIEW_VERSION
+
+        tables.ensure_view_table(client, s.table_prefix, VIEW_VERSION)
         for factory in self._factories:
             comp = factory(self)
             comp.start()

@@ -42,6 +42,7 @@ def prefix(ddb_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     client = db.get_client()
     tables.ensure_control_table(client, p)
     tables.ensure_event_tables(client, p, tables.utc_today())
+    tables.ensure_view_table(client, p, 1)
     return p
 
 

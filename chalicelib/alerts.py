@@ -1,0 +1,149 @@
+"""Score alerts: an outbox in the control table, delivered to a webhook (local) or SNS (AWS).
+
+The projector writes an alert in the same transaction as the account summary whose change
+caused it, so a retried batch (which finds the summary already updated) never writes a second
+alert, and a crash cannot lose one. Delivery is at-least-once with a stable id
+(``X-Streamfold-Alert-Id`` header / SNS ``alert_id`` attribute) so receivers can drop repeats;
+a delivered alert is marked with a conditional update and never sent again. Cooldown
+(frequency control) is applied when the alert is raised: see ``health.band_change``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib import keys
+from chalicelib.log import logger
+from chalicelib.views import from_ddb, to_ddb
+from projections.events import format_ts
+from projections.health import HealthScore
+
+__all__ = ["Outbox", "AlertDeliverer"]
+
+
+class Outbox:
+    """Builds outbox items and lists/marks them."""
+
+    def __init__(self, client: Any, control_table: str) -> None:
+        self.client = client
+        self.table = control_table
+
+    def alert(self, tenant_id: str, summary: dict[str, Any], prev: HealthScore | None, new: HealthScore,
+              kind: str, now: datetime) -> dict[str, Any]:
+        """The DynamoDB item of a new alert (written by the projector's transaction)."""
+        from chalicelib.projector import alert_id
+
+        aid = alert_id(tenant_id, summary["account_id"], kind, prev, new)
+        body = {
+            "alert_id": aid, "kind": kind, "tenant_id": tenant_id, "account_id": summary["account_id"],
+            "account_name": summary.get("name"), "previous": None if prev is None else
+            {"score": prev.score, "band": prev.band}, "current": {"score": new.score, "band": new.band,
+                                                                  "trend": new.trend},
+            "factors": [f.to_dict() for f in new.factors], "raised_at": format_ts(now),
+        }
+        return to_ddb({"pk": keys.outbox_pk(tenant_id), "sk": f"{format_ts(now)}#{aid}", "status": "pending",
+                       "alert_json": json.dumps(body, sort_keys=True), "alert_id": aid})
+
+    def pending(self, tenant_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        resp = self.client.query(TableName=self.table, KeyConditionExpression="pk = :p",
+                                 FilterExpression="#s = :pending", ExpressionAttributeNames={"#s": "status"},
+                                 ExpressionAttributeValues={":p": {"S": keys.outbox_pk(tenant_id)},
+                                                            ":pending": {"S": "pending"}},
+                                 ConsistentRead=True, Limit=limit)
+        return [from_ddb(i) for i in resp["Items"]]
+
+    def all(self, tenant_id: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"TableName": self.table, "KeyConditionExpression": "pk = :p",
+                                  "ExpressionAttributeValues": {":p": {"S": keys.outbox_pk(tenant_id)}},
+                                  "ConsistentRead": True}
+        while True:
+            resp = self.client.query(**kwargs)
+            out += [from_ddb(i) for i in resp["Items"]]
+            if "LastEvaluatedKey" not in resp:
+                return out
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def mark(self, item: dict[str, Any], status: str, detail: str = "") -> bool:
+        try:
+            self.client.update_item(
+                TableName=self.table, Key={"pk": {"S": item["pk"]}, "sk": {"S": item["sk"]}},
+                UpdateExpression="SET #s = :s, delivered_at = :t, detail = :d",
+                ConditionExpression="#s = :pending", ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":s": {"S": status}, ":pending": {"S": "pending"},
+                                           ":t": {"S": datetime.now(timezone.utc).isoformat()},
+                                           ":d": {"S": detail[:500]}})
+            return True
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+
+
+class AlertDeliverer:
+    """Sends pending alerts: to the tenant's webhook URL, or to SNS when a topic is configured."""
+
+    def __init__(self, outbox: Outbox, tenants: Any, sns_client: Any = None, topic_arn: str | None = None,
+                 timeout: float = 5.0) -> None:
+        self.outbox = outbox
+        self.tenants = tenants
+        self.sns = sns_client
+        self.topic_arn = topic_arn
+        self.timeout = timeout
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def deliver_tenant(self, tenant_id: str) -> int:
+        settings = self.tenants.get_settings(tenant_id)
+        url = settings.get("webhook_url")
+        sent = 0
+        for item in self.outbox.pending(tenant_id):
+            body = item["alert_json"]
+            try:
+                if self.sns is not None and self.topic_arn:
+                    self.sns.publish(TopicArn=self.topic_arn, Message=body, Subject="streamfold health alert",
+                                     MessageAttributes={"tenant_id": {"DataType": "String", "StringValue": tenant_id},
+                                                        "alert_id": {"DataType": "String",
+                                                                     "StringValue": item["alert_id"]}})
+                elif url:
+                    req = urllib.request.Request(url, data=body.encode(), method="POST", headers={
+                        "Content-Type": "application/json", "X-Streamfold-Alert-Id": item["alert_id"]})
+                    with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - tenant URL
+                        if resp.status >= 300:
+                            raise urllib.error.HTTPError(url, resp.status, "non-2xx", resp.headers, None)
+                else:
+                    continue  # no destination configured yet: keep it pending
+            except (urllib.error.URLError, OSError, ClientError) as exc:
+                logger.warning("alert delivery failed", extra={"alert_id": item["alert_id"], "error": str(exc)})
+                continue
+            if self.outbox.mark(item, "delivered"):
+                sent += 1
+        return sent
+
+    def deliver_all(self) -> int:
+        return sum(self.deliver_tenant(t.tenant_id) for t in self.tenants.list())
+
+    # local component protocol
+    def start(self, interval: float = 2.0) -> AlertDeliverer:
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.deliver_all()
+                except Exception:  # noqa: BLE001 - keep the loop alive; logged
+                    logger.exception("alert delivery loop")
+
+        self._thread = threading.Thread(target=loop, name="alerts", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)

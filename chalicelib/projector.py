@@ -1,0 +1,369 @@
+"""Fold a batch of events into the view table: coalesced, idempotent, conflict-safe writes.
+
+For every tenant in a batch the events are folded in memory (pure folds from ``projections/``),
+merged with the stored states, and each touched item is written at most once per batch, and
+only if it changed. Because every state is a join-semilattice, a re-delivered batch merges to
+exactly the stored state and writes nothing; a concurrent writer's work is never lost (see
+:mod:`chalicelib.views`).
+
+Items per account: ``HEAD`` (traits, users, first/last seen), ``DAY#<day>`` (daily rollups
+with message digests, so a message is never counted twice), ``TL#<day>`` (timeline), and
+``SUMMARY`` (score, band, trend, factors, listing-index keys). Per user: ``HEAD`` plus a
+``USER#<user>`` link in each of its accounts. Per tenant: one catalog item per event name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib import keys
+from chalicelib.scoremodels import ScoreModelStore
+from chalicelib.views import Blob, ConflictError, ViewStore, to_ddb
+from projections import account, catalog, health, timeline, user
+from projections.account import AccountState, DayActivity
+from projections.events import Event, FrozenMap, format_ts, thaw
+from projections.health import HealthScore, ScoreModel
+
+__all__ = ["Projector", "ProjectStats", "load_account", "summary_attrs", "account_head_dict"]
+
+
+@dataclass
+class ProjectStats:
+    events: int = 0
+    accounts: int = 0
+    users: int = 0
+    alerts: int = 0
+    write_units: float = 0.0
+    writes: int = 0
+    skipped: int = 0
+    by_tenant: dict[str, int] = field(default_factory=dict)
+
+
+def account_head_dict(state: AccountState) -> dict[str, Any]:
+    d = state.to_dict()
+    d.pop("days")
+    return d
+
+
+def _assemble(head: dict[str, Any] | None, account_id: str, days: dict[str, dict[str, Any]]) -> AccountState:
+    base = dict(head or {"account_id": account_id})
+    base["days"] = days
+    # merge() with an empty state re-applies the retention cut, exactly as the pure fold does.
+    return account.merge(AccountState.from_dict(base), account.empty(account_id))
+
+
+def load_account(store: ViewStore, tenant_id: str, account_id: str,
+                 head: Blob | None = None) -> tuple[AccountState, Blob, dict[str, Blob]]:
+    """The full stored state of an account, with the blobs it was built from."""
+    pk = keys.account_pk(tenant_id, account_id)
+    if head is None:
+        head = store.get_many([(pk, keys.HEAD_SK)])[(pk, keys.HEAD_SK)]
+    day_blobs, _ = store.query_prefix(pk, keys.DAY_PREFIX)
+    days = {b.sk[len(keys.DAY_PREFIX):]: b for b in day_blobs}
+    state = _assemble(head.data, account_id, {d: b.data for d, b in days.items()})
+    return state, head, days
+
+
+def _seats(state: AccountState) -> int | None:
+    seats = state.trait("seats")
+    if isinstance(seats, bool) or not isinstance(seats, (int, float)) or seats < 1:
+        return None
+    return int(seats)
+
+
+def summary_attrs(tenant_id: str, state: AccountState, hs: HealthScore, as_of: datetime) -> dict[str, Any]:
+    """Attributes of an account's SUMMARY item (listing indexes, score, why)."""
+    counts = account.active_user_counts(state, as_of, (1, 7, 30))
+    traits = {k: thaw(v.value) for k, v in state.traits.items()}
+    last_seen = format_ts(state.last_seen) if state.last_seen else None
+    name = state.name or state.account_id
+    plan = traits.get("plan")
+    return {
+        "gpk": keys.accounts_gpk(tenant_id),
+        "score_sk": keys.score_sk(hs.score, state.account_id),
+        "seen_sk": keys.seen_sk(last_seen, state.account_id),
+        "active_sk": keys.active_sk(counts[30], state.account_id),
+        "name_sk": keys.name_sk(name, state.account_id),
+        "account_id": state.account_id,
+        "name": name,
+        "plan": plan if isinstance(plan, str) else None,
+        "traits_json": json.dumps(traits, sort_keys=True, default=str),
+        "first_seen": format_ts(state.first_seen) if state.first_seen else None,
+        "last_seen": last_seen,
+        "users_count": len(state.users),
+        "active_1d": counts[1],
+        "active_7d": counts[7],
+        "active_30d": counts[30],
+        "score": hs.score,
+        "band": hs.band,
+        "trend": hs.trend,
+        "model_version": hs.model_version,
+        "health_json": json.dumps({**hs.to_dict(), "as_of": None}, sort_keys=True),
+    }
+
+
+# Summary attributes that are bookkeeping, not content: a change in these alone is not written.
+_VOLATILE = {"as_of", "alerts"}
+
+
+class Projector:
+    """Applies batches of events to one view table version.
+
+    Args:
+        store: the view table.
+        models: per-tenant score models.
+        outbox: where alerts are written (``chalicelib.alerts.Outbox``); may be None.
+        search: an indexer with ``index(tenant, accounts, users)`` (search projection); may be None.
+    """
+
+    def __init__(self, store: ViewStore, models: ScoreModelStore, outbox: Any = None, search: Any = None) -> None:
+        self.store = store
+        self.models = models
+        self.outbox = outbox
+        self.search = search
+
+    def project(self, events_by_tenant: dict[str, list[Event]], now: datetime) -> ProjectStats:
+        stats = ProjectStats()
+        before = (self.store.stats.write_units, self.store.stats.writes, self.store.stats.skipped)
+        for tenant_id, events in events_by_tenant.items():
+            if not events:
+                continue
+            stats.events += len(events)
+            stats.by_tenant[tenant_id] = len(events)
+            accounts_written = self._accounts(tenant_id, events, now, stats)
+            users_written = self._users(tenant_id, events)
+            self._catalog(tenant_id, events)
+            stats.accounts += len(accounts_written)
+            stats.users += len(users_written)
+            if self.search is not None and (accounts_written or users_written):
+                self.search.index(tenant_id, accounts_written, users_written)
+        stats.write_units = self.store.stats.write_units - before[0]
+        stats.writes = self.store.stats.writes - before[1]
+        stats.skipped = self.store.stats.skipped - before[2]
+        return stats
+
+    # --- accounts ----------------------------------------------------------------------------
+
+    def _accounts(self, tenant_id: str, events: list[Event], now: datetime,
+                  stats: ProjectStats) -> dict[str, dict[str, Any]]:
+        batch = account.fold_all(events)
+        if not batch:
+            return {}
+        timelines = timeline.fold_all(events)
+        model = self.models.current(tenant_id, cached=True)
+        pks = {a: keys.account_pk(tenant_id, a) for a in batch}
+        heads = self.store.get_many([(pk, keys.HEAD_SK) for pk in pks.values()] +
+                                    [(pk, keys.SUMMARY_SK) for pk in pks.values()])
+        tl_blobs = self.store.get_many([(pks[a], keys.timeline_sk(d)) for a, d in timelines])
+
+        def one(account_id: str) -> tuple[str, dict[str, Any] | None, int]:
+            pk = pks[account_id]
+            new = batch[account_id]
+            self._write_head(pk, heads[(pk, keys.HEAD_SK)], new)
+            state, _, day_blobs = load_account(self.store, tenant_id, account_id)
+            for day, activity in new.days.items():
+                self._write_day(day_blobs.get(day) or Blob(pk, keys.day_sk(day)), activity)
+            for (a, d), tl in timelines.items():
+                if a == account_id:
+                    self._write_timeline(tl_blobs[(pk, keys.timeline_sk(d))], tl)
+            # The state for scoring: stored days joined with the batch (covers our own writes too).
+            full = account.merge(state, new)
+            summary, alerts = self._write_summary(tenant_id, full, model, now, heads[(pk, keys.SUMMARY_SK)])
+            return account_id, summary, alerts
+
+        written: dict[str, dict[str, Any]] = {}
+        for account_id, summary, alerts in self.store.run(one, sorted(batch)):
+            stats.alerts += alerts
+            if summary is not None:
+                written[account_id] = summary
+        return written
+
+    def _write_head(self, pk: str, blob: Blob, new: AccountState) -> None:
+        def update(b: Blob) -> tuple[Any, None] | None:
+            stored = _assemble(b.data, new.account_id, {}) if b.data else account.empty(new.account_id)
+            head_only = AccountState(new.account_id, new.traits, new.first_seen, new.last_seen, new.users,
+                                     FrozenMap(), new.event_spans)
+            merged = account.merge(stored, head_only)
+            data = account_head_dict(merged)
+            return None if b.data == data else (data, None)
+
+        self.store.upsert((pk, keys.HEAD_SK), update, current=blob)
+
+    def _write_day(self, blob: Blob, activity: DayActivity) -> bool:
+        def update(b: Blob) -> tuple[Any, None] | None:
+            stored = DayActivity.from_dict(b.data) if b.data else DayActivity()
+            merged = stored.merge(activity)
+            return None if merged == stored and b.data is not None else (merged.to_dict(), None)
+
+        return self.store.upsert((blob.pk, blob.sk), update, current=blob) is not None
+
+    def _write_timeline(self, blob: Blob, tl: timeline.DayTimeline) -> None:
+        def update(b: Blob) -> tuple[Any, None] | None:
+            stored = timeline.DayTimeline.from_dict(b.data) if b.data else timeline.DayTimeline(tl.account_id, tl.day)
+            merged = timeline.merge(stored, tl)
+            return None if merged == stored and b.data is not None else (merged.to_dict(), None)
+
+        self.store.upsert((blob.pk, blob.sk), update, current=blob)
+
+    def _write_summary(self, tenant_id: str, state: AccountState, model: ScoreModel, now: datetime,
+                       blob: Blob | None) -> tuple[dict[str, Any] | None, int]:
+        """Score the account and write its SUMMARY (and an alert, atomically) if anything changed."""
+        hs = health.score(state, model, now, _seats(state))
+        attrs = summary_attrs(tenant_id, state, hs, now)
+        pk = keys.account_pk(tenant_id, state.account_id)
+        return self.write_summary(tenant_id, pk, attrs, hs, model, now, blob)
+
+    def write_summary(self, tenant_id: str, pk: str, attrs: dict[str, Any], hs: HealthScore, model: ScoreModel,
+                      now: datetime, blob: Blob | None) -> tuple[dict[str, Any] | None, int]:
+        for _ in range(8):
+            if blob is None:
+                blob = self.store.get_many([(pk, keys.SUMMARY_SK)])[(pk, keys.SUMMARY_SK)]
+            stored = {k: v for k, v in blob.attrs.items() if k not in _VOLATILE}
+            if blob.ver and stored == {k: v for k, v in attrs.items() if v is not None}:
+                self.store.stats.add(skipped=1)
+                return None, 0
+            prev = None
+            if blob.attrs.get("health_json"):
+                prev = HealthScore.from_dict({**json.loads(blob.attrs["health_json"]), "as_of": format_ts(now)})
+            alerts_sent: dict[str, str] = dict(blob.attrs.get("alerts") or {})
+            last = max((datetime.fromisoformat(v.replace("Z", "+00:00")) for v in alerts_sent.values()), default=None)
+            kind = health.band_change(prev, hs, model, last)
+            new_attrs = {**attrs, "as_of": format_ts(now), "alerts": alerts_sent}
+            try:
+                if kind is not None and self.outbox is not None:
+                    alert = self.outbox.alert(tenant_id, attrs, prev, hs, kind, now)
+                    new_attrs["alerts"] = {**alerts_sent, kind: format_ts(now)}
+                    self._put_with_alert(blob, new_attrs, alert)
+                    return attrs, 1
+                self.store.put(blob, None, new_attrs)
+                return attrs, 0
+            except ConflictError:
+                blob = None
+        raise ConflictError(f"summary {pk}: too many conflicting writes")
+
+    def _put_with_alert(self, blob: Blob, attrs: dict[str, Any], alert_item: dict[str, Any]) -> None:
+        item = to_ddb({"pk": blob.pk, "sk": blob.sk, "ver": blob.ver + 1, **attrs})
+        cond = "attribute_not_exists(pk)" if blob.ver == 0 else "ver = :v"
+        put: dict[str, Any] = {"TableName": self.store.table, "Item": item, "ConditionExpression": cond}
+        if blob.ver:
+            put["ExpressionAttributeValues"] = {":v": {"N": str(blob.ver)}}
+        try:
+            resp = self.store.client.transact_write_items(TransactItems=[
+                {"Put": put},
+                {"Put": {"TableName": self.outbox.table, "Item": alert_item,
+                         "ConditionExpression": "attribute_not_exists(pk)"}},
+            ], ReturnConsumedCapacity="TOTAL")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                raise ConflictError(blob.pk) from None
+            raise
+        self.store.stats.add(writes=2, write_units=sum(c.get("CapacityUnits", 0)
+                                                       for c in resp.get("ConsumedCapacity", [])))
+
+    # --- rescoring as time passes -------------------------------------------------------------
+
+    def rescore(self, tenant_id: str, account_ids: Iterable[str], now: datetime) -> int:
+        """Recompute scores of accounts (time passing changes recency); returns summaries written."""
+        model = self.models.current(tenant_id)
+
+        def one(account_id: str) -> int:
+            state, head, _ = load_account(self.store, tenant_id, account_id)
+            if head.ver == 0:
+                return 0
+            summary, _ = self._write_summary(tenant_id, state, model, now, None)
+            return 0 if summary is None else 1
+
+        return sum(self.store.run(one, list(account_ids)))
+
+    # --- users -------------------------------------------------------------------------------
+
+    def _users(self, tenant_id: str, events: list[Event]) -> dict[str, dict[str, Any]]:
+        batch = user.fold_all(events)
+        if not batch:
+            return {}
+        blobs = self.store.get_many([(keys.user_pk(tenant_id, u), keys.HEAD_SK) for u in batch])
+
+        def one(user_key: str) -> tuple[str, dict[str, Any] | None]:
+            new = batch[user_key]
+            key = (keys.user_pk(tenant_id, user_key), keys.HEAD_SK)
+            merged_box: list[Any] = []
+
+            def update(b: Blob) -> tuple[Any, None] | None:
+                stored = user.UserState.from_dict(b.data) if b.data else user.empty(user_key)
+                merged = user.merge(stored, new)
+                merged_box[:] = [merged]
+                return None if merged == stored and b.data is not None else (merged.to_dict(), None)
+
+            result = self.store.upsert(key, update, current=blobs[key])
+            if result is None:
+                return user_key, None
+            merged = merged_box[0]
+            link = _user_link(merged)
+            for account_id in merged.accounts:
+                self._write_link(keys.account_pk(tenant_id, account_id), keys.user_link_sk(user_key), link,
+                                 result.ver)
+            return user_key, link
+
+        return {u: link for u, link in self.store.run(one, sorted(batch)) if link is not None}
+
+    def _write_link(self, pk: str, sk: str, link: dict[str, Any], user_ver: int) -> None:
+        item = to_ddb({"pk": pk, "sk": sk, "user_ver": user_ver, **link})
+        try:
+            resp = self.store.client.put_item(
+                TableName=self.store.table, Item=item, ReturnConsumedCapacity="TOTAL",
+                ConditionExpression="attribute_not_exists(pk) OR user_ver < :v",
+                ExpressionAttributeValues={":v": {"N": str(user_ver)}})
+            self.store.stats.add(writes=1, write_units=resp.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise  # a newer version of the user already wrote its link: nothing to do
+
+    # --- catalog -------------------------------------------------------------------------------
+
+    def _catalog(self, tenant_id: str, events: list[Event]) -> None:
+        batch = catalog.fold_all(events)
+        if not batch.entries:
+            return
+        pk = keys.catalog_pk(tenant_id)
+        blobs = self.store.get_many([(pk, name[:1000]) for name in batch.entries])
+
+        def one(name: str) -> None:
+            new = catalog.CatalogState(FrozenMap({name: batch.entries[name]}))
+
+            def update(b: Blob) -> tuple[Any, None] | None:
+                stored = catalog.CatalogState.from_dict({"entries": {name: b.data}}) if b.data else catalog.empty()
+                merged = catalog.merge(stored, new)
+                if merged == stored and b.data is not None:
+                    return None
+                return merged.entries[name].to_dict(), None
+
+            self.store.upsert((pk, name[:1000]), update, current=blobs[(pk, name[:1000])])
+
+        self.store.run(one, sorted(batch.entries))
+
+
+def _user_link(state: user.UserState) -> dict[str, Any]:
+    traits = {k: thaw(v.value) for k, v in state.traits.items()}
+    return {
+        "user_id": state.user_key,
+        "name": traits.get("name") if isinstance(traits.get("name"), str) else None,
+        "email": traits.get("email") if isinstance(traits.get("email"), str) else None,
+        "traits_json": json.dumps(traits, sort_keys=True, default=str),
+        "first_seen": format_ts(state.first_seen) if state.first_seen else None,
+        "last_seen": format_ts(state.last_seen) if state.last_seen else None,
+    }
+
+
+def alert_id(tenant_id: str, account_id: str, kind: str, prev: HealthScore | None, new: HealthScore) -> str:
+    raw = f"{tenant_id}|{account_id}|{kind}|{prev.score if prev else ''}|{prev.band if prev else ''}|" \
+          f"{new.score}|{new.band}|{new.model_version}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+

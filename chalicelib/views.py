@@ -1,0 +1,231 @@
+"""Reading and writing view items (one single table per projection version).
+
+Folded states are stored as zlib-compressed JSON in a binary ``body`` attribute with a
+``ver`` counter. Writes are optimistic: ``attribute_not_exists(pk) OR ver = :seen``, so two
+projector invocations (different shards touching one account) never lose each other's work;
+the loser re-reads, merges (every state is a join-semilattice) and writes again. A state
+that did not change is not written at all, which is what makes a re-delivered batch free.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import zlib
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+__all__ = ["Blob", "ViewStore", "WriteStats", "encode_body", "decode_body", "to_ddb", "from_ddb"]
+
+_ser = TypeSerializer()
+_de = TypeDeserializer()
+
+
+def encode_body(data: Any) -> bytes:
+    return zlib.compress(json.dumps(data, separators=(",", ":"), sort_keys=True).encode(), 6)
+
+
+def decode_body(raw: Any) -> Any:
+    if hasattr(raw, "value"):  # boto3 Binary
+        raw = raw.value
+    return json.loads(zlib.decompress(raw))
+
+
+def to_ddb(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _ser.serialize(_ddb_safe(v)) for k, v in item.items() if v is not None}
+
+
+def from_ddb(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _plain(_de.deserialize(v)) for k, v in item.items()}
+
+
+def _ddb_safe(v: Any) -> Any:
+    from decimal import Decimal
+
+    if isinstance(v, float):
+        return Decimal(repr(v))
+    if isinstance(v, dict):
+        return {str(k): _ddb_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_ddb_safe(x) for x in v]
+    return v
+
+
+def _plain(v: Any) -> Any:
+    from decimal import Decimal
+
+    from boto3.dynamodb.types import Binary
+
+    if isinstance(v, Decimal):
+        return int(v) if v == v.to_integral_value() else float(v)
+    if isinstance(v, Binary):
+        return v.value
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, set, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
+@dataclass
+class Blob:
+    """A stored state: decoded ``data``, its ``ver`` (0 = absent) and any extra attributes."""
+
+    pk: str
+    sk: str
+    data: Any = None
+    ver: int = 0
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class WriteStats:
+    reads: int = 0
+    writes: int = 0
+    skipped: int = 0
+    conflicts: int = 0
+    write_units: float = 0.0
+    read_units: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **kw: float) -> None:
+        with self._lock:
+            for k, v in kw.items():
+                setattr(self, k, getattr(self, k) + v)
+
+
+class ConflictError(Exception):
+    """The item changed between read and write."""
+
+
+class ViewStore:
+    """Item access for one view table."""
+
+    def __init__(self, client: Any, table: str, *, workers: int = 8) -> None:
+        self.client = client
+        self.table = table
+        # Two pools: `run` tasks may call get_many/query_many, whose requests go to the inner pool,
+        # so a task never waits on work queued behind itself (no nested-pool deadlock).
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="view")
+        self._io = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="view-io")
+        self.stats = WriteStats()
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def get_many(self, keys: Iterable[tuple[str, str]], *, consistent: bool = True) -> dict[tuple[str, str], Blob]:
+        """Blobs for many keys (absent keys come back with ``ver=0``, ``data=None``)."""
+        wanted = list(dict.fromkeys(keys))
+        out = {k: Blob(k[0], k[1]) for k in wanted}
+        chunks = [wanted[i:i + 100] for i in range(0, len(wanted), 100)]
+        for items in self._io.map(lambda c: self._batch_get(c, consistent), chunks):
+            for it in items:
+                b = self._blob(it)
+                out[(b.pk, b.sk)] = b
+        return out
+
+    def _batch_get(self, chunk: list[tuple[str, str]], consistent: bool) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        request = {self.table: {"Keys": [{"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in chunk],
+                                "ConsistentRead": consistent}}
+        while request:
+            resp = self.client.batch_get_item(RequestItems=request, ReturnConsumedCapacity="TOTAL")
+            self.stats.add(reads=1, read_units=sum(c.get("CapacityUnits", 0) for c in resp.get("ConsumedCapacity", [])))
+            found += resp.get("Responses", {}).get(self.table, [])
+            request = resp.get("UnprocessedKeys") or {}
+        return found
+
+    def query_prefix(self, pk: str, sk_prefix: str, *, consistent: bool = True, newest_first: bool = False,
+                     limit: int | None = None, start: dict[str, Any] | None = None,
+                     sk_from: str | None = None, sk_to: str | None = None) -> tuple[list[Blob], dict[str, Any] | None]:
+        """Items of one partition whose sort key starts with ``sk_prefix`` (or lies in a range)."""
+        values: dict[str, Any] = {":pk": {"S": pk}}
+        if sk_from is not None and sk_to is not None:
+            cond = "pk = :pk AND sk BETWEEN :a AND :b"
+            values.update({":a": {"S": sk_from}, ":b": {"S": sk_to}})
+        else:
+            cond = "pk = :pk AND begins_with(sk, :p)"
+            values[":p"] = {"S": sk_prefix}
+        kwargs: dict[str, Any] = {"TableName": self.table, "KeyConditionExpression": cond,
+                                  "ExpressionAttributeValues": values, "ConsistentRead": consistent,
+                                  "ScanIndexForward": not newest_first, "ReturnConsumedCapacity": "TOTAL"}
+        if start:
+            kwargs["ExclusiveStartKey"] = start
+        out: list[Blob] = []
+        while True:
+            if limit is not None:
+                kwargs["Limit"] = limit - len(out)
+            resp = self.client.query(**kwargs)
+            self.stats.add(reads=1, read_units=resp.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
+            out += [self._blob(i) for i in resp["Items"]]
+            last = resp.get("LastEvaluatedKey")
+            if not last or (limit is not None and len(out) >= limit):
+                return out, last
+            kwargs["ExclusiveStartKey"] = last
+
+    def query_many(self, requests: list[tuple[str, str]]) -> list[list[Blob]]:
+        """Several prefix queries in parallel (e.g. all day items of each touched account)."""
+        return list(self._io.map(lambda r: self.query_prefix(r[0], r[1])[0], requests))
+
+    @staticmethod
+    def _blob(item: dict[str, Any]) -> Blob:
+        plain = from_ddb(item)
+        body = plain.pop("body", None)
+        return Blob(plain.pop("pk"), plain.pop("sk"), None if body is None else decode_body(body),
+                    int(plain.pop("ver", 0)), plain)
+
+    # --- writes --------------------------------------------------------------------------------
+
+    def put(self, blob: Blob, data: Any, attrs: dict[str, Any] | None = None) -> Blob:
+        """Write ``data`` if ``blob`` is still the stored version; raises :class:`ConflictError`."""
+        item = {"pk": blob.pk, "sk": blob.sk, "ver": blob.ver + 1, **(attrs or {})}
+        ddb_item = to_ddb(item)
+        if data is not None:
+            ddb_item["body"] = {"B": encode_body(data)}
+        if blob.ver == 0:
+            cond, values = "attribute_not_exists(pk)", None
+        else:
+            cond, values = "ver = :v", {":v": {"N": str(blob.ver)}}
+        kwargs: dict[str, Any] = {"TableName": self.table, "Item": ddb_item, "ConditionExpression": cond,
+                                  "ReturnConsumedCapacity": "TOTAL"}
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
+        try:
+            resp = self.client.put_item(**kwargs)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                self.stats.add(conflicts=1)
+                raise ConflictError(f"{blob.pk}/{blob.sk}") from None
+            raise
+        self.stats.add(writes=1, write_units=resp.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
+        return Blob(blob.pk, blob.sk, data, blob.ver + 1, attrs or {})
+
+    def upsert(self, key: tuple[str, str], update: Callable[[Blob], tuple[Any, dict[str, Any] | None] | None],
+               *, current: Blob | None = None, attempts: int = 8) -> Blob | None:
+        """Read-modify-write with optimistic retries.
+
+        ``update(blob)`` returns ``(data, attrs)`` to write, or ``None`` when nothing changed
+        (then nothing is written). It must be a pure join of the stored value and the new input,
+        so re-running it after a conflict is safe.
+        """
+        blob = current
+        for _ in range(attempts):
+            if blob is None:
+                blob = self.get_many([key])[key]
+            change = update(blob)
+            if change is None:
+                self.stats.add(skipped=1)
+                return None
+            try:
+                return self.put(blob, change[0], change[1])
+            except ConflictError:
+                blob = None
+        raise ConflictError(f"gave up on {key} after {attempts} conflicting writes")
+
+    def run(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+        """Apply ``fn`` to items on the store's thread pool (I/O bound writes in parallel)."""
+        return list(self._pool.map(fn, items))

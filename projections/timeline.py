@@ -1,0 +1,100 @@
+"""Account timeline: the newest events of each account, per UTC day, bounded.
+
+State per ``(account, day)`` is the set of timeline entries of that day, cut to the newest
+:data:`MAX_PER_DAY` by ``(timestamp, messageId)``. An entry is a pure function of its event
+and the cut is a deterministic function of the set, so the fold is insensitive to order and
+duplication, and :func:`merge` is a join (commutative, associative, idempotent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from projections.events import Event, format_ts, parse_ts
+from projections.account import key as account_key
+
+__all__ = ["NAME", "VERSION", "MAX_PER_DAY", "Entry", "DayTimeline", "entry", "fold_all", "merge"]
+
+NAME: Final = "account_timeline"
+VERSION: Final = 1
+MAX_PER_DAY: Final = 500
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Entry:
+    """One line of a timeline (ordering: by time, then message id)."""
+
+    timestamp: str
+    message_id: str
+    type: str
+    name: str | None
+    user_id: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "timestamp": self.timestamp,
+            "messageId": self.message_id,
+            "type": self.type,
+            "name": self.name,
+            "userId": self.user_id,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Entry:
+        return cls(
+            format_ts(parse_ts(d["timestamp"])), str(d["messageId"]), str(d["type"]), d.get("name"), d.get("userId")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DayTimeline:
+    """The newest entries of one account on one UTC day."""
+
+    account_id: str
+    day: str
+    entries: frozenset[Entry] = frozenset()
+
+    def newest_first(self) -> list[Entry]:
+        return sorted(self.entries, reverse=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"account_id": self.account_id, "day": self.day, "entries": [e.to_dict() for e in sorted(self.entries)]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DayTimeline:
+        return cls(str(d["account_id"]), str(d["day"]), frozenset(Entry.from_dict(e) for e in d.get("entries", ())))
+
+
+def entry(event: Event) -> Entry:
+    """The timeline entry of an event (every call type that touches an account has one)."""
+    name = event.display_name
+    if event.type == "group":
+        name = "group"
+    return Entry(format_ts(event.timestamp), event.message_id, event.type, name, event.user_id or event.anonymous_id)
+
+
+def _cut(entries: Iterable[Entry]) -> frozenset[Entry]:
+    ordered = sorted(set(entries), reverse=True)
+    return frozenset(ordered[:MAX_PER_DAY])
+
+
+def merge(a: DayTimeline, b: DayTimeline) -> DayTimeline:
+    """Join two timelines of the same account and day."""
+    if (a.account_id, a.day) != (b.account_id, b.day):
+        raise ValueError("account_id/day mismatch")
+    return DayTimeline(a.account_id, a.day, _cut(a.entries | b.entries))
+
+
+def fold_all(
+    events: Iterable[Event], states: Mapping[tuple[str, str], DayTimeline] | None = None
+) -> dict[tuple[str, str], DayTimeline]:
+    """Fold events into per-(account, day) timelines."""
+    acc: dict[tuple[str, str], set[Entry]] = {k: set(v.entries) for k, v in (states or {}).items()}
+    for ev in events:
+        account_id = account_key(ev)
+        if account_id is None:
+            continue
+        acc.setdefault((account_id, ev.day), set()).add(entry(ev))
+    return {k: DayTimeline(k[0], k[1], _cut(v)) for k, v in acc.items()}
