@@ -10,7 +10,7 @@ so the mapping retries/bisects the batch; re-applying it is a no-op.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -30,7 +30,7 @@ from chalicelib.views import ViewStore
 from projections import account
 from projections.events import Event
 
-__all__ = ["handler", "project_records", "get_projector", "VIEW_VERSION", "decode_record"]
+__all__ = ["VIEW_VERSION", "PoisonRecordError", "decode_record", "get_projector", "handler", "project_records"]
 
 VIEW_VERSION = account.VERSION
 
@@ -78,7 +78,7 @@ def project_records(records: list[dict[str, Any]], context: Any = None, *, proje
     with processor(records=records, handler=record_handler, lambda_context=context):
         processor.process()
     proj = projector or get_projector()
-    stats = proj.project(collected, now or datetime.now(timezone.utc))
+    stats = proj.project(collected, now or datetime.now(UTC))
     response = processor.response()
     if response.get("batchItemFailures"):
         logger.warning("poison records in batch", extra={"failures": response["batchItemFailures"]})
@@ -88,11 +88,23 @@ def project_records(records: list[dict[str, Any]], context: Any = None, *, proje
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Lambda entry point (DynamoDB Streams event source mapping, ReportBatchItemFailures)."""
-    response, stats = project_records(event.get("Records", []), context)
+    records = event.get("Records", [])
+    response, stats = project_records(records, context)
     metrics.add_metric(name="EventsProjected", unit=MetricUnit.Count, value=stats.events)
     metrics.add_metric(name="ViewWriteUnits", unit=MetricUnit.Count, value=stats.write_units)
     metrics.add_metric(name="AlertsRaised", unit=MetricUnit.Count, value=stats.alerts)
     logger.info("batch projected", extra={"records": len(event.get("Records", [])), "events": stats.events,
                                           "write_units": stats.write_units, "writes": stats.writes,
                                           "accounts": stats.accounts})
+    failed = [f.get("itemIdentifier") for f in response.get("batchItemFailures", [])]
+    if failed and len(records) > 1:
+        # Reporting a poison record makes the mapping retry it *with every record behind it* (and count a
+        # retry), so once retries run out good records would be dead-lettered too. A function error lets the
+        # mapping bisect (our mappings all set BisectBatchOnFunctionError) until the poison record is alone;
+        # the good records are applied already, and re-applying them writes nothing.
+        raise PoisonRecordError(f"{len(failed)} poison record(s) in a batch of {len(records)}: {failed}")
     return response
+
+
+class PoisonRecordError(Exception):
+    """A batch holds records that cannot be decoded (raised so the mapping bisects down to them)."""

@@ -1,0 +1,372 @@
+"""The projector against DynamoDB Local: live mappings, re-delivery, poison records, live == fold."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import zlib
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import requests
+from segment.analytics import Client
+
+from chalicelib import db, keys, tables
+from chalicelib.ingest import Ingestor, parse_request, unpack_chunk
+from chalicelib.projector import Projector, load_account
+from chalicelib.views import ViewStore
+from projections import account, catalog, timeline, user
+from projections.events import Event
+from streams import projector as stream_projector
+from streams.decode import to_lambda_record
+from streams.local_stack import DEFAULT_PROJECTOR_MAPPING
+from streams.testing import day_table, local_parts, wait_until
+from tests.helpers.events import scan_chunks
+
+pytestmark = pytest.mark.timeout(90)
+
+
+# --- helpers (also used by test_alerts.py) ---------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def fresh_projector() -> Iterator[None]:
+    """``get_projector`` is cached per (version, prefix); every test has its own prefix and clients."""
+    stream_projector.get_projector.cache_clear()
+    yield
+    stream_projector.get_projector.cache_clear()
+
+
+def view(prefix: str) -> ViewStore:
+    return ViewStore(db.get_client(), keys.view_table_name(prefix, stream_projector.VIEW_VERSION))
+
+
+def scan_table(client: Any, table: str) -> list[dict[str, Any]]:
+    """Every item of a table, in key order (for whole-table comparisons)."""
+    items: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
+    while True:
+        page = client.scan(**kwargs)
+        items += page["Items"]
+        if "LastEvaluatedKey" not in page:
+            return sorted(items, key=lambda i: (i["pk"]["S"], i.get("sk", {}).get("S", "")))
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def stream_records(client: Any, table: str, expect: int, timeout: float = 15.0) -> list[dict[str, Any]]:
+    """The table's stream records in Lambda's shape, once at least ``expect`` are readable."""
+    streams = db.get_streams_client()
+    arn = client.describe_table(TableName=table)["Table"]["LatestStreamArn"]
+
+    def read() -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
+            it = streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"],
+                                            ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+            while it:
+                resp = streams.get_records(ShardIterator=it, Limit=1000)
+                out += [dict(to_lambda_record(r, arn)) for r in resp["Records"]]
+                if not resp["Records"]:
+                    break
+                it = resp.get("NextShardIterator")
+        return out if len(out) >= expect else []
+
+    return wait_until(read, timeout=timeout, message=f"{expect} stream records of {table}")
+
+
+def wire(i: int, kind: str, when: datetime, **fields: Any) -> dict[str, Any]:
+    """A Segment message (as a client sends it)."""
+    return {"type": kind, "messageId": f"m-{i}", "timestamp": when.isoformat(), **fields}
+
+
+def workload(now: datetime, accounts: int = 3, users: int = 4, days: int = 12) -> list[list[dict[str, Any]]]:
+    """Batches of a small SaaS history: identify/group, then daily usage of a few features."""
+    n = 0
+    setup: list[dict[str, Any]] = []
+    start = now - timedelta(days=days)
+    for a in range(accounts):
+        for u in range(users):
+            uid = f"u{a}-{u}"
+            setup.append(wire(n := n + 1, "identify", start, userId=uid,
+                              traits={"name": f"User {uid}", "email": f"{uid}@example.com"}))
+            setup.append(wire(n := n + 1, "group", start, userId=uid, groupId=f"acct-{a}",
+                              traits={"name": f"Account {a}", "plan": "pro", "seats": users + 2}))
+    batches = [setup]
+    for d in range(days):
+        batch = []
+        for a in range(accounts):
+            for u in range(users):
+                if (a + u + d) % 3 == 2:
+                    continue  # not everyone, every day
+                when = start + timedelta(days=d, hours=9 + u, minutes=a)
+                batch.append(wire(n := n + 1, "track", when, userId=f"u{a}-{u}", event="Report Created",
+                                  properties={"rows": d * 10 + u}, context={"groupId": f"acct-{a}"}))
+                batch.append(wire(n := n + 1, "page", when, userId=f"u{a}-{u}", name="Dashboard",
+                                  context={"groupId": f"acct-{a}"}))
+        batches.append(batch)
+    return batches
+
+
+def ingest(prefix: str, tenant_id: str, batches: list[list[dict[str, Any]]],
+           clock: datetime | None = None) -> int:
+    """Append batches with the real Ingestor (one request per batch); returns chunks stored."""
+    ing = Ingestor(db.get_client(), prefix, clock=(lambda: clock) if clock else None)
+    return sum(ing.ingest(tenant_id, parse_request({"batch": b}, "batch")).chunks for b in batches)
+
+
+def stored_wire_events(client: Any, prefix: str) -> dict[str, list[dict[str, Any]]]:
+    """Every event in today's day table, by tenant."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for item in scan_chunks(client, prefix):
+        tenant, events = unpack_chunk(item)
+        out.setdefault(tenant, []).extend(events)
+    return out
+
+
+def start_projector_mapping(prefix: str, **overrides: Any):  # type: ignore[no-untyped-def]
+    """The default projector mapping (``projector:blue`` -> ``streams.projector:handler``) and a runtime."""
+    store, backend, runtime, src = local_parts(prefix)
+    mapping = backend.create(event_source_arn=src, **{**DEFAULT_PROJECTOR_MAPPING, **overrides})
+    return store, mapping, runtime()
+
+
+def partition(prefix: str, pk: str) -> list[Any]:
+    """Every item of one view partition, as blobs."""
+    client = db.get_client()
+    resp = client.query(TableName=keys.view_table_name(prefix, stream_projector.VIEW_VERSION),
+                        KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": {"S": pk}},
+                        ConsistentRead=True)
+    assert "LastEvaluatedKey" not in resp
+    return [ViewStore._blob(i) for i in resp["Items"]]
+
+
+def summary(prefix: str, tenant_id: str, account_id: str) -> Any:
+    key = (keys.account_pk(tenant_id, account_id), keys.SUMMARY_SK)
+    blob = view(prefix).get_many([key])[key]
+    return blob if blob.ver else None
+
+
+# --- 1. ingest over HTTP -> read model, live ---------------------------------------------------------
+
+
+def test_events_sent_with_the_segment_sdk_reach_the_read_model(server: str, tenant: dict[str, str], ddb: Any,
+                                                                prefix: str) -> None:
+    tid = tenant["tenant_id"]
+    _, _, rt = start_projector_mapping(prefix)
+    errors: list[Any] = []
+    sdk = Client(write_key=tenant["write_key"], host=server, sync_mode=True, gzip=True,
+                 on_error=lambda e, b: errors.append(e))
+    now = datetime.now(UTC)
+    with rt:
+        sdk.identify("ada", {"name": "Ada", "email": "ada@example.com"}, timestamp=now - timedelta(days=2))
+        sdk.group("ada", "acct-1", {"name": "Example Inc", "plan": "pro", "seats": 4},
+                  timestamp=now - timedelta(days=2))
+        for d in (2, 1, 0):
+            sdk.track("ada", "Report Created", {"rows": d}, context={"groupId": "acct-1"},
+                      timestamp=now - timedelta(days=d, minutes=5))
+        sdk.page("ada", name="Dashboard", context={"groupId": "acct-1"}, timestamp=now - timedelta(minutes=1))
+        sdk.flush()
+        assert errors == []
+        # Each SDK call in sync mode is its own request, so several chunks and several batches.
+        s = wait_until(lambda: (b := summary(prefix, tid, "acct-1")) and b.attrs.get("last_seen", "") >=
+                       (now - timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M") and b, timeout=30,
+                       message="account summary with the newest event")
+    assert s.attrs["name"] == "Example Inc" and s.attrs["plan"] == "pro"
+    assert s.attrs["users_count"] == 1 and s.attrs["active_1d"] == 1
+    assert isinstance(s.attrs["score"], int) and s.attrs["band"] in ("red", "yellow", "green")
+    assert json.loads(s.attrs["health_json"])["factors"]
+
+    store = view(prefix)
+    acct_pk = keys.account_pk(tid, "acct-1")
+    head = store.get_many([(acct_pk, keys.HEAD_SK)])[(acct_pk, keys.HEAD_SK)]
+    assert head.data["users"] == ["ada"] or "ada" in head.data["users"]
+    days, _ = store.query_prefix(acct_pk, keys.DAY_PREFIX)
+    assert {b.sk for b in days} == {keys.day_sk((now - timedelta(days=d, minutes=5)).strftime("%Y-%m-%d"))
+                                   for d in (2, 1, 0)} | {keys.day_sk((now - timedelta(minutes=1))
+                                                                      .strftime("%Y-%m-%d"))}
+    user_key = (keys.user_pk(tid, "ada"), keys.HEAD_SK)
+    assert store.get_many([user_key])[user_key].ver >= 1
+    link, _ = store.query_prefix(acct_pk, keys.USER_LINK_PREFIX)
+    assert [(b.sk, b.attrs["email"]) for b in link] == [(keys.user_link_sk("ada"), "ada@example.com")]
+    cat = partition(prefix, keys.catalog_pk(tid))
+    assert {b.sk for b in cat} == {"Report Created", "page:Dashboard"}
+
+
+# --- 2. a re-delivered batch changes nothing ---------------------------------------------------------
+
+
+def test_redelivered_batch_writes_nothing(tenant: dict[str, str], ddb: Any, prefix: str) -> None:
+    now = datetime.now(UTC)
+    chunks = ingest(prefix, tenant["tenant_id"], workload(now, accounts=2, users=3, days=6))
+    records = stream_records(ddb, day_table(prefix), chunks)
+    proj = stream_projector.get_projector(stream_projector.VIEW_VERSION, prefix)
+    view_table = keys.view_table_name(prefix, stream_projector.VIEW_VERSION)
+
+    response, first = stream_projector.project_records(records, projector=proj, now=now)
+    assert response == {"batchItemFailures": []}
+    assert first.writes > 0 and first.accounts == 2 and first.users == 6
+    after_first = scan_table(ddb, view_table)
+
+    # The same batch again, and again with every record twice and in reverse (duplicates inside a batch).
+    for again in (records, list(reversed(records)) + records):
+        response, stats = stream_projector.project_records(again, projector=proj, now=now)
+        assert response == {"batchItemFailures": []}
+        assert (stats.writes, stats.write_units, stats.alerts) == (0, 0, 0)
+        assert stats.skipped > 0
+        assert scan_table(ddb, view_table) == after_first
+    # Through the Lambda entry point (the clock is real, the day the same): still nothing written.
+    assert stream_projector.handler({"Records": records}, None) == {"batchItemFailures": []}
+    assert scan_table(ddb, view_table) == after_first
+
+
+# --- 3. poison records go to the dead-letter store; the rest lands -----------------------------------
+
+
+def _poison_items(tenant_id: str, now: datetime) -> list[dict[str, Any]]:
+    iso = now.isoformat().replace("+00:00", "Z")
+    bad_ts = [{"messageId": "bad-ts", "type": "track", "userId": "u0-0", "groupId": "acct-0", "event": "X",
+               "timestamp": "not a time", "receivedAt": iso}]
+    base = {"tenant": {"S": tenant_id}, "received_at": {"S": iso}, "fmt": {"N": "1"}, "n": {"N": "1"}}
+    return [
+        {"pk": {"S": keys.chunk_pk(tenant_id, "poison-not-zlib")}, **base, "body": {"B": b"\x00not zlib"}},
+        {"pk": {"S": keys.chunk_pk(tenant_id, "poison-bad-timestamp")}, **base,
+         "body": {"B": zlib.compress(json.dumps(bad_ts).encode())}},
+    ]
+
+
+def test_poison_records_are_dead_lettered_alone_and_the_rest_lands(tenant: dict[str, str], ddb: Any,
+                                                                   prefix: str) -> None:
+    tid = tenant["tenant_id"]
+    now = datetime.now(UTC)
+    batches = workload(now, accounts=2, users=2, days=4)
+    poison = _poison_items(tid, now)
+    table = day_table(prefix)
+    # good, good, POISON, good, POISON, good... all in one stream batch of the mapping
+    ingest(prefix, tid, batches[:2])
+    ddb.put_item(TableName=table, Item=poison[0])
+    ingest(prefix, tid, batches[2:4])
+    ddb.put_item(TableName=table, Item=poison[1])
+    ingest(prefix, tid, batches[4:])
+    store, mapping, rt = start_projector_mapping(prefix, maximum_retry_attempts=1, batch_size=100)
+    with rt:
+        dead = wait_until(lambda: (d := store.dead_letters(mapping.uuid)) and len(d) >= 2 and d, timeout=30,
+                          message="two dead letters")
+        expected = [e for b in batches for e in b]
+        wait_until(lambda: _counted_messages(prefix, tid) == {m["messageId"] for m in expected
+                                                              if m["type"] == "track" or m["type"] == "page"},
+                   timeout=30, message="every good usage event in the view")
+        time.sleep(0.5)  # nothing further may arrive in the dead-letter store
+        dead = store.dead_letters(mapping.uuid)
+    assert len(dead) == 2
+    got = [[r["dynamodb"]["Keys"]["pk"]["S"] for r in d.records or []] for d in dead]
+    assert sorted(got) == sorted([[p["pk"]["S"]] for p in poison])
+    assert all(d.condition == "RetryAttemptsExhausted" for d in dead)
+    for d in dead:  # the stored record is the original one (base64 body, as Lambda delivers it)
+        (rec,) = d.records or []
+        with pytest.raises(ValueError):
+            stream_projector.decode_record(rec)
+        assert base64.b64decode(rec["dynamodb"]["NewImage"]["body"]["B"]) in {p["body"]["B"] for p in poison}
+
+
+def _counted_messages(prefix: str, tenant_id: str) -> set[str]:
+    """Digests are what the view stores; map them back through the known ids."""
+    store = view(prefix)
+    digests: set[str] = set()
+    for acct in ("acct-0", "acct-1"):
+        days, _ = store.query_prefix(keys.account_pk(tenant_id, acct), keys.DAY_PREFIX)
+        for b in days:
+            for names in account.DayActivity.from_dict(b.data).events.values():
+                digests |= names
+    from projections.events import message_digest
+
+    ids = {f"m-{i}" for i in range(1, 2000)}
+    return {i for i in ids if message_digest(i) in digests}
+
+
+# --- 4. live view == fold of the stored events --------------------------------------------------------
+
+
+def test_live_view_equals_folding_the_stored_events(server: str, tenant: dict[str, str], ddb: Any,
+                                                    prefix: str) -> None:
+    tid = tenant["tenant_id"]
+    now = datetime.now(UTC)
+    batches = workload(now, accounts=3, users=3, days=10)
+    # A message re-sent inside a different batch is stored twice but must be counted once.
+    batches.append(batches[3][:4] + [wire(9999, "track", now, userId="u0-0", event="Exported",
+                                          context={"groupId": "acct-0"})])
+    _, _, rt = start_projector_mapping(prefix, batch_size=7)
+    with rt:
+        for b in batches:
+            r = requests.post(f"{server}/v1/batch", json={"batch": b}, auth=(tenant["write_key"], ""), timeout=30)
+            assert r.status_code == 200, r.text
+        wait_until(lambda: (s := summary(prefix, tid, "acct-0")) and "Exported" in _catalog_names(prefix, tid)
+                   and s, timeout=40, message="last batch projected")
+        wait_until(lambda: _mapping_idle(prefix), timeout=20, message="mapping caught up")
+
+    events = [Event.from_wire(e) for e in stored_wire_events(ddb, prefix)[tid]]
+    assert len({e.message_id for e in events}) < len(events)  # the duplicates really are stored twice
+    store = view(prefix)
+
+    expected_accounts = account.fold_all(events)
+    assert sorted(expected_accounts) == ["acct-0", "acct-1", "acct-2"]
+    for acct, expected in expected_accounts.items():
+        live, _, _ = load_account(store, tid, acct)
+        assert live == expected, acct
+
+    expected_users = user.fold_all(events)
+    user_blobs = store.get_many([(keys.user_pk(tid, u), keys.HEAD_SK) for u in expected_users])
+    for u, expected_user in expected_users.items():
+        blob = user_blobs[(keys.user_pk(tid, u), keys.HEAD_SK)]
+        assert user.UserState.from_dict(blob.data) == expected_user, u
+
+    cat_blobs = partition(prefix, keys.catalog_pk(tid))
+    live_catalog = catalog.CatalogState.from_dict({"entries": {b.sk: b.data for b in cat_blobs}})
+    assert live_catalog == catalog.fold_all(events)
+
+    expected_tl = timeline.fold_all(events)
+    for (acct, day), tl in expected_tl.items():
+        blob = store.get_many([(keys.account_pk(tid, acct), keys.timeline_sk(day))])
+        assert timeline.DayTimeline.from_dict(blob[(keys.account_pk(tid, acct), keys.timeline_sk(day))].data) == tl
+
+    # ...and the same events folded by a fresh projector into an empty table give identical items.
+    tables.ensure_view_table(ddb, prefix + "replay-", 1)
+    replay = Projector(ViewStore(ddb, keys.view_table_name(prefix + "replay-", 1)),
+                       stream_projector.get_projector(1, prefix).models)
+    as_of = datetime.fromisoformat(summary(prefix, tid, "acct-0").attrs["as_of"])
+    replay.project({tid: events}, as_of)
+    live_items = _content(scan_table(ddb, keys.view_table_name(prefix, 1)))
+    replay_items = _content(scan_table(ddb, keys.view_table_name(prefix + "replay-", 1)))
+    assert {k for k in live_items if "#A#" in k[0] and k[1] != keys.SUMMARY_SK} == \
+        {k for k in replay_items if "#A#" in k[0] and k[1] != keys.SUMMARY_SK}
+    for k, v in replay_items.items():
+        if k[1] in (keys.SUMMARY_SK,) or k[1].startswith(keys.USER_LINK_PREFIX):
+            continue  # scored at different times / versioned per write
+        assert live_items[k] == v, k
+
+
+def _content(items: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:
+    """Items without the version counter (a live item is rewritten more often than a replayed one)."""
+    out = {}
+    for it in items:
+        body = it.get("body", {}).get("B")
+        out[(it["pk"]["S"], it["sk"]["S"])] = json.loads(zlib.decompress(body)) if body else \
+            {k: v for k, v in it.items() if k not in ("ver", "pk", "sk")}
+    return out
+
+
+def _catalog_names(prefix: str, tenant_id: str) -> set[str]:
+    blobs = partition(prefix, keys.catalog_pk(tenant_id))
+    return {b.sk for b in blobs}
+
+
+def _mapping_idle(prefix: str) -> bool:
+    """Every stream record of today's table has been checkpointed by the projector mapping."""
+    store, backend, _, _ = local_parts(prefix)
+    (m,) = backend.list()
+    records = stream_records(db.get_client(), day_table(prefix), 1)
+    last = max(int(r["dynamodb"]["SequenceNumber"]) for r in records)
+    cps = store.checkpoints(m.uuid)
+    return bool(cps) and max(int(c.sequence_number or 0) for c in cps) >= last
