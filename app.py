@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from chalice import Chalice
+from urllib.parse import unquote
+
+from chalice import Chalice, Rate
 
 from chalicelib import services
 from chalicelib.errors import ApiError, FieldError
-from chalicelib.http import basic_auth_user, handle_errors, json_response
+from chalicelib.http import basic_auth_user, bearer_token, handle_errors, json_response
 from chalicelib.ingest import decode_body, parse_request
+from chalicelib.static import serve
 
 app = Chalice(app_name="streamfold")
 # Gzip request bodies must reach the function as bytes on API Gateway too.
@@ -74,9 +77,135 @@ def v1_alias():  # type: ignore[no-untyped-def]
     return _ingest("alias")
 
 
-# --- scheduled functions (rotation) ---
-from chalice import Rate
+# --- private query API (Authorization: Bearer <api_token>; tenant from the token only) ---
 
+
+def _reader() -> str:
+    token = bearer_token(app.current_request.headers.get("authorization"))
+    if not token:
+        raise ApiError(401, "unauthorized", "missing API token: send `Authorization: Bearer <api_token>`",
+                       [FieldError("Authorization", "missing bearer token")], {"WWW-Authenticate": "Bearer"})
+    tenant_id = services.tenants().resolve(token, "read")
+    if tenant_id is None:
+        raise ApiError(401, "unauthorized", "invalid API token", [FieldError("Authorization", "invalid token")],
+                       {"WWW-Authenticate": "Bearer"})
+    return tenant_id
+
+
+def _params() -> dict[str, str]:
+    return dict(app.current_request.query_params or {})
+
+
+@app.route("/api/accounts", methods=["GET"], cors=True)
+@handle_errors
+def api_accounts():  # type: ignore[no-untyped-def]
+    return json_response(services.query().list_accounts(_reader(), _params()))
+
+
+@app.route("/api/accounts/{account_id}", methods=["GET"], cors=True)
+@handle_errors
+def api_account(account_id):  # type: ignore[no-untyped-def]
+    return json_response(services.query().get_account(_reader(), unquote(account_id)))
+
+
+@app.route("/api/accounts/{account_id}/users", methods=["GET"], cors=True)
+@handle_errors
+def api_account_users(account_id):  # type: ignore[no-untyped-def]
+    return json_response(services.query().account_users(_reader(), unquote(account_id), _params()))
+
+
+@app.route("/api/accounts/{account_id}/timeline", methods=["GET"], cors=True)
+@handle_errors
+def api_account_timeline(account_id):  # type: ignore[no-untyped-def]
+    return json_response(services.query().account_timeline(_reader(), unquote(account_id), _params()))
+
+
+@app.route("/api/accounts/{account_id}/usage", methods=["GET"], cors=True)
+@handle_errors
+def api_account_usage(account_id):  # type: ignore[no-untyped-def]
+    return json_response(services.query().account_usage(_reader(), unquote(account_id), _params()))
+
+
+@app.route("/api/accounts/{account_id}/score", methods=["GET"], cors=True)
+@handle_errors
+def api_account_score(account_id):  # type: ignore[no-untyped-def]
+    return json_response(services.query().account_score(_reader(), unquote(account_id), _params()))
+
+
+@app.route("/api/score-model", methods=["GET"], cors=True)
+@handle_errors
+def api_score_model_get():  # type: ignore[no-untyped-def]
+    return json_response(services.query().get_model(_reader()))
+
+
+@app.route("/api/score-model", methods=["PUT"], content_types=["application/json"], cors=True)
+@handle_errors
+def api_score_model_put():  # type: ignore[no-untyped-def]
+    tenant_id = _reader()
+    req = app.current_request
+    body = decode_body(req.raw_body, req.headers.get("content-encoding"))
+    return json_response(services.query().put_model(tenant_id, body, services.projector()))
+
+
+@app.route("/api/search", methods=["GET"], cors=True)
+@handle_errors
+def api_search():  # type: ignore[no-untyped-def]
+    return json_response(services.query().search(_reader(), _params()))
+
+
+@app.route("/api/status", methods=["GET"], cors=True)
+@handle_errors
+def api_status():  # type: ignore[no-untyped-def]
+    _reader()
+    return json_response(services.query().status())
+
+
+@app.route("/api/openapi.json", methods=["GET"], cors=True)
+@handle_errors
+def api_openapi():  # type: ignore[no-untyped-def]
+    from chalicelib.openapi import document
+
+    return json_response(document())
+
+
+# --- dashboard (static files) ---
+
+
+@app.route("/", methods=["GET"])
+def dashboard_index():  # type: ignore[no-untyped-def]
+    return serve("index.html", if_none_match=app.current_request.headers.get("if-none-match"))
+
+
+@app.route("/assets/{name}", methods=["GET"])
+def dashboard_asset(name):  # type: ignore[no-untyped-def]
+    return serve(name, if_none_match=app.current_request.headers.get("if-none-match"))
+
+
+@app.route("/vendor/{name}", methods=["GET"])
+def dashboard_vendor(name):  # type: ignore[no-untyped-def]
+    return serve("vendor/" + name, if_none_match=app.current_request.headers.get("if-none-match"))
+
+
+# --- projector (DynamoDB Streams event source mapping target) ---
+
+
+@app.lambda_function(name="projector")
+def projector(event, context):  # type: ignore[no-untyped-def]
+    from streams.projector import handler
+
+    return handler(event, context)
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS))
+def rescore_accounts(event):  # type: ignore[no-untyped-def]
+    """Recompute every account's score: time passing changes recency and trends."""
+    from chalicelib.jobs import rescore_all
+
+    return rescore_all()
+
+
+
+# --- scheduled functions (rotation) ---
 from chalicelib import rotation
 
 

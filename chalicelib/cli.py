@@ -43,9 +43,17 @@ def local_components() -> list[Callable[[LocalStack], Any]]:
     import importlib
     import importlib.util
 
-    if importlib.util.find_spec("streams.local_stack") is None:
-        return []
-    return list(importlib.import_module("streams.local_stack").components())
+    from chalicelib.alerts import AlertDeliverer, Outbox
+    from chalicelib.jobs import Rescorer
+
+    def alerts(stack: LocalStack) -> Any:
+        s = get_settings()
+        return AlertDeliverer(Outbox(db.get_client(), s.control_table), services.tenants())
+
+    found = []
+    if importlib.util.find_spec("streams.local_stack") is not None:
+        found += list(importlib.import_module("streams.local_stack").components())
+    return found + [alerts, lambda stack: Rescorer()]
 
 
 def cmd_up(args: argparse.Namespace) -> int:

@@ -79,3 +79,61 @@ def output_dir(request: pytest.FixtureRequest) -> Path:
 
 def settings_prefix() -> str:
     return get_settings().table_prefix
+
+
+def _wait_projected(tenant_id: str, expect_accounts: int, timeout: float = 180.0) -> None:
+    """Until every account has a summary and the projector has stopped writing."""
+    import time
+
+    q = services.query()
+    deadline = time.monotonic() + timeout
+    stable, last = 0, None
+    while time.monotonic() < deadline:
+        ids = q.account_ids(tenant_id)
+        writes = services.projector().store.stats.writes
+        if len(ids) >= expect_accounts and writes == last:
+            stable += 1
+            if stable >= 3:
+                return
+        else:
+            stable = 0
+        last = writes
+        time.sleep(1.0)
+    raise TimeoutError(f"demo data not projected within {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def demo_stack(ddb_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A running stack (HTTP server + local mappings) with a demo tenant's history projected.
+
+    Module-scoped and on its own table prefix; tests using it must not use ``prefix``.
+    """
+    from types import SimpleNamespace
+
+    from app import app
+    from chalicelib import demo
+    from chalicelib.local_server import LocalHttpServer
+    from streams.local_stack import LocalMappings
+    from streams.testing import fast_options
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("STREAMFOLD_DATA_DIR", str(tmp_path_factory.mktemp("demo-data")))
+    p = f"d{uuid.uuid4().hex[:10]}-"
+    use_endpoint(ddb_endpoint, p)
+    client = db.get_client()
+    tables.ensure_control_table(client, p)
+    tables.ensure_event_tables(client, p, tables.utc_today())
+    tables.ensure_view_table(client, p, 1)
+    creds = services.tenants().create("Acme Analytics (demo)")
+    services.tenants().put_settings(creds["tenant_id"], {"key_features": demo.KEY_FEATURES})
+    mappings = LocalMappings(SimpleNamespace(settings=get_settings()), fast_options()).start()
+    srv = LocalHttpServer(app, port=0).start()
+    try:
+        accounts = 40
+        demo.send(srv.url, creds["write_key"], accounts=accounts, days=30)
+        _wait_projected(creds["tenant_id"], accounts)
+        yield {**creds, "url": srv.url, "prefix": p, "accounts": accounts}
+    finally:
+        srv.stop()
+        mappings.stop()
+        mp.undo()

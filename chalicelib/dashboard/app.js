@@ -429,6 +429,7 @@ function chartMessage(box, text) {
 }
 
 function describeValue(f) {
+  if (f.detail) return f.detail;
   const v = f.value;
   if (v === null || v === undefined) return "no data";
   if (typeof v === "number") return Number.isInteger(v) ? formatNumber(v) : String(Math.round(v * 100) / 100);
@@ -436,7 +437,7 @@ function describeValue(f) {
 }
 
 function describeFactor(f) {
-  const parts = [`Weight ${formatWeight(f.weight)}`, `Raw value ${describeValue(f)}`];
+  const parts = [`Weight ${formatWeight(f.weight)}`, describeValue(f)];
   if (f.normalised !== null && f.normalised !== undefined) parts.push(`Normalised ${Math.round(Number(f.normalised) * 100)}%`);
   return parts;
 }

@@ -23,6 +23,10 @@ function ChartJs() {
     C.defaults.plugins.tooltip.padding = 10;
     C.defaults.plugins.tooltip.cornerRadius = 8;
     C.defaults.plugins.tooltip.boxPadding = 4;
+    // Respect the operating system's "reduce motion" setting (also makes screenshots deterministic).
+    if (window.matchMedia && window.matchMedia("(prefers-reduced-motion: reduce)").matches) {
+      C.defaults.animation = false;
+    }
     C.defaults.animation.duration = 400;
     configured = true;
   }

@@ -83,7 +83,7 @@ def test_dashboard_sign_in_accounts_and_account_charts(
     page.wait_for_selector("[data-testid=factor]")
     page.wait_for_selector("[data-testid=timeline-item]")
     page.wait_for_selector("[data-testid=user-row]")
-    page.wait_for_timeout(600)  # chart animations finish
+    page.wait_for_timeout(2000)  # chart animations (1 s by default) finish before the picture
     page.screenshot(path=str(output_dir / "account.png"), full_page=True)
 
     # --- the usage days selector reloads the usage charts

@@ -1,0 +1,364 @@
+"""The private query API's work: tenant-scoped reads of the view table, by Query, never Scan.
+
+Every list is served by a Query on a key or a listing index designed for it, so a dashboard
+call costs a few DynamoDB requests whatever the tenant's size.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from chalicelib import keys, tables
+from chalicelib.errors import ApiError, FieldError
+from chalicelib.projector import Projector, load_account
+from chalicelib.scoremodels import ScoreModelStore
+from chalicelib.views import ViewStore, from_ddb
+from projections import account, health
+from projections.events import format_ts
+from projections.timeline import Entry
+
+__all__ = ["QueryService", "SORTS", "MAX_PAGE"]
+
+MAX_PAGE = 200
+SORTS = {"score": "by_score", "last_seen": "by_seen", "active_users": "by_active", "name": "by_name"}
+DEFAULT_ORDER = {"score": "asc", "last_seen": "desc", "active_users": "desc", "name": "asc"}
+BANDS = ("red", "yellow", "green")
+TOP_SERIES = 10
+
+
+def _bad(param: str, message: str, limit: Any = None) -> ApiError:
+    return ApiError(400, "invalid_parameter", f"{param}: {message}", [FieldError(param, message, limit=limit)])
+
+
+def _int_param(params: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _bad(name, f"must be an integer between {lo} and {hi}", f"{lo}..{hi}") from None
+    if not lo <= value <= hi:
+        raise _bad(name, f"must be between {lo} and {hi}", f"{lo}..{hi}")
+    return value
+
+
+def encode_cursor(data: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(raw: str | None) -> Any:
+    if not raw:
+        return None
+    try:
+        return json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise _bad("cursor", "is not a cursor returned by this API") from None
+
+
+def _account_item(item: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "account_id": item["account_id"], "name": item.get("name") or item["account_id"],
+        "score": item.get("score"), "band": item.get("band"), "trend": item.get("trend"),
+        "last_seen": item.get("last_seen"), "first_seen": item.get("first_seen"),
+        "active_users_1d": item.get("active_1d", 0), "active_users_7d": item.get("active_7d", 0),
+        "active_users_30d": item.get("active_30d", 0), "users_count": item.get("users_count", 0),
+        "plan": item.get("plan"), "traits": json.loads(item.get("traits_json") or "{}"),
+    }
+
+
+class QueryService:
+    """Reads for one tenant-agnostic view table; every method takes the caller's tenant id."""
+
+    def __init__(self, store: ViewStore, models: ScoreModelStore, *, search: Any = None,
+                 status: Any = None, clock: Any = None) -> None:
+        self.store = store
+        self.client = store.client
+        self.table = store.table
+        self.models = models
+        self.search_index = search
+        self.status_fn = status
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+
+    # --- accounts ------------------------------------------------------------------------------
+
+    def list_accounts(self, tenant_id: str, params: Mapping[str, str]) -> dict[str, Any]:
+        sort = params.get("sort") or "score"
+        if sort not in SORTS:
+            raise _bad("sort", f"must be one of {', '.join(SORTS)}", "|".join(SORTS))
+        order = params.get("order") or DEFAULT_ORDER[sort]
+        if order not in ("asc", "desc"):
+            raise _bad("order", "must be asc or desc", "asc|desc")
+        limit = _int_param(params, "limit", 50, 1, MAX_PAGE)
+        band = params.get("band")
+        if band is not None and band not in BANDS:
+            raise _bad("band", "must be red, yellow or green", "red|yellow|green")
+        plan = params.get("plan")
+        traits = {k[len("trait."):]: v for k, v in params.items() if k.startswith("trait.")}
+        for k in params:
+            if k not in ("sort", "order", "limit", "cursor", "band", "plan") and not k.startswith("trait."):
+                raise _bad(k, "unknown parameter")
+        if any(not k for k in traits):
+            raise _bad("trait.", "trait name is empty")
+        cursor = decode_cursor(params.get("cursor"))
+        filters, names, values = [], {}, {":g": {"S": keys.accounts_gpk(tenant_id)}}
+        if band:
+            filters.append("#band = :band")
+            names["#band"] = "band"
+            values[":band"] = {"S": band}
+        if plan:
+            filters.append("#plan = :plan")
+            names["#plan"] = "plan"
+            values[":plan"] = {"S": plan}
+        for i, (k, v) in enumerate(sorted(traits.items())):
+            # A cheap pre-filter on the stored JSON; the exact check happens below.
+            filters.append(f"contains(traits_json, :t{i})")
+            values[f":t{i}"] = {"S": json.dumps(k) + ": "}
+        kwargs: dict[str, Any] = {
+            "TableName": self.table, "IndexName": SORTS[sort], "KeyConditionExpression": "gpk = :g",
+            "ExpressionAttributeValues": values, "ScanIndexForward": order == "asc",
+        }
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
+        if filters:
+            kwargs["FilterExpression"] = " AND ".join(filters)
+        if cursor:
+            if not isinstance(cursor, dict) or cursor.get("gpk", {}).get("S") != keys.accounts_gpk(tenant_id):
+                raise _bad("cursor", "is not a cursor for this listing")
+            kwargs["ExclusiveStartKey"] = cursor
+        items: list[dict[str, Any]] = []
+        last = None
+        for _ in range(10):  # bounded: a filtered listing reads at most 10 index pages per call
+            kwargs["Limit"] = max(limit - len(items), 1) if not filters else max(limit * 2, 50)
+            resp = self.client.query(**kwargs)
+            for raw in resp["Items"]:
+                it = _account_item(from_ddb(raw))
+                if traits and any(str(it["traits"].get(k)) != v for k, v in traits.items()):
+                    continue
+                items.append(it)
+                if len(items) == limit:
+                    last = {k: raw[k] for k in ("pk", "sk", "gpk", kwargs_sort_attr(sort))}
+                    break
+            if len(items) == limit:
+                break
+            last = resp.get("LastEvaluatedKey")
+            if not last:
+                break
+            kwargs["ExclusiveStartKey"] = last
+        return {"items": items, "next_cursor": encode_cursor(last) if last else None}
+
+    def _summary(self, tenant_id: str, account_id: str) -> dict[str, Any]:
+        pk = keys.account_pk(tenant_id, account_id)
+        resp = self.client.get_item(TableName=self.table, Key={"pk": {"S": pk}, "sk": {"S": keys.SUMMARY_SK}})
+        if "Item" not in resp:
+            raise ApiError(404, "not_found", f"account {account_id!r} not found", [FieldError("id", "unknown account")])
+        return from_ddb(resp["Item"])
+
+    def get_account(self, tenant_id: str, account_id: str) -> dict[str, Any]:
+        summary = self._summary(tenant_id, account_id)
+        state, _, _ = load_account(self.store, tenant_id, account_id)
+        model = self.models.current(tenant_id)
+        now = self.clock()
+        features = account.feature_usage(state, model.key_features, now, 30)
+        out = _account_item(summary)
+        out.update({
+            "active_users": {"1d": summary.get("active_1d", 0), "7d": summary.get("active_7d", 0),
+                             "30d": summary.get("active_30d", 0)},
+            "score": {"score": summary.get("score"), "band": summary.get("band"), "trend": summary.get("trend")},
+            "key_features": [{"name": f.name, "count": f.count, "active_days": f.active_days,
+                              "last_used": format_ts(f.last_used) if f.last_used else None} for f in features],
+        })
+        return out
+
+    def account_users(self, tenant_id: str, account_id: str, params: Mapping[str, str]) -> dict[str, Any]:
+        self._summary(tenant_id, account_id)
+        limit = _int_param(params, "limit", 50, 1, MAX_PAGE)
+        cursor = decode_cursor(params.get("cursor"))
+        pk = keys.account_pk(tenant_id, account_id)
+        if cursor is not None and (not isinstance(cursor, dict) or cursor.get("pk", {}).get("S") != pk):
+            raise _bad("cursor", "is not a cursor for this listing")
+        kwargs: dict[str, Any] = {"TableName": self.table, "KeyConditionExpression": "pk = :p AND begins_with(sk, :s)",
+                                  "ExpressionAttributeValues": {":p": {"S": pk}, ":s": {"S": keys.USER_LINK_PREFIX}},
+                                  "Limit": limit}
+        if cursor:
+            kwargs["ExclusiveStartKey"] = cursor
+        resp = self.client.query(**kwargs)
+        items = []
+        for raw in resp["Items"]:
+            it = from_ddb(raw)
+            items.append({"user_id": it["user_id"], "name": it.get("name"), "email": it.get("email"),
+                          "traits": json.loads(it.get("traits_json") or "{}"), "first_seen": it.get("first_seen"),
+                          "last_seen": it.get("last_seen")})
+        last = resp.get("LastEvaluatedKey")
+        return {"items": items, "next_cursor": encode_cursor(last) if last else None}
+
+    def account_timeline(self, tenant_id: str, account_id: str, params: Mapping[str, str]) -> dict[str, Any]:
+        self._summary(tenant_id, account_id)
+        limit = _int_param(params, "limit", 50, 1, MAX_PAGE)
+        cursor = decode_cursor(params.get("cursor"))
+        pk = keys.account_pk(tenant_id, account_id)
+        start_day, skip = None, 0
+        if cursor is not None:
+            if not isinstance(cursor, dict) or not isinstance(cursor.get("day"), str) \
+                    or not isinstance(cursor.get("skip"), int):
+                raise _bad("cursor", "is not a cursor for this listing")
+            start_day, skip = cursor["day"], cursor["skip"]
+        kwargs: dict[str, Any] = {"TableName": self.table, "ScanIndexForward": False, "Limit": 7}
+        if start_day:
+            kwargs["KeyConditionExpression"] = "pk = :p AND sk BETWEEN :a AND :b"
+            kwargs["ExpressionAttributeValues"] = {":p": {"S": pk}, ":a": {"S": keys.TIMELINE_PREFIX},
+                                                   ":b": {"S": keys.timeline_sk(start_day)}}
+        else:
+            kwargs["KeyConditionExpression"] = "pk = :p AND begins_with(sk, :s)"
+            kwargs["ExpressionAttributeValues"] = {":p": {"S": pk}, ":s": {"S": keys.TIMELINE_PREFIX}}
+        items: list[dict[str, Any]] = []
+        next_cursor = None
+        while True:
+            resp = self.client.query(**kwargs)
+            for blob in (ViewStore._blob(i) for i in resp["Items"]):
+                day = blob.sk[len(keys.TIMELINE_PREFIX):]
+                entries = sorted((Entry.from_dict(e) for e in blob.data["entries"]), reverse=True)
+                offset = skip if day == start_day else 0
+                take = entries[offset:offset + (limit - len(items))]
+                items += [e.to_dict() for e in take]
+                if len(items) >= limit:
+                    used = offset + len(take)
+                    if used < len(entries):
+                        next_cursor = {"day": day, "skip": used}
+                    else:
+                        prev = (date.fromisoformat(day) - timedelta(days=1)).isoformat()
+                        next_cursor = {"day": prev, "skip": 0}
+                    return {"items": items, "next_cursor": encode_cursor(next_cursor)}
+            if "LastEvaluatedKey" not in resp:
+                return {"items": items, "next_cursor": None}
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def account_usage(self, tenant_id: str, account_id: str, params: Mapping[str, str]) -> dict[str, Any]:
+        self._summary(tenant_id, account_id)
+        days = _int_param(params, "days", 30, 1, account.RETENTION_DAYS)
+        end = self.clock().date()
+        start = end - timedelta(days=days - 1)
+        pk = keys.account_pk(tenant_id, account_id)
+        blobs, _ = self.store.query_prefix(pk, "", sk_from=keys.day_sk(start.isoformat()),
+                                           sk_to=keys.day_sk(end.isoformat()), consistent=False)
+        by_day = {b.sk[len(keys.DAY_PREFIX):]: account.DayActivity.from_dict(b.data) for b in blobs}
+        day_list = [(start + timedelta(days=i)).isoformat() for i in range(days)]
+        totals: dict[str, int] = {}
+        for act in by_day.values():
+            for name, digests in act.events.items():
+                totals[name] = totals.get(name, 0) + len(digests)
+        top = [n for n, _ in sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_SERIES]]
+        series = [{"name": n, "counts": [by_day[d].count(n) if d in by_day else 0 for d in day_list]} for n in top]
+        if len(totals) > len(top):
+            series.append({"name": "All other events", "counts": [
+                (by_day[d].count() - sum(by_day[d].count(n) for n in top)) if d in by_day else 0 for d in day_list]})
+        return {"days": day_list, "series": series,
+                "active_users": [len(by_day[d].users) if d in by_day else 0 for d in day_list],
+                "totals": [by_day[d].count() if d in by_day else 0 for d in day_list]}
+
+    def account_score(self, tenant_id: str, account_id: str, params: Mapping[str, str]) -> dict[str, Any]:
+        summary = self._summary(tenant_id, account_id)
+        days = _int_param(params, "days", 30, 1, 90)
+        state, _, _ = load_account(self.store, tenant_id, account_id)
+        model = self.models.current(tenant_id)
+        now = self.clock()
+        seats = state.trait("seats")
+        seats = int(seats) if isinstance(seats, (int, float)) and not isinstance(seats, bool) and seats >= 1 else None
+        current = health.score(state, model, now, seats)
+        hist = health.history(state, model, now, days, seats)
+        labels = {"recency": "Recency of activity", "active_days": "Active days (30d)",
+                  "adoption": "Seat utilisation / stickiness", "breadth": "Key-feature breadth",
+                  "trend": "Usage trend (14d vs prior 14d)"}
+        return {
+            "account_id": account_id, "name": summary.get("name"),
+            "score": current.score, "band": current.band, "trend": current.trend, "as_of": format_ts(now),
+            "model_version": current.model_version,
+            "factors": [{**f.to_dict(), "value": f.raw, "label": labels.get(f.name, f.name),
+                         "detail": _factor_detail(f.name, f.raw, seats is not None or state.trait("seats") is not None,
+                                                  f.applicable)}
+                        for f in current.factors],
+            "history": [{"date": h.as_of.date().isoformat(), "score": h.score, "band": h.band} for h in hist],
+            "thresholds": {"yellow_from": model.yellow_from, "green_from": model.green_from},
+        }
+
+    # --- score model ----------------------------------------------------------------------------
+
+    def get_model(self, tenant_id: str) -> dict[str, Any]:
+        return self.models.current(tenant_id).to_dict()
+
+    def put_model(self, tenant_id: str, body: Any, projector: Projector | None) -> dict[str, Any]:
+        try:
+            model = self.models.put(tenant_id, body)
+        except ValueError as exc:
+            text = str(exc)
+            field = text.split(":")[0].split(" ")[0] if text else "body"
+            raise ApiError(400, "invalid_score_model", text, [FieldError(field, text)]) from None
+        rescored = 0
+        if projector is not None:
+            ids = self.account_ids(tenant_id)
+            rescored = projector.rescore(tenant_id, ids, self.clock())
+        return {"model": model.to_dict(), "rescored": rescored}
+
+    def account_ids(self, tenant_id: str) -> list[str]:
+        out: list[str] = []
+        kwargs: dict[str, Any] = {"TableName": self.table, "IndexName": "by_name", "KeyConditionExpression": "gpk = :g",
+                                  "ExpressionAttributeValues": {":g": {"S": keys.accounts_gpk(tenant_id)}},
+                                  "ProjectionExpression": "account_id"}
+        while True:
+            resp = self.client.query(**kwargs)
+            out += [i["account_id"]["S"] for i in resp["Items"]]
+            if "LastEvaluatedKey" not in resp:
+                return out
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    # --- search / status --------------------------------------------------------------------------
+
+    def search(self, tenant_id: str, params: Mapping[str, str]) -> dict[str, Any]:
+        q = (params.get("q") or "").strip()
+        if not q:
+            raise _bad("q", "is required", "1..200 characters")
+        if len(q) > 200:
+            raise _bad("q", "is too long", "1..200 characters")
+        limit = _int_param(params, "limit", 20, 1, 100)
+        if self.search_index is None:
+            return {"items": []}
+        return {"items": self.search_index.search(tenant_id, q, limit)}
+
+    def status(self) -> dict[str, Any]:
+        mappings = self.status_fn() if self.status_fn else []
+        return {
+            "mappings": [{"uuid": m["uuid"], "function": m["function"], "state": m["state"],
+                          "lag_records": m.get("records_behind", 0), "iterator_age_ms": m.get("iterator_age_ms", 0),
+                          "dead_letters": m.get("dead_letters", 0)} for m in mappings],
+            "projections": [{"name": n, "version": v, "active": True, "table": self.table}
+                            for n, v in (("account", account.VERSION), ("health", account.VERSION))],
+            "time": format_ts(self.clock()),
+        }
+
+
+def _factor_detail(name: str, raw: float | None, has_seats: bool, applicable: bool) -> str:
+    """What a factor's raw value means, in words a customer-success manager uses."""
+    if not applicable:
+        return "not applicable (no key features configured)"
+    if raw is None:
+        return {"recency": "no activity yet", "trend": "no usage in the previous 14 days"}.get(name, "no data")
+    if name == "recency":
+        return "active today" if raw == 0 else f"last active {raw:g} day{'s' if raw != 1 else ''} ago"
+    if name == "active_days":
+        return f"active on {raw:g} of the last 30 days"
+    if name == "adoption":
+        return f"{raw:.0%} of seats active in 30 days" if has_seats else f"DAU/MAU stickiness {raw:.2f}"
+    if name == "breadth":
+        return f"{raw:.0%} of key features used in 30 days"
+    if name == "trend":
+        return f"{raw:+.0%} events vs the prior 14 days"
+    return f"{raw:g}"
+
+
+def kwargs_sort_attr(sort: str) -> str:
+    return tables.VIEW_INDEXES[SORTS[sort]][1]
