@@ -45,5 +45,9 @@ lint: setup
 bench: setup
 	$(BIN)/streamfold bench --out docs/bench-latest.json
 
+STAGE ?= dev
+package: setup
+	$(BIN)/python -m cfn.package build/compute --stage $(STAGE)
+
 clean:
 	rm -rf .data test-output vendor .chalice/deployments

@@ -39,14 +39,17 @@ SCHEMAS: dict[str, Any] = {
     "AccountList": {"type": "object", "required": ["items", "next_cursor"], "properties": {
         "items": {"type": "array", "items": {"$ref": "#/components/schemas/AccountListItem"}},
         "next_cursor": _cursor}},
-    "Account": {"allOf": [{"$ref": "#/components/schemas/AccountListItem"}, {
-        "type": "object", "required": ["active_users", "score", "key_features"], "properties": {
-            "active_users": {"type": "object", "required": ["1d", "7d", "30d"], "properties": {
-                "1d": _int, "7d": _int, "30d": _int}},
-            "score": {"type": "object", "properties": {"score": _nint, "band": _band, "trend": _nint}},
-            "key_features": {"type": "array", "items": {"type": "object", "required": ["name", "count"],
-                                                         "properties": {"name": _str, "count": _int,
-                                                                        "active_days": _int, "last_used": _nstr}}}}}]},
+    "Account": {"type": "object", "required": ["account_id", "name", "traits", "active_users", "score",
+                                               "key_features", "users_count"], "properties": {
+        "account_id": _str, "name": _str, "band": _band, "trend": _nint, "last_seen": _nstr, "first_seen": _nstr,
+        "active_users_1d": _int, "active_users_7d": _int, "active_users_30d": _int, "users_count": _int,
+        "plan": _nstr, "traits": {"type": "object"},
+        "active_users": {"type": "object", "required": ["1d", "7d", "30d"], "properties": {
+            "1d": _int, "7d": _int, "30d": _int}},
+        "score": {"type": "object", "properties": {"score": _nint, "band": _band, "trend": _nint}},
+        "key_features": {"type": "array", "items": {"type": "object", "required": ["name", "count"],
+                                                     "properties": {"name": _str, "count": _int,
+                                                                    "active_days": _int, "last_used": _nstr}}}}},
     "UserList": {"type": "object", "required": ["items", "next_cursor"], "properties": {
         "items": {"type": "array", "items": {"type": "object", "required": ["user_id", "traits"], "properties": {
             "user_id": _str, "name": _nstr, "email": _nstr, "traits": {"type": "object"}, "first_seen": _nstr,

@@ -353,6 +353,7 @@ def _user_link(state: user.UserState) -> dict[str, Any]:
     traits = {k: thaw(v.value) for k, v in state.traits.items()}
     return {
         "user_id": state.user_key,
+        "accounts": sorted(state.accounts),
         "name": traits.get("name") if isinstance(traits.get("name"), str) else None,
         "email": traits.get("email") if isinstance(traits.get("email"), str) else None,
         "traits_json": json.dumps(traits, sort_keys=True, default=str),

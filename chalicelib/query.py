@@ -162,7 +162,7 @@ class QueryService:
     def get_account(self, tenant_id: str, account_id: str) -> dict[str, Any]:
         summary = self._summary(tenant_id, account_id)
         state, _, _ = load_account(self.store, tenant_id, account_id)
-        model = self.models.current(tenant_id)
+        model = self.models.current(tenant_id, cached=True)
         now = self.clock()
         features = account.feature_usage(state, model.key_features, now, 30)
         out = _account_item(summary)

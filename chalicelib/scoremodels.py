@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -19,11 +20,15 @@ class ScoreModelStore:
     def __init__(self, client: Any, control_table: str) -> None:
         self._client = client
         self._table = control_table
-        self._cache: dict[str, ScoreModel] = {}
+        self._cache: dict[str, tuple[float, ScoreModel]] = {}
+
+    #: How long a cached model is trusted (other containers see a new version within this time).
+    TTL_SECONDS = 60.0
 
     def current(self, tenant_id: str, *, cached: bool = False) -> ScoreModel:
-        if cached and tenant_id in self._cache:
-            return self._cache[tenant_id]
+        hit = self._cache.get(tenant_id)
+        if cached and hit is not None and time.monotonic() - hit[0] < self.TTL_SECONDS:
+            return hit[1]
         resp = self._client.query(
             TableName=self._table, KeyConditionExpression="pk = :p AND begins_with(sk, :s)",
             ExpressionAttributeValues={":p": {"S": keys.tenant_pk(tenant_id)}, ":s": {"S": keys.SCORE_MODEL_PREFIX}},
@@ -32,7 +37,7 @@ class ScoreModelStore:
             model = ScoreModel.from_dict(from_ddb(resp["Items"][0])["model"])
         else:
             model = default_model(tuple(self._key_features(tenant_id)))
-        self._cache[tenant_id] = model
+        self._cache[tenant_id] = (time.monotonic(), model)
         return model
 
     def _key_features(self, tenant_id: str) -> list[str]:
@@ -55,7 +60,7 @@ class ScoreModelStore:
                     Item=to_ddb({"pk": keys.tenant_pk(tenant_id), "sk": keys.score_model_sk(version),
                                  "model": model.to_dict()}),
                     ConditionExpression="attribute_not_exists(pk)")
-                self._cache[tenant_id] = model
+                self._cache[tenant_id] = (time.monotonic(), model)
                 return model
             except ClientError as exc:
                 if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":

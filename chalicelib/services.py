@@ -85,3 +85,6 @@ def reset() -> None:  # type: ignore[no-redef]
         get_projector.cache_clear()
     except ImportError:
         pass
+    from chalicelib.search import reset_indexers
+
+    reset_indexers()

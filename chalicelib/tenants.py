@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -33,9 +34,13 @@ class Tenant:
 class TenantStore:
     """Tenant records and secret look-ups in the control table."""
 
+    #: Seconds a resolved secret is cached (per process); bounds how long a revoked secret keeps working.
+    RESOLVE_TTL = 30.0
+
     def __init__(self, client: Any, table: str) -> None:
         self._client = client
         self._table = table
+        self._resolved: dict[tuple[str, str], tuple[float, str | None]] = {}
 
     def create(self, name: str) -> dict[str, str]:
         """Create a tenant; returns ``{"tenant_id", "write_key", "api_token"}`` (shown once)."""
@@ -65,6 +70,17 @@ class TenantStore:
         """Tenant id for a secret of the given kind, or ``None`` (unknown secret or wrong kind)."""
         if not secret or len(secret) > 512:
             return None
+        key = (hash_secret(secret), kind)
+        hit = self._resolved.get(key)
+        if hit is not None and time.monotonic() - hit[0] < self.RESOLVE_TTL:
+            return hit[1]
+        tenant = self._lookup(secret, kind)
+        if len(self._resolved) > 10_000:
+            self._resolved.clear()
+        self._resolved[key] = (time.monotonic(), tenant)
+        return tenant
+
+    def _lookup(self, secret: str, kind: SecretKind) -> str | None:
         resp = self._client.get_item(
             TableName=self._table,
             Key={"pk": {"S": keys.secret_pk(hash_secret(secret))}, "sk": {"S": keys.SECRET_SK}},
