@@ -173,3 +173,7 @@ __all__ += [
     "catalog_pk", "accounts_gpk", "day_sk", "timeline_sk", "user_link_sk", "score_sk", "seen_sk", "active_sk",
     "name_sk",
 ]
+
+CONFIG_PK = "CONFIG"
+ACTIVE_VIEW_SK = "ACTIVE_VIEW"
+__all__ += ["CONFIG_PK", "ACTIVE_VIEW_SK"]

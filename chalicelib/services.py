@@ -12,7 +12,7 @@ from chalicelib.ingest import Ingestor
 from chalicelib.settings import get_settings
 from chalicelib.tenants import TenantStore
 
-__all__ = ["tenants", "ingestor", "query", "projector", "reset"]
+__all__ = ["tenants", "ingestor", "query", "projector", "active_version", "reset"]
 
 _lock = threading.Lock()
 
@@ -38,26 +38,31 @@ def reset() -> None:
     ingestor.cache_clear()
 
 
-@lru_cache(maxsize=1)
+def active_version() -> int:
+    """The view version the API reads and the projector writes (see :mod:`chalicelib.versions`)."""
+    from chalicelib.versions import active_view_version
+
+    return active_view_version(get_client(), get_settings().control_table)
+
+
 def query() -> Any:
     """The private API's query service for the active view version."""
+    return _query(active_version())
+
+
+@lru_cache(maxsize=4)
+def _query(version: int) -> Any:
     from chalicelib import keys
     from chalicelib.query import QueryService
     from chalicelib.scoremodels import ScoreModelStore
     from chalicelib.views import ViewStore
-    from streams.projector import VIEW_VERSION
 
     s = get_settings()
     client = get_client()
-    search = None
-    try:
-        from chalicelib.search import get_indexer
+    from chalicelib.search import get_indexer
 
-        search = get_indexer(VIEW_VERSION)
-    except ImportError:
-        search = None
-    return QueryService(ViewStore(client, keys.view_table_name(s.table_prefix, VIEW_VERSION)),
-                        ScoreModelStore(client, s.control_table), search=search, status=_status)
+    return QueryService(ViewStore(client, keys.view_table_name(s.table_prefix, version)),
+                        ScoreModelStore(client, s.control_table), search=get_indexer(version), status=_status)
 
 
 def _status() -> list[dict[str, Any]]:
@@ -70,7 +75,7 @@ def _status() -> list[dict[str, Any]]:
 def projector() -> Any:
     from streams.projector import get_projector
 
-    return get_projector()
+    return get_projector(active_version())
 
 
 _reset_base = reset
@@ -78,7 +83,10 @@ _reset_base = reset
 
 def reset() -> None:  # type: ignore[no-redef]
     _reset_base()
-    query.cache_clear()
+    _query.cache_clear()
+    from chalicelib.versions import forget
+
+    forget()
     try:
         from streams.projector import get_projector
 

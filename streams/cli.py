@@ -104,6 +104,35 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from chalicelib.cli import storage
+    from chalicelib.versions import active_view_version
+    from streams import replay
+
+    if args.projection != "view":
+        print(f"error: unknown projection {args.projection!r} (the single-table view is `view`)", file=sys.stderr)
+        return 2
+    with storage():
+        client, prefix = db.get_client(), get_settings().table_prefix
+        active = active_view_version(client, get_settings().control_table, cached=False)
+        out: dict[str, Any] = {"active_before": active}
+        if not args.no_rebuild:
+            out["rebuild"] = vars(replay.rebuild(client, prefix, args.version))
+        if args.compare:
+            other = args.against if args.against is not None else active
+            cmp = replay.compare(client, prefix, other, args.version)
+            out["compare"] = cmp.to_dict()
+            if args.promote and not cmp.equal and not args.force:
+                print(json.dumps(out, indent=2))
+                print("not promoting: versions differ (use --force after checking the differences)", file=sys.stderr)
+                return 1
+        if args.promote:
+            out["promote"] = vars(replay.promote(client, prefix, args.version))
+            out["active_after"] = args.version
+        print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
 def register(subparsers: Any) -> None:
     """Add ``status``, ``mappings`` and ``dlq`` to the ``streamfold`` command line."""
     st = subparsers.add_parser("status", help="mappings, shard checkpoints, iterator age / lag")
@@ -121,6 +150,16 @@ def register(subparsers: Any) -> None:
         if name == "swap":
             p.add_argument("--to", required=True, choices=["blue", "green"])
         p.set_defaults(func=cmd_mappings)
+
+    rp = subparsers.add_parser("replay", help="rebuild a projection version from the day tables, compare, promote")
+    rp.add_argument("projection", help="projection to rebuild: `view` (accounts, users, catalog, scores)")
+    rp.add_argument("--version", type=int, required=True, help="target view version (table <prefix>view-vN)")
+    rp.add_argument("--compare", action="store_true", help="diff against the active version (or --against)")
+    rp.add_argument("--against", type=int, default=None)
+    rp.add_argument("--promote", action="store_true", help="make it active, then catch up with the newest days")
+    rp.add_argument("--force", action="store_true", help="promote even if the comparison found differences")
+    rp.add_argument("--no-rebuild", action="store_true", help="only compare / promote")
+    rp.set_defaults(func=cmd_replay)
 
     dq = subparsers.add_parser("dlq", help="dead-lettered batches of the local mappings")
     dsub = dq.add_subparsers(dest="dlq_cmd", required=True)

@@ -35,19 +35,30 @@ __all__ = ["VIEW_VERSION", "PoisonRecordError", "decode_record", "get_projector"
 VIEW_VERSION = account.VERSION
 
 
+def get_projector(version: int | None = None, prefix: str | None = None) -> Projector:
+    """The process-wide projector for a view version (default: the active one), built once."""
+    if version is None:
+        from chalicelib.versions import active_view_version
+
+        version = active_view_version(get_client(), get_settings().control_table)
+    return _projector(version, prefix)
+
+
+def _clear() -> None:
+    _projector.cache_clear()
+
+
+get_projector.cache_clear = _clear  # type: ignore[attr-defined]  # same API as an lru_cache'd function
+
+
 @lru_cache(maxsize=4)
-def get_projector(version: int = VIEW_VERSION, prefix: str | None = None) -> Projector:
-    """The process-wide projector for a view version (built lazily, once per container)."""
+def _projector(version: int, prefix: str | None) -> Projector:
     s = get_settings()
     p = s.table_prefix if prefix is None else prefix
     client = get_client()
-    search = None
-    try:
-        from chalicelib.search import get_indexer
+    from chalicelib.search import get_indexer
 
-        search = get_indexer(version)
-    except ImportError:
-        search = None
+    search = get_indexer(version)
     return Projector(ViewStore(client, keys.view_table_name(p, version)),
                      ScoreModelStore(client, keys.control_table_name(p)),
                      Outbox(client, keys.control_table_name(p)), search)

@@ -1,0 +1,46 @@
+"""Which view (projection) version is active: the one the API reads and the projector writes.
+
+Stored in the control table so a ``streamfold replay --promote`` switches every process (each
+caches the answer for a few seconds).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from chalicelib import keys
+
+__all__ = ["active_view_version", "set_active_view_version", "DEFAULT_VIEW_VERSION", "forget"]
+
+DEFAULT_VIEW_VERSION = 1
+TTL_SECONDS = 5.0
+_lock = threading.Lock()
+_cache: dict[str, tuple[float, int]] = {}
+
+
+def active_view_version(client: Any, control_table: str, *, cached: bool = True) -> int:
+    with _lock:
+        hit = _cache.get(control_table)
+    if cached and hit is not None and time.monotonic() - hit[0] < TTL_SECONDS:
+        return hit[1]
+    resp = client.get_item(TableName=control_table, ConsistentRead=True,
+                           Key={"pk": {"S": keys.CONFIG_PK}, "sk": {"S": keys.ACTIVE_VIEW_SK}})
+    version = int(resp["Item"]["version"]["N"]) if "Item" in resp else DEFAULT_VIEW_VERSION
+    with _lock:
+        _cache[control_table] = (time.monotonic(), version)
+    return version
+
+
+def set_active_view_version(client: Any, control_table: str, version: int) -> None:
+    client.put_item(TableName=control_table, Item={
+        "pk": {"S": keys.CONFIG_PK}, "sk": {"S": keys.ACTIVE_VIEW_SK}, "version": {"N": str(version)},
+        "promoted_at": {"S": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}})
+    with _lock:
+        _cache[control_table] = (time.monotonic(), version)
+
+
+def forget() -> None:
+    with _lock:
+        _cache.clear()
