@@ -1,0 +1,624 @@
+"""``streamfold bench``: what an event costs, measured against baselines in the same run.
+
+The machine running the benchmark is usually shared and noisy, so every figure that matters
+is a *ratio* against a baseline measured in the same process, on the same DynamoDB Local:
+
+* ingest: write units per event (``ReturnConsumedCapacity``) of the packed, compressed chunks
+  at batch sizes 1, 10 and 100, against one ``PutItem`` per event; events/s through the HTTP
+  API with the real Segment SDK (bounded by count and time);
+* projector: view write units per event for a live-like workload (today's events, stream
+  batches of 100 records) and a 30-day backfill, against a per-event ``UpdateItem`` design
+  (counter per account/day/event name, ``last_seen`` on the account and on the user);
+* a re-delivered batch (should cost 0 write units);
+* local event source mapping lag: from the ingest API's 200 OK to the account's SUMMARY item.
+
+DynamoDB Local reports consumed capacity with DynamoDB's on-demand rules (1 write unit per
+started KB of item, the larger of old and new image for an update), so unit counts match AWS;
+times do not, and are reported for orientation only. See ``docs/PERFORMANCE.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Workload", "baseline_projection_units", "register", "run"]
+
+FEATURES = ("Report Created", "Dashboard Viewed", "Export Downloaded", "Filter Applied", "Alert Configured",
+            "Invite Sent", "Integration Connected", "Comment Added")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Sizes of one run (``quick`` keeps the whole run under about a minute)."""
+
+    ingest_events: dict[int, int]  # batch size -> events sent at that size
+    baseline_put_events: int
+    http_events: int
+    http_seconds: float
+    accounts: int
+    users_per_account: int
+    live_events: int
+    backfill_events: int
+    baseline_events: int
+    lag_probes: int
+
+    @classmethod
+    def full(cls) -> Workload:
+        return cls({1: 300, 10: 2000, 100: 10000}, 300, 10000, 30.0, 40, 6, 10000, 10000, 3000, 30)
+
+    @classmethod
+    def quick(cls) -> Workload:
+        return cls({1: 60, 10: 300, 100: 2000}, 60, 1500, 8.0, 15, 4, 2000, 2000, 600, 6)
+
+
+# --- events ----------------------------------------------------------------------------------------
+
+
+class EventFactory:
+    """Typical Segment ``track`` calls of about 300 bytes (JSON), deterministic per seed."""
+
+    def __init__(self, accounts: int, users: int, seed: int = 7) -> None:
+        self.rng = random.Random(seed)
+        self.accounts = accounts
+        self.users = users
+        self.n = 0
+
+    def track(self, when: datetime, account: int | None = None) -> dict[str, Any]:
+        rng = self.rng
+        self.n += 1
+        a = rng.randrange(self.accounts) if account is None else account
+        u = rng.randrange(self.users)
+        return {
+            "type": "track",
+            "messageId": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            "userId": f"user-{a:03d}-{u:02d}",
+            "event": rng.choice(FEATURES),
+            "timestamp": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "properties": {"path": f"/app/reports/{rng.randrange(10000)}", "duration_ms": rng.randrange(20, 5000),
+                           "rows": rng.randrange(1000)},
+            "context": {"groupId": f"acct-{a:03d}", "library": {"name": "analytics-python", "version": "2.3.2"}},
+        }
+
+    def setup(self, when: datetime) -> list[dict[str, Any]]:
+        """identify + group for every user (names, emails, plan) — what a tenant sends first."""
+        out = []
+        for a in range(self.accounts):
+            for u in range(self.users):
+                uid = f"user-{a:03d}-{u:02d}"
+                out.append({"type": "identify", "messageId": f"id-{uid}", "userId": uid,
+                            "timestamp": when.isoformat(), "traits": {"name": f"User {uid}",
+                                                                      "email": f"{uid}@example.com"}})
+                out.append({"type": "group", "messageId": f"gr-{uid}", "userId": uid, "groupId": f"acct-{a:03d}",
+                            "timestamp": when.isoformat(),
+                            "traits": {"name": f"Account {a}", "plan": "pro", "seats": self.users + 2}})
+        return out
+
+
+def _event_bytes(event: dict[str, Any]) -> int:
+    return len(json.dumps(event, separators=(",", ":")).encode())
+
+
+# --- DynamoDB helpers ---------------------------------------------------------------------------
+
+
+def _units(resp: dict[str, Any]) -> float:
+    cc = resp.get("ConsumedCapacity")
+    if isinstance(cc, list):
+        return float(sum(c.get("CapacityUnits", 0) for c in cc))
+    return float((cc or {}).get("CapacityUnits", 0))
+
+
+def _simple_table(client: Any, name: str, *, sort_key: bool) -> str:
+    from chalicelib import tables
+
+    attrs = [{"AttributeName": "pk", "AttributeType": "S"}]
+    schema = [{"AttributeName": "pk", "KeyType": "HASH"}]
+    if sort_key:
+        attrs.append({"AttributeName": "sk", "AttributeType": "S"})
+        schema.append({"AttributeName": "sk", "KeyType": "RANGE"})
+    tables.ensure_table(client, {"TableName": name, "AttributeDefinitions": attrs, "KeySchema": schema,
+                                 "BillingMode": "PAY_PER_REQUEST"})
+    return name
+
+
+def stream_records(client: Any, streams: Any, table: str) -> list[dict[str, Any]]:
+    """All records of a table's stream, in order, in Lambda's shape."""
+    from streams.decode import to_lambda_record
+
+    arn = client.describe_table(TableName=table)["Table"]["LatestStreamArn"]
+    out: list[dict[str, Any]] = []
+    for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
+        it = streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"],
+                                        ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        while it:
+            resp = streams.get_records(ShardIterator=it, Limit=1000)
+            out += [dict(to_lambda_record(r, arn)) for r in resp["Records"]]
+            if not resp["Records"]:
+                break
+            it = resp.get("NextShardIterator")
+    return out
+
+
+def _wait_records(client: Any, streams: Any, table: str, expect: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        records = stream_records(client, streams, table)
+        if len(records) >= expect or time.monotonic() > deadline:
+            return records
+        time.sleep(0.1)
+
+
+# --- phases ------------------------------------------------------------------------------------------
+
+
+def _fresh_prefix(endpoint: str, name: str) -> str:
+    from chalicelib import db, tables
+    from chalicelib.stack import use_endpoint
+    from streams.projector import VIEW_VERSION, get_projector
+
+    prefix = f"bench{uuid.uuid4().hex[:6]}-{name}-"
+    use_endpoint(endpoint, prefix)
+    get_projector.cache_clear()
+    client = db.get_client()
+    tables.ensure_control_table(client, prefix)
+    tables.ensure_event_tables(client, prefix, tables.utc_today())
+    tables.ensure_view_table(client, prefix, VIEW_VERSION)
+    return prefix
+
+
+def measure_ingest(endpoint: str, w: Workload) -> dict[str, Any]:
+    """Write units per event of packed chunks vs one PutItem per event."""
+    from chalicelib import db, services
+    from chalicelib.ingest import Ingestor, parse_request
+
+    prefix = _fresh_prefix(endpoint, "ingest")
+    client = db.get_client()
+    tenant = services.tenants().create("bench")["tenant_id"]
+    ing = Ingestor(client, prefix)
+    factory = EventFactory(50, 8)
+    now = datetime.now(UTC)
+    sizes: list[int] = []
+    out: dict[str, Any] = {}
+
+    baseline_table = _simple_table(client, f"{prefix}baseline-events", sort_key=False)
+    base_units = 0.0
+    for _ in range(w.baseline_put_events):
+        ev = factory.track(now)
+        item = {"pk": {"S": f"{tenant}#{ev['messageId']}"}, "event": {"S": json.dumps(ev, separators=(",", ":"))}}
+        base_units += _units(client.put_item(TableName=baseline_table, Item=item, ReturnConsumedCapacity="TOTAL"))
+    baseline = base_units / w.baseline_put_events
+
+    for batch_size, total in w.ingest_events.items():
+        units = 0.0
+        requests = 0
+        started = time.perf_counter()
+        for start in range(0, total, batch_size):
+            batch = [factory.track(now) for _ in range(min(batch_size, total - start))]
+            sizes += [_event_bytes(e) for e in batch]
+            result = ing.ingest(tenant, parse_request({"batch": batch}, "batch"))
+            units += result.write_units
+            requests += 1
+        elapsed = time.perf_counter() - started
+        per_event = units / total
+        out[str(batch_size)] = {"events": total, "requests": requests, "write_units": units,
+                                "wcu_per_event": round(per_event, 4),
+                                "baseline_wcu_per_event": round(baseline, 4),
+                                "ratio_vs_baseline": round(per_event / baseline, 4),
+                                "events_per_s_direct": round(total / elapsed, 1)}
+    return {"event_bytes_mean": round(statistics.mean(sizes), 1), "baseline": "one PutItem per event",
+            "baseline_wcu_per_event": round(baseline, 4), "by_batch_size": out}
+
+
+def _http_phase(endpoint: str, w: Workload) -> dict[str, Any]:
+    from segment.analytics import Client
+
+    from chalicelib import services
+    from chalicelib.local_server import LocalHttpServer
+
+    _fresh_prefix(endpoint, "http")
+    tenant = services.tenants().create("bench-http")
+    from app import app
+
+    server = LocalHttpServer(app, port=0).start()
+    errors: list[str] = []
+    try:
+        sdk = Client(write_key=tenant["write_key"], host=server.url, gzip=True, max_queue_size=w.http_events + 10,
+                     upload_size=100, on_error=lambda e, b: errors.append(str(e)))
+        factory = EventFactory(50, 8, seed=11)
+        now = datetime.now(UTC)
+        started = time.perf_counter()
+        sent = 0
+        while sent < w.http_events and time.perf_counter() - started < w.http_seconds:
+            ev = factory.track(now)
+            sdk.track(ev["userId"], ev["event"], ev["properties"], context=ev["context"], timestamp=now,
+                      message_id=ev["messageId"])
+            sent += 1
+        sdk.flush()
+        elapsed = time.perf_counter() - started
+        sdk.shutdown()
+    finally:
+        server.stop()
+    stored = _count_events(services.ingestor())
+    return {"events_sent": sent, "events_stored": stored, "errors": len(errors), "seconds": round(elapsed, 2),
+            "events_per_s": round(sent / elapsed, 1), "sdk": "segment-analytics-python, gzip, upload_size 100"}
+
+
+def _count_events(ingestor: Any) -> int:
+    from chalicelib import db, keys, tables
+    from chalicelib.settings import get_settings
+
+    client = db.get_client()
+    table = keys.events_table_name(get_settings().table_prefix, tables.utc_today())
+    total = 0
+    kwargs: dict[str, Any] = {"TableName": table, "ProjectionExpression": "n"}
+    while True:
+        page = client.scan(**kwargs)
+        total += sum(int(i["n"]["N"]) for i in page["Items"])
+        if "LastEvaluatedKey" not in page:
+            return total
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def baseline_projection_units(client: Any, table: str, tenant: str, events: list[dict[str, Any]],
+                              workers: int = 8) -> float:
+    """The per-event ``UpdateItem`` design: a counter per account/day/event name, ``last_seen`` on the
+    account and on the user, three writes per usage event (not idempotent: a re-delivery counts again)."""
+
+    def one(ev: dict[str, Any]) -> float:
+        acct = ev["context"]["groupId"]
+        day = ev["timestamp"][:10]
+        ts = ev["timestamp"]
+        units = _units(client.update_item(
+            TableName=table, Key={"pk": {"S": f"{tenant}#A#{acct}"}, "sk": {"S": f"DAY#{day}#{ev['event']}"}},
+            UpdateExpression="ADD events :one", ExpressionAttributeValues={":one": {"N": "1"}},
+            ReturnConsumedCapacity="TOTAL"))
+        units += _units(client.update_item(
+            TableName=table, Key={"pk": {"S": f"{tenant}#A#{acct}"}, "sk": {"S": "HEAD"}},
+            UpdateExpression="SET last_seen = :t", ExpressionAttributeValues={":t": {"S": ts}},
+            ReturnConsumedCapacity="TOTAL"))
+        units += _units(client.update_item(
+            TableName=table, Key={"pk": {"S": f"{tenant}#U#{ev['userId']}"}, "sk": {"S": "HEAD"}},
+            UpdateExpression="SET last_seen = :t, account_id = :a",
+            ExpressionAttributeValues={":t": {"S": ts}, ":a": {"S": acct}}, ReturnConsumedCapacity="TOTAL"))
+        return units
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return float(sum(pool.map(one, events)))
+
+
+def _projector_phase(endpoint: str, w: Workload, name: str, *, days: int, events_per_request: int,
+                     records_per_batch: int = 100) -> dict[str, Any]:
+    """Ingest a workload, then project its stream records in batches as the mapping would."""
+    from chalicelib import db, keys, services
+    from chalicelib.ingest import Ingestor, parse_request
+    from chalicelib.projector import Projector
+    from chalicelib.scoremodels import ScoreModelStore
+    from chalicelib.views import ViewStore
+    from streams.projector import VIEW_VERSION, project_records
+
+    prefix = _fresh_prefix(endpoint, name)
+    client = db.get_client()
+    tenant = services.tenants().create(f"bench-{name}")["tenant_id"]
+    now = datetime.now(UTC)
+    factory = EventFactory(w.accounts, w.users_per_account, seed=23 if days > 1 else 29)
+    total = w.backfill_events if days > 1 else w.live_events
+    usage: list[dict[str, Any]] = []
+    start = now - timedelta(days=days - 1)
+    for i in range(total):
+        # spread over the days (backfill) or over the hours up to now (live), in arrival order
+        frac = i / total
+        when = start + timedelta(seconds=frac * ((now - start).total_seconds() or 1)) if days > 1 else \
+            now - timedelta(seconds=(1 - frac) * 3600)
+        usage.append(factory.track(when))
+    setup = factory.setup(start - timedelta(hours=1))
+    ing = Ingestor(client, prefix)
+    requests = [setup[i:i + 100] for i in range(0, len(setup), 100)] + \
+        [usage[i:i + events_per_request] for i in range(0, len(usage), events_per_request)]
+    chunks = sum(ing.ingest(tenant, parse_request({"batch": b}, "batch")).chunks for b in requests)
+    records = _wait_records(client, db.get_streams_client(), keys.events_table_name(prefix, now), chunks)
+
+    view = ViewStore(client, keys.view_table_name(prefix, VIEW_VERSION))
+    proj = Projector(view, ScoreModelStore(client, keys.control_table_name(prefix)))
+    units = 0.0
+    writes = 0
+    events = 0
+    batches = [records[i:i + records_per_batch] for i in range(0, len(records), records_per_batch)]
+    started = time.perf_counter()
+    for batch in batches:
+        response, stats = project_records(batch, projector=proj, now=now)
+        if response.get("batchItemFailures"):
+            raise RuntimeError(f"bench batch failed: {response}")
+        units += stats.write_units
+        writes += stats.writes
+        events += stats.events
+    elapsed = time.perf_counter() - started
+
+    # a re-delivered batch (the largest one, as after a crash before the checkpoint)
+    again_batch = max(batches, key=len)
+    again, redelivered = project_records(again_batch, projector=proj, now=now)
+
+    baseline_table = _simple_table(client, f"{prefix}baseline-view", sort_key=True)
+    sample = usage[: w.baseline_events]
+    base_units = baseline_projection_units(client, baseline_table, tenant, sample)
+    base_per_event = base_units / len(sample)
+    item_sizes = _item_sizes(client, keys.view_table_name(prefix, VIEW_VERSION))
+    per_event = units / events
+    return {
+        "events": events, "usage_events": len(usage), "setup_events": len(setup), "records": len(records),
+        "events_per_record": round(events / len(records), 1), "invocations": len(batches),
+        "records_per_invocation": records_per_batch, "days": days, "accounts": w.accounts,
+        "users": w.accounts * w.users_per_account,
+        "write_units": units, "writes": writes, "wcu_per_event": round(per_event, 4),
+        "wcu_per_write": round(units / writes, 2) if writes else 0.0,
+        "baseline_wcu_per_event": round(base_per_event, 4), "baseline_events_sampled": len(sample),
+        "ratio_vs_baseline": round(per_event / base_per_event, 4),
+        "seconds": round(elapsed, 2), "events_per_s": round(events / elapsed, 1),
+        "day_item_bytes": item_sizes.get("account_day", {}), "item_bytes": item_sizes,
+        "redelivered": {"records": len(again_batch), "events": redelivered.events,
+                        "write_units": redelivered.write_units, "writes": redelivered.writes,
+                        "skipped": redelivered.skipped, "failures": len(again.get("batchItemFailures", []))},
+    }
+
+
+def _kind(pk: str, sk: str) -> str:
+    if pk.endswith("#CATALOG"):
+        return "catalog"
+    if "#U#" in pk:
+        return "user_head"
+    for prefix, name in (("DAY#", "account_day"), ("TL#", "account_timeline"), ("USER#", "account_user_link")):
+        if sk.startswith(prefix):
+            return name
+    return {"HEAD": "account_head", "SUMMARY": "account_summary"}.get(sk, "other")
+
+
+def _item_sizes(client: Any, table: str) -> dict[str, dict[str, int]]:
+    """Approximate stored size (bytes of names and values) of the view items, by kind."""
+    sizes: dict[str, list[int]] = {}
+    kwargs: dict[str, Any] = {"TableName": table}
+    while True:
+        page = client.scan(**kwargs)
+        for it in page["Items"]:
+            size = 0
+            for name, value in it.items():
+                (tag, inner), = value.items()
+                size += len(name) + (len(inner) if tag in ("B", "S") else len(json.dumps(inner, default=str)))
+            sizes.setdefault(_kind(it["pk"]["S"], it["sk"]["S"]), []).append(size)
+        if "LastEvaluatedKey" not in page:
+            break
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return {k: {"items": len(v), "mean": round(statistics.mean(v)), "max": max(v)}
+            for k, v in sorted(sizes.items())}
+
+
+def _lag_phase(endpoint: str, w: Workload) -> dict[str, Any]:
+    """From ingest 200 OK to the SUMMARY item, through the local ESM runtime with default options."""
+    import requests as http
+
+    from chalicelib import db, keys, services
+    from chalicelib.local_server import LocalHttpServer
+    from streams.local_backend import LocalMappingBackend
+    from streams.local_stack import DEFAULT_PROJECTOR_MAPPING
+    from streams.mapping import family_source_arn
+    from streams.poller import RuntimeOptions
+    from streams.projector import VIEW_VERSION
+    from streams.runtime import LocalRuntime
+    from streams.store import ControlStore
+
+    prefix = _fresh_prefix(endpoint, "lag")
+    client = db.get_client()
+    tenant = services.tenants().create("bench-lag")
+    store = ControlStore(client, keys.control_table_name(prefix))
+    backend = LocalMappingBackend(store, client, db.get_streams_client())
+    backend.create(event_source_arn=family_source_arn(prefix), **DEFAULT_PROJECTOR_MAPPING)
+    options = RuntimeOptions()
+    runtime = LocalRuntime(store, client, db.get_streams_client(), options).start()
+    from app import app
+
+    server = LocalHttpServer(app, port=0).start()
+    view = keys.view_table_name(prefix, VIEW_VERSION)
+    samples: list[float] = []
+    timeouts = 0
+    session = http.Session()
+    try:
+        factory = EventFactory(1, 1, seed=31)
+        # warm-up: first invocation imports the handler and builds clients
+        for probe in range(w.lag_probes + 1):
+            ev = factory.track(datetime.now(UTC))
+            account = f"lag-{probe:03d}"
+            ev["context"]["groupId"] = account
+            r = session.post(f"{server.url}/v1/batch", json={"batch": [ev]}, auth=(tenant["write_key"], ""),
+                             timeout=30)
+            r.raise_for_status()
+            ok = time.perf_counter()
+            key = {"pk": {"S": keys.account_pk(tenant["tenant_id"], account)}, "sk": {"S": keys.SUMMARY_SK}}
+            while True:
+                if client.get_item(TableName=view, Key=key, ProjectionExpression="pk").get("Item"):
+                    if probe:
+                        samples.append((time.perf_counter() - ok) * 1000)
+                    break
+                if time.perf_counter() - ok > 30:
+                    timeouts += 1
+                    break
+                time.sleep(0.005)
+    finally:
+        server.stop()
+        runtime.stop()
+    samples.sort()
+    return {"probes": len(samples), "timeouts": timeouts, "poll_interval_s": options.poll_interval,
+            "p50_ms": round(_pct(samples, 50), 1), "p95_ms": round(_pct(samples, 95), 1),
+            "max_ms": round(max(samples), 1) if samples else None,
+            "samples_ms": [round(s, 1) for s in samples]}
+
+
+def _pct(sorted_values: list[float], pct: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    k = (len(sorted_values) - 1) * pct / 100
+    lo, hi = int(k), min(int(k) + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    java = ""
+    try:
+        proc = subprocess.run(["java", "-version"], check=False, capture_output=True, text=True, timeout=20)
+        java = proc.stderr.splitlines()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        pass
+    mem = None
+    try:
+        mem = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem, "os": platform.platform(),
+            "python": platform.python_version(), "java": java, "dynamodb": "DynamoDB Local (in memory)"}
+
+
+@contextmanager
+def _environment() -> Iterator[None]:
+    """Benchmarks repoint the process at their own DynamoDB Local; put everything back after."""
+    from chalicelib.stack import use_endpoint
+    from streams.projector import get_projector
+
+    saved = {k: os.environ.get(k) for k in ("STREAMFOLD_DYNAMODB_ENDPOINT", "STREAMFOLD_TABLE_PREFIX")}
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        use_endpoint(None)
+        get_projector.cache_clear()
+
+
+def run(quick: bool = False, endpoint: str | None = None, log: Any = None,
+        workload: Workload | None = None) -> dict[str, Any]:
+    """Run every phase; returns the JSON-able report.
+
+    Args:
+        quick: the small workload (about a minute).
+        endpoint: an existing DynamoDB endpoint (default: start an in-memory DynamoDB Local).
+        log: ``callable(str)`` for progress lines.
+        workload: explicit sizes (overrides ``quick``).
+    """
+    from chalicelib.dynamodb_local import DynamoDBLocal
+
+    w = workload or (Workload.quick() if quick else Workload.full())
+    say = log or (lambda msg: None)
+    started = time.perf_counter()
+    report: dict[str, Any] = {"benchmark": "streamfold", "quick": quick,
+                              "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                              "machine": machine(), "workload": w.__dict__ | {"ingest_events": {
+                                  str(k): v for k, v in w.ingest_events.items()}}}
+    with _environment(), (_nullcontext(endpoint) if endpoint else DynamoDBLocal(in_memory=True)) as ddb:
+        ep = endpoint or ddb.endpoint
+        say("ingest: write units per event by batch size ...")
+        report["ingest"] = measure_ingest(ep, w)
+        say("ingest: events/s through the HTTP API with the Segment SDK ...")
+        report["ingest"]["http"] = _http_phase(ep, w)
+        say("projector: live-like workload ...")
+        live = _projector_phase(ep, w, "live", days=1, events_per_request=10)
+        say("projector: live-like workload, stream batches of 10 records ...")
+        small = _projector_phase(ep, w, "small", days=1, events_per_request=10, records_per_batch=10)
+        say("projector: 30-day backfill ...")
+        backfill = _projector_phase(ep, w, "backfill", days=30, events_per_request=100)
+        report["projector"] = {"baseline": "per-event UpdateItem: ADD counter on account/day/name, "
+                                           "SET last_seen on account and user",
+                               "live": {k: v for k, v in live.items() if k != "redelivered"},
+                               "live_small_batches": {k: v for k, v in small.items() if k != "redelivered"},
+                               "backfill": {k: v for k, v in backfill.items() if k != "redelivered"}}
+        report["redelivery"] = {"live": live["redelivered"], "live_small_batches": small["redelivered"],
+                                "backfill": backfill["redelivered"]}
+        say("local mapping lag: ingest 200 OK -> SUMMARY item ...")
+        report["lag"] = _lag_phase(ep, w)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    return report
+
+
+@contextmanager
+def _nullcontext(endpoint: str) -> Iterator[Any]:
+    class _Ep:
+        pass
+
+    e = _Ep()
+    e.endpoint = endpoint  # type: ignore[attr-defined]
+    yield e
+
+
+def table(report: dict[str, Any]) -> str:
+    """The readable summary printed after a run."""
+    ing = report["ingest"]
+    rows = [(f"streamfold bench ({'quick' if report['quick'] else 'full'}) {report['date']}  "
+             f"{report['machine']['cpu']} x{report['machine']['cores']}"), "",
+            (f"ingest (mean event {ing['event_bytes_mean']} B; baseline PutItem/event "
+             f"{ing['baseline_wcu_per_event']} WCU)"),
+            f"  {'batch':>6} {'events':>7} {'WCU/event':>10} {'vs baseline':>12}"]
+    for size, r in ing["by_batch_size"].items():
+        rows.append(f"  {size:>6} {r['events']:>7} {r['wcu_per_event']:>10.4f} {r['ratio_vs_baseline']:>11.3f}x")
+    h = ing["http"]
+    rows.append(f"  HTTP API + Segment SDK: {h['events_per_s']} events/s ({h['events_sent']} events, "
+                f"{h['errors']} errors, {h['events_stored']} stored)")
+    rows += ["", "projector (view write units per event; baseline: 3 UpdateItems/event)",
+             (f"  {'workload':>9} {'events':>7} {'ev/record':>9} {'WCU/event':>10} {'baseline':>9} {'ratio':>7}"
+              f" {'DAY item max B':>15}")]
+    for name in ("live", "live_small_batches", "backfill"):
+        r = report["projector"][name]
+        label = {"live_small_batches": "live/10"}.get(name, name)
+        rows.append(f"  {label:>9} {r['events']:>7} {r['events_per_record']:>9} {r['wcu_per_event']:>10.4f} "
+                    f"{r['baseline_wcu_per_event']:>9.3f} {r['ratio_vs_baseline']:>6.3f}x "
+                    f"{r['day_item_bytes'].get('max', 0):>15}")
+    for name, r in report["redelivery"].items():
+        rows.append(f"  re-delivered {name} batch: {r['records']} records, {r['events']} events -> "
+                    f"{r['write_units']} WCU, {r['writes']} writes")
+    lag = report["lag"]
+    rows += ["", (f"local mapping lag (200 OK -> SUMMARY, poll {lag['poll_interval_s']} s): "
+                  f"p50 {lag['p50_ms']} ms, p95 {lag['p95_ms']} ms, max {lag['max_ms']} ms "
+                  f"over {lag['probes']} probes"), f"total {report['seconds']} s"]
+    return "\n".join(rows)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import contextlib
+    import logging
+
+    logging.getLogger("streamfold").setLevel(logging.WARNING)  # keep stdout for the table
+    with contextlib.redirect_stdout(sys.stderr):  # EMF metric lines of the handler
+        report = run(quick=args.quick, log=lambda m: print(m, file=sys.stderr, flush=True))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(table(report))
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``bench`` to the ``streamfold`` command line."""
+    p = subparsers.add_parser("bench", help="measure write units per event and lag (docs/PERFORMANCE.md)")
+    p.add_argument("--quick", action="store_true", help="small workload, about a minute")
+    p.add_argument("--out", help="write the JSON report to this file")
+    p.set_defaults(func=cmd_bench)
