@@ -1,0 +1,60 @@
+"""``streamfold bench``: the report's shape on a tiny workload (no speed is asserted, ever)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import pytest
+
+from chalicelib import bench
+
+TINY = bench.Workload(ingest_events={1: 5, 10: 20, 100: 100}, baseline_put_events=5, http_events=50,
+                      http_seconds=5.0, accounts=3, users_per_account=2, live_events=60, backfill_events=60,
+                      baseline_events=30, lag_probes=2)
+
+
+def test_percentiles() -> None:
+    assert bench._pct([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert bench._pct([5.0], 95) == 5.0
+    assert math.isnan(bench._pct([], 50))
+
+
+def test_events_are_typical_segment_track_calls() -> None:
+    from datetime import UTC, datetime
+
+    f = bench.EventFactory(4, 3)
+    events = [f.track(datetime(2026, 1, 1, tzinfo=UTC)) for _ in range(200)]
+    mean = sum(bench._event_bytes(e) for e in events) / len(events)
+    assert 250 <= mean <= 350
+    assert len({e["messageId"] for e in events}) == 200
+
+
+def test_register_adds_the_bench_command() -> None:
+    parser = argparse.ArgumentParser()
+    bench.register(parser.add_subparsers())
+    args = parser.parse_args(["bench", "--quick", "--out", "x.json"])
+    assert args.quick and args.out == "x.json" and args.func is bench.cmd_bench
+
+
+@pytest.mark.timeout(120)
+def test_report_shape_on_a_tiny_workload(ddb_endpoint: str) -> None:
+    report = bench.run(endpoint=ddb_endpoint, workload=TINY)
+    assert set(report) >= {"date", "machine", "workload", "ingest", "projector", "redelivery", "lag", "seconds"}
+    by_size = report["ingest"]["by_batch_size"]
+    assert set(by_size) == {"1", "10", "100"}
+    assert report["ingest"]["baseline_wcu_per_event"] == 1.0
+    # Packing is what makes ingest cheap: bigger requests, fewer units per event.
+    assert by_size["100"]["wcu_per_event"] < by_size["10"]["wcu_per_event"] < by_size["1"]["wcu_per_event"]
+    assert report["ingest"]["http"]["errors"] == 0
+    assert report["ingest"]["http"]["events_stored"] == report["ingest"]["http"]["events_sent"]
+    for name in ("live", "live_small_batches", "backfill"):
+        r = report["projector"][name]
+        assert r["events"] == TINY.live_events + r["setup_events"]
+        assert 0 < r["wcu_per_event"] and r["baseline_wcu_per_event"] == 3.0
+        assert r["ratio_vs_baseline"] == pytest.approx(r["wcu_per_event"] / r["baseline_wcu_per_event"], rel=1e-3)
+    for r in report["redelivery"].values():
+        assert (r["write_units"], r["writes"], r["failures"]) == (0, 0, 0) and r["records"] > 0
+    assert report["lag"]["probes"] == TINY.lag_probes and report["lag"]["timeouts"] == 0
+    text = bench.table(report)
+    assert "WCU/event" in text and "p95" in text
