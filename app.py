@@ -6,7 +6,7 @@ from urllib.parse import unquote
 
 from chalice import Chalice, Rate
 
-from chalicelib import services
+from chalicelib import rotation, services
 from chalicelib.errors import ApiError, FieldError
 from chalicelib.http import basic_auth_user, bearer_token, handle_errors, json_response
 from chalicelib.ingest import decode_body, parse_request
@@ -206,7 +206,6 @@ def rescore_accounts(event):  # type: ignore[no-untyped-def]
 
 
 # --- scheduled functions (rotation) ---
-from chalicelib import rotation
 
 
 @app.schedule(Rate(1, unit=Rate.HOURS))

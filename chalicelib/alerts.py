@@ -14,7 +14,7 @@ import json
 import threading
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -78,7 +78,7 @@ class Outbox:
                 UpdateExpression="SET #s = :s, delivered_at = :t, detail = :d",
                 ConditionExpression="#s = :pending", ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={":s": {"S": status}, ":pending": {"S": "pending"},
-                                           ":t": {"S": datetime.now(timezone.utc).isoformat()},
+                                           ":t": {"S": datetime.now(UTC).isoformat()},
                                            ":d": {"S": detail[:500]}})
             return True
         except ClientError as exc:
@@ -115,7 +115,7 @@ class AlertDeliverer:
                 elif url:
                     req = urllib.request.Request(url, data=body.encode(), method="POST", headers={
                         "Content-Type": "application/json", "X-Streamfold-Alert-Id": item["alert_id"]})
-                    with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - tenant URL
+                    with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                         if resp.status >= 300:
                             raise urllib.error.HTTPError(url, resp.status, "non-2xx", resp.headers, None)
                 else:
@@ -136,7 +136,7 @@ class AlertDeliverer:
             while not self._stop.wait(interval):
                 try:
                     self.deliver_all()
-                except Exception:  # noqa: BLE001 - keep the loop alive; logged
+                except Exception:
                     logger.exception("alert delivery loop")
 
         self._thread = threading.Thread(target=loop, name="alerts", daemon=True)

@@ -12,7 +12,7 @@ import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 __all__ = ["DemoPlan", "build_plan", "send", "KEY_FEATURES", "EVENT_NAMES"]
@@ -161,7 +161,7 @@ def send(url: str, write_key: str, *, seed: int = 7, accounts: int = 200, days: 
     errors: list[Any] = []
     client = Client(write_key=write_key, host=url, gzip=True, upload_size=250, max_queue_size=200_000,
                     on_error=lambda e, batch: errors.append(e), max_retries=6)
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     plan = build_plan(seed, accounts, days)
     counts: dict[str, int] = {}
     for method, kwargs in calls(plan, now):

@@ -104,7 +104,7 @@ class DynamoDBLocal:
         jar = install()
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+            self._log = open(self.log_path, "ab")
         out: Any = self._log if self._log is not None else subprocess.DEVNULL
         self._proc = subprocess.Popen(self.command(jar, java), cwd=jar.parent, stdout=out, stderr=out,
                                       start_new_session=True)
@@ -125,7 +125,7 @@ class DynamoDBLocal:
             try:
                 client.list_tables(Limit=1)
                 return
-            except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
+            except Exception as exc:
                 last = exc
                 time.sleep(0.2)
         self.stop()

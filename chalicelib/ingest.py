@@ -29,8 +29,8 @@ import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Annotated, Any, Literal, Union
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
 
 from botocore.exceptions import ClientError
 from pydantic import (
@@ -154,7 +154,7 @@ class Alias(_Base):
         return _coerce_id(v)
 
 
-Message = Annotated[Union[Track, Identify, Group, Page, Screen, Alias], Field(discriminator="type")]
+Message = Annotated[Track | Identify | Group | Page | Screen | Alias, Field(discriminator="type")]
 _message_adapter: TypeAdapter[Any] = TypeAdapter(Message)
 
 
@@ -170,8 +170,8 @@ class BatchEnvelope(BaseModel):
 
 def _iso(dt: datetime) -> str:
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -311,9 +311,9 @@ def normalise(tenant_id: str, msg: BaseModel, raw: dict[str, Any], received_at: 
     original = data.get("timestamp") or data.get("originalTimestamp")
     sent_at = data.get("sentAt") or batch_sent_at
     if original is not None and original.tzinfo is None:
-        original = original.replace(tzinfo=timezone.utc)
+        original = original.replace(tzinfo=UTC)
     if sent_at is not None and sent_at.tzinfo is None:
-        sent_at = sent_at.replace(tzinfo=timezone.utc)
+        sent_at = sent_at.replace(tzinfo=UTC)
     if original is not None and sent_at is not None:
         # Segment's clock-skew correction: keep the client's relative offset, anchor on our clock.
         timestamp = received_at - (sent_at - original)
@@ -369,7 +369,7 @@ def pack_chunks(tenant_id: str, events: list[dict[str, Any]], received_at: datet
         half = len(chunks[i]) // 2
         chunks[i:i + 1] = [chunks[i][:half], chunks[i][half:]]
     items = []
-    for chunk, body in zip(chunks, bodies):
+    for chunk, body in zip(chunks, bodies, strict=True):
         digest = _chunk_digest(tenant_id, [e["messageId"] for e in chunk])
         items.append({
             "pk": {"S": keys.chunk_pk(tenant_id, digest)},
@@ -414,14 +414,14 @@ class Ingestor:
                  ensure_tables: Callable[[Any, str, datetime], None] | None = None) -> None:
         self._client = client
         self._prefix = prefix
-        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._clock = clock or (lambda: datetime.now(UTC))
         self._ensure_tables = ensure_tables
 
     def ingest(self, tenant_id: str, parsed: ParsedRequest) -> IngestResult:
-        received_at = self._clock().astimezone(timezone.utc)
+        received_at = self._clock().astimezone(UTC)
         seen: set[str] = set()
         events = []
-        for msg, raw in zip(parsed.messages, parsed.raw_messages):
+        for msg, raw in zip(parsed.messages, parsed.raw_messages, strict=True):
             ev = normalise(tenant_id, msg, raw, received_at, parsed.batch_sent_at)
             if ev["messageId"] in seen:
                 continue  # the same message twice in one request is one message

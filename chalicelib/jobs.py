@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib import services
@@ -14,7 +14,7 @@ __all__ = ["rescore_all", "Rescorer"]
 
 def rescore_all(now: datetime | None = None) -> dict[str, int]:
     """Recompute the score of every account of every tenant; returns summaries written per tenant."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     q = services.query()
     proj = services.projector()
     out: dict[str, int] = {}
@@ -36,7 +36,7 @@ class Rescorer:
             while not self._stop.wait(self.interval):
                 try:
                     logger.info("rescored", extra={"written": rescore_all()})
-                except Exception:  # noqa: BLE001 - keep the schedule alive; logged
+                except Exception:
                     logger.exception("rescore failed")
 
         self._thread = threading.Thread(target=loop, name="rescore", daemon=True)

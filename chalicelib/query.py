@@ -10,7 +10,7 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from chalicelib import keys, tables
@@ -83,7 +83,7 @@ class QueryService:
         self.models = models
         self.search_index = search
         self.status_fn = status
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.clock = clock or (lambda: datetime.now(UTC))
 
     # --- accounts ------------------------------------------------------------------------------
 
@@ -115,7 +115,7 @@ class QueryService:
             filters.append("#plan = :plan")
             names["#plan"] = "plan"
             values[":plan"] = {"S": plan}
-        for i, (k, v) in enumerate(sorted(traits.items())):
+        for i, k in enumerate(sorted(traits)):
             # A cheap pre-filter on the stored JSON; the exact check happens below.
             filters.append(f"contains(traits_json, :t{i})")
             values[f":t{i}"] = {"S": json.dumps(k) + ": "}

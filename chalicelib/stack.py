@@ -116,7 +116,7 @@ class LocalStack:
         for comp in reversed(self.components):
             try:
                 comp.stop()
-            except Exception:  # noqa: BLE001 - keep shutting the rest down
+            except Exception:
                 log.exception("stopping %r", comp)
         try:
             stack_file(get_settings().data_dir).unlink(missing_ok=True)

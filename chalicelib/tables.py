@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -41,7 +41,7 @@ VIEW_INDEXES: dict[str, tuple[str, str]] = {
 
 
 def utc_today(now: datetime | None = None) -> date:
-    return (now or datetime.now(timezone.utc)).astimezone(timezone.utc).date()
+    return (now or datetime.now(UTC)).astimezone(UTC).date()
 
 
 def control_table_spec(prefix: str) -> dict[str, Any]:

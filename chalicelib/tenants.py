@@ -11,7 +11,7 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from chalicelib import keys
@@ -49,7 +49,7 @@ class TenantStore:
         tenant_id = "t_" + secrets.token_hex(8)
         write_key = "wk_" + secrets.token_urlsafe(32)
         api_token = "at_" + secrets.token_urlsafe(32)
-        now = datetime.now(timezone.utc).isoformat()
+        now = datetime.now(UTC).isoformat()
         items = [
             {"pk": keys.tenant_pk(tenant_id), "sk": keys.TENANT_META, "tenant_id": tenant_id, "name": name,
              "created_at": now},

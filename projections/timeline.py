@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from projections.events import Event, format_ts, parse_ts
 from projections.account import key as account_key
+from projections.events import Event, format_ts, parse_ts
 
 __all__ = ["NAME", "VERSION", "MAX_PER_DAY", "Entry", "DayTimeline", "entry", "fold_all", "merge"]
 

@@ -63,7 +63,7 @@ def redrive(store: ControlStore, mapping: Mapping, streams: Any, functions: Func
             response = handler({"Records": list(records)}, ctx)
             if isinstance(response, dict) and response.get("batchItemFailures"):
                 raise RuntimeError(f"batchItemFailures: {response['batchItemFailures']}")
-        except Exception as exc:  # noqa: BLE001 - keep the dead letter and say why
+        except Exception as exc:
             store.note_redrive_failure(mapping.uuid, dead.sk, f"{type(exc).__name__}: {exc}")
             failed += 1
             continue

@@ -469,7 +469,7 @@ class MappingPoller(threading.Thread):
         failed_at: int | None = None
         try:
             response = handler({"Records": list(records)}, ctx)
-        except Exception as exc:  # noqa: BLE001 - a function error, as Lambda reports it
+        except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             response = None
         if self._kill.is_set():
@@ -507,7 +507,10 @@ class MappingPoller(threading.Thread):
         mapping = self.mapping
         assert mapping is not None
         first, last = records[0], records[-1]
-        iso = lambda r: datetime.fromtimestamp(record_epoch(r), UTC).isoformat()
+
+        def iso(r: DynamoDBStreamRecord) -> str:
+            return datetime.fromtimestamp(record_epoch(r), UTC).isoformat()
+
         on_failure: OnFailureRecord = {
             "requestContext": {"requestId": str(uuidlib.uuid4()), "functionArn": mapping.function_name,
                                "condition": condition, "approximateInvokeCount": attempts},

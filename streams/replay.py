@@ -17,7 +17,7 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib import keys, tables
@@ -112,7 +112,7 @@ def rebuild(client: Any, prefix: str, version: int, *, now: datetime | None = No
     table = tables.ensure_view_table(client, prefix, version)
     projector = Projector(ViewStore(client, table), ScoreModelStore(client, keys.control_table_name(prefix)))
     stats = ReplayStats(version)
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     pending: dict[str, list[Event]] = {}
     size = 0
     for tenant, events in iter_events(client, prefix, last_tables=last_tables, stats=stats):

@@ -189,7 +189,8 @@ class ControlStore:
         if "FunctionName" in changes:
             self._client.update_item(
                 TableName=self._table, Key=_item({"pk": keys.MAPPINGS_PK, "sk": mapping_uuid}),
-                UpdateExpression="SET FunctionName = :f", ExpressionAttributeValues=_item({":f": changes["FunctionName"]}))
+                UpdateExpression="SET FunctionName = :f",
+                ExpressionAttributeValues=_item({":f": changes["FunctionName"]}))
         return True
 
     def delete_mapping(self, mapping_uuid: str) -> None:

@@ -14,10 +14,10 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "streamfold-test")
 os.environ.setdefault("POWERTOOLS_DEV", "false")
 
-from chalicelib import db, services, tables  # noqa: E402
-from chalicelib.dynamodb_local import DynamoDBLocal  # noqa: E402
-from chalicelib.settings import get_settings  # noqa: E402
-from chalicelib.stack import use_endpoint  # noqa: E402
+from chalicelib import db, services, tables
+from chalicelib.dynamodb_local import DynamoDBLocal
+from chalicelib.settings import get_settings
+from chalicelib.stack import use_endpoint
 
 OUTPUT_DIR = Path(__file__).resolve().parent.parent / "test-output"
 

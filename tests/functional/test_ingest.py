@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -32,7 +32,7 @@ def test_segment_sdk_events_land_in_todays_table(server: str, tenant: dict[str, 
     errors: list[Any] = []
     client = Client(write_key=tenant["write_key"], host=server, sync_mode=True, gzip=True,
                     on_error=lambda e, b: errors.append(e))
-    past = datetime.now(timezone.utc) - timedelta(days=3)
+    past = datetime.now(UTC) - timedelta(days=3)
     client.identify("u1", {"name": "Ada", "email": "ada@example.com"}, timestamp=past)
     client.group("u1", "acct-1", {"name": "Example Inc", "plan": "pro", "seats": 12}, timestamp=past)
     client.track("u1", "Report Created", {"rows": 10}, context={"groupId": "acct-1"}, timestamp=past)
@@ -47,14 +47,14 @@ def test_segment_sdk_events_land_in_todays_table(server: str, tenant: dict[str, 
     # Back-dated events keep their (skew-corrected) event time; they land in the *arrival* day's table.
     ts = datetime.fromisoformat(tr["timestamp"].replace("Z", "+00:00"))
     assert abs((ts - past).total_seconds()) < 5
-    assert tr["receivedAt"][:10] == datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    assert tr["receivedAt"][:10] == datetime.now(UTC).strftime("%Y-%m-%d")
     grp = next(e for e in events if e["type"] == "group")
     assert grp["groupId"] == "acct-1" and grp["traits"]["plan"] == "pro"
 
 
 def test_clock_skew_is_corrected(server: str, tenant: dict[str, str], ddb: Any, prefix: str) -> None:
     # The client clock is one hour fast: sentAt and timestamp both an hour ahead.
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     fast = now + timedelta(hours=1)
     body = {"batch": [track(1, timestamp=(fast - timedelta(minutes=5)).isoformat())], "sentAt": fast.isoformat()}
     assert post(server, "/v1/batch", body, tenant["write_key"]).status_code == 200
@@ -85,11 +85,11 @@ def test_single_message_endpoints_and_body_write_key(server: str, tenant: dict[s
 
 
 def test_retried_request_is_stored_once(server: str, tenant: dict[str, str], ddb: Any, prefix: str) -> None:
-    body = {"batch": [track(i) for i in range(20)], "sentAt": datetime.now(timezone.utc).isoformat()}
+    body = {"batch": [track(i) for i in range(20)], "sentAt": datetime.now(UTC).isoformat()}
     for _ in range(3):
         assert post(server, "/v1/batch", body, tenant["write_key"]).status_code == 200
     # A retry with a later sentAt (the SDK re-stamps it) is the same request.
-    body["sentAt"] = (datetime.now(timezone.utc) + timedelta(seconds=3)).isoformat()
+    body["sentAt"] = (datetime.now(UTC) + timedelta(seconds=3)).isoformat()
     assert post(server, "/v1/batch", body, tenant["write_key"]).status_code == 200
     assert len(scan_chunks(ddb, prefix)) == 1
     assert sorted(e["messageId"] for e in stored_events(ddb, prefix)) == sorted(f"m-{i}" for i in range(20))
@@ -111,7 +111,7 @@ def test_duplicate_message_ids_inside_one_batch_count_once(server: str, tenant: 
 
 
 def test_retry_after_utc_midnight_is_not_stored_again(prefix: str, tenant: dict[str, str], ddb: Any) -> None:
-    day = datetime(2031, 3, 1, tzinfo=timezone.utc)
+    day = datetime(2031, 3, 1, tzinfo=UTC)
     tables.ensure_event_tables(ddb, prefix, day.date() - timedelta(days=1))
     clock = [day - timedelta(seconds=2)]
     ing = Ingestor(ddb, prefix, clock=lambda: clock[0])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def _send(server: str, key: str, n_batches: int = 4) -> int:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     sent = 0
     for b in range(n_batches):
         batch = [{"type": "group", "messageId": f"g{b}", "userId": f"u{b}", "groupId": f"acct{b % 3}",

@@ -6,7 +6,7 @@ DynamoDB Local rarely splits shards, so the stream is a scripted fake here; the 
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -55,7 +55,7 @@ class FakeStreams:
         done = shard in self.closed and (not seqs or seqs[-1] == self.shards[shard][-1])
         records = [{"eventID": s, "eventName": "INSERT", "eventVersion": "1.1", "eventSource": "aws:dynamodb",
                     "awsRegion": "local", "dynamodb": {
-                        "ApproximateCreationDateTime": datetime.now(timezone.utc), "Keys": {"pk": {"S": shard + s}},
+                        "ApproximateCreationDateTime": datetime.now(UTC), "Keys": {"pk": {"S": shard + s}},
                         "NewImage": {"pk": {"S": shard + s}}, "SequenceNumber": s, "SizeBytes": 10,
                         "StreamViewType": "NEW_IMAGE"}} for s in seqs]
         self.calls.append((shard, len(records), not done))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 from chalicelib import keys
@@ -10,7 +10,7 @@ from chalicelib.ingest import unpack_chunk
 
 
 def scan_chunks(client: Any, prefix: str, day: date | datetime | None = None) -> list[dict[str, Any]]:
-    table = keys.events_table_name(prefix, day or datetime.now(timezone.utc))
+    table = keys.events_table_name(prefix, day or datetime.now(UTC))
     items: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
     while True:

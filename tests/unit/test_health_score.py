@@ -223,6 +223,6 @@ def test_model_validation_names_the_field(change: dict[str, Any], field: str) ->
 
 def test_score_rejects_naive_as_of_and_bad_seats() -> None:
     with pytest.raises(ValueError, match="as_of"):
-        score(account.empty("g1"), default_model(), datetime(2026, 11, 30))  # noqa: DTZ001
+        score(account.empty("g1"), default_model(), datetime(2026, 11, 30))
     with pytest.raises(ValueError, match="seats"):
         score(account.empty("g1"), default_model(), AS_OF, seats=0)

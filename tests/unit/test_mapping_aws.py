@@ -26,8 +26,9 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     with mock_aws():
         iam = boto3.client("iam", region_name=REGION)
         role = iam.create_role(RoleName="projector", AssumeRolePolicyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
-                                                     "Action": "sts:AssumeRole"}]}))["Role"]["Arn"]
+            {"Version": "2012-10-17",
+             "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+                            "Action": "sts:AssumeRole"}]}))["Role"]["Arn"]
         lam = boto3.client("lambda", region_name=REGION)
         versions = []
         for body in ("v1", "v2"):  # two deployments of the projector: blue -> 1, green -> 2

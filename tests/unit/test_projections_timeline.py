@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from projections import timeline
 from projections.events import Event
 
-T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 events = st.builds(
     lambda i, acct, minutes, kind: Event.from_wire({
@@ -39,7 +39,7 @@ def test_merge_of_parts_equals_fold_of_union(a: list[Event], b: list[Event]) -> 
     for k, v in right.items():
         merged[k] = timeline.merge(merged[k], v) if k in merged else v
     assert merged == whole
-    for k, v in whole.items():
+    for v in whole.values():
         assert timeline.DayTimeline.from_dict(v.to_dict()) == v
 
 

@@ -209,7 +209,7 @@ class FakeOpenSearch:
         self.bulk_kwargs.append(kwargs)
         lines = [json.loads(line) for line in body.splitlines() if line]
         items = []
-        for meta, source in zip(lines[::2], lines[1::2]):
+        for meta, source in zip(lines[::2], lines[1::2], strict=True):
             (op, spec), = meta.items()
             self.docs[(spec["_index"], spec["_id"])] = source
             items.append({op: {"_index": spec["_index"], "_id": spec["_id"], "status": 200}})

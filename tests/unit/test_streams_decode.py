@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,7 @@ EVENTS = Path(__file__).resolve().parents[1] / "events"
 def test_binary_and_time_are_encoded_as_lambda_does() -> None:
     raw = {"eventID": "e1", "eventName": "INSERT", "eventVersion": "1.1", "eventSource": "aws:dynamodb",
            "awsRegion": "ddblocal", "dynamodb": {
-               "ApproximateCreationDateTime": datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+               "ApproximateCreationDateTime": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
                "Keys": {"pk": {"S": "a"}},
                "NewImage": {"pk": {"S": "a"}, "b": {"B": b"\x00\x01"}, "bs": {"BS": [b"\xff"]},
                             "m": {"M": {"l": {"L": [{"B": b"x"}, {"N": "1"}]}}}},
