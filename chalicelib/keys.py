@@ -112,9 +112,9 @@ def outbox_pk(tenant_id: str) -> str:
 
 # --- view tables (``<prefix>view-v<N>``), one single table per projection version -------------
 #
-#   pk = <tenant>#A#<account>   sk = HEAD | DAY#<yyyy-mm-dd> | TL#<yyyy-mm-dd> | SUMMARY | USER#<user>
+#   pk = <tenant>#A#<account>   sk = HEAD | DAY#<yyyy-mm-dd> | TL#<yyyy-mm-ddThh> | SUMMARY | USER#<user>
 #   pk = <tenant>#U#<user>      sk = HEAD
-#   pk = <tenant>#CATALOG       sk = <event name>
+#   pk = <tenant>#CATALOG       sk = NAME#<event name> | DAY#<yyyy-mm-dd>#<event name>
 #   gpk = <tenant>#ACCOUNTS     (sparse listing indexes on SUMMARY items: by_score, by_seen, by_active, by_name)
 
 HEAD_SK = "HEAD"
@@ -136,6 +136,19 @@ def catalog_pk(tenant_id: str) -> str:
     return f"{tenant_id}#CATALOG"
 
 
+CATALOG_NAME_PREFIX = "NAME#"
+
+
+def catalog_name_sk(name: str) -> str:
+    """Catalog entry head (first/last seen, property types) of an event name."""
+    return f"{CATALOG_NAME_PREFIX}{name[:900]}"
+
+
+def catalog_day_sk(day: str, name: str) -> str:
+    """Message digests of an event name on one UTC day."""
+    return f"{DAY_PREFIX}{day}#{name[:900]}"
+
+
 def accounts_gpk(tenant_id: str) -> str:
     return f"{tenant_id}#ACCOUNTS"
 
@@ -144,8 +157,9 @@ def day_sk(day: str) -> str:
     return f"{DAY_PREFIX}{day}"
 
 
-def timeline_sk(day: str) -> str:
-    return f"{TIMELINE_PREFIX}{day}"
+def timeline_sk(bucket: str) -> str:
+    """Sort key of an account's timeline bucket (``YYYY-MM-DDTHH``)."""
+    return f"{TIMELINE_PREFIX}{bucket}"
 
 
 def user_link_sk(user_key: str) -> str:
@@ -172,6 +186,7 @@ __all__ += [
     "HEAD_SK", "SUMMARY_SK", "DAY_PREFIX", "TIMELINE_PREFIX", "USER_LINK_PREFIX", "account_pk", "user_pk",
     "catalog_pk", "accounts_gpk", "day_sk", "timeline_sk", "user_link_sk", "score_sk", "seen_sk", "active_sk",
     "name_sk",
+    "CATALOG_NAME_PREFIX", "catalog_name_sk", "catalog_day_sk",
 ]
 
 CONFIG_PK = "CONFIG"

@@ -31,7 +31,7 @@ from projections.account import AccountState, DayActivity
 from projections.events import Event, FrozenMap, format_ts, thaw
 from projections.health import HealthScore, ScoreModel
 
-__all__ = ["Projector", "ProjectStats", "load_account", "summary_attrs", "account_head_dict"]
+__all__ = ["Projector", "ProjectStats", "load_account", "load_catalog", "summary_attrs", "account_head_dict"]
 
 
 @dataclass
@@ -204,9 +204,10 @@ class Projector:
 
         return self.store.upsert((blob.pk, blob.sk), update, current=blob) is not None
 
-    def _write_timeline(self, blob: Blob, tl: timeline.DayTimeline) -> None:
+    def _write_timeline(self, blob: Blob, tl: timeline.TimelineBucket) -> None:
         def update(b: Blob) -> tuple[Any, None] | None:
-            stored = timeline.DayTimeline.from_dict(b.data) if b.data else timeline.DayTimeline(tl.account_id, tl.day)
+            stored = (timeline.TimelineBucket.from_dict(b.data) if b.data
+                      else timeline.TimelineBucket(tl.account_id, tl.bucket))
             merged = timeline.merge(stored, tl)
             return None if merged == stored and b.data is not None else (merged.to_dict(), None)
 
@@ -328,25 +329,56 @@ class Projector:
     # --- catalog -------------------------------------------------------------------------------
 
     def _catalog(self, tenant_id: str, events: list[Event]) -> None:
+        """One small head item per event name, and one digest item per (day, name) touched.
+
+        Splitting by day keeps a live batch from rewriting a tenant's whole history of digests
+        for a busy event name (DynamoDB charges a write unit per started KB of the item).
+        """
         batch = catalog.fold_all(events)
         if not batch.entries:
             return
         pk = keys.catalog_pk(tenant_id)
-        blobs = self.store.get_many([(pk, name[:1000]) for name in batch.entries])
+        work: list[tuple[tuple[str, str], Any]] = []
+        for name, entry in batch.entries.items():
+            head = catalog.CatalogEntry(entry.first_seen, entry.last_seen, FrozenMap(), entry.properties)
+            work.append(((pk, keys.catalog_name_sk(name)), ("head", name, head)))
+            for day, digests in entry.days.items():
+                work.append(((pk, keys.catalog_day_sk(day, name)), ("day", name, frozenset(digests))))
+        blobs = self.store.get_many([k for k, _ in work])
 
-        def one(name: str) -> None:
-            new = catalog.CatalogState(FrozenMap({name: batch.entries[name]}))
+        def one(job: tuple[tuple[str, str], Any]) -> None:
+            key, (kind, name, new) = job
 
             def update(b: Blob) -> tuple[Any, None] | None:
-                stored = catalog.CatalogState.from_dict({"entries": {name: b.data}}) if b.data else catalog.empty()
-                merged = catalog.merge(stored, new)
-                if merged == stored and b.data is not None:
-                    return None
-                return merged.entries[name].to_dict(), None
+                if kind == "day":
+                    stored = frozenset(b.data or ())
+                    merged = stored | new
+                    return None if merged == stored and b.data is not None else (sorted(merged), None)
+                old = catalog.CatalogEntry.from_dict(b.data) if b.data else None
+                merged_entry = new if old is None else catalog.merge(
+                    catalog.CatalogState(FrozenMap({name: old})), catalog.CatalogState(FrozenMap({name: new}))
+                ).entries[name]
+                return None if merged_entry == old else ({"name": name, **merged_entry.to_dict()}, None)
 
-            self.store.upsert((pk, name[:1000]), update, current=blobs[(pk, name[:1000])])
+            self.store.upsert(key, update, current=blobs[key])
 
-        self.store.run(one, sorted(batch.entries))
+        self.store.run(one, work)
+
+
+def load_catalog(store: ViewStore, tenant_id: str) -> catalog.CatalogState:
+    """The tenant's catalog assembled from its head and per-day items (retention re-applied)."""
+    pk = keys.catalog_pk(tenant_id)
+    heads, _ = store.query_prefix(pk, keys.CATALOG_NAME_PREFIX)
+    days, _ = store.query_prefix(pk, keys.DAY_PREFIX)
+    entries: dict[str, dict[str, Any]] = {}
+    for b in heads:
+        data = dict(b.data)
+        entries[data.pop("name")] = data
+    for b in days:
+        day, name = b.sk[len(keys.DAY_PREFIX):].split("#", 1)
+        entries.setdefault(name, {}).setdefault("days", {})[day] = b.data
+    state = catalog.CatalogState.from_dict({"entries": {n: e for n, e in entries.items() if "first_seen" in e}})
+    return catalog.merge(state, catalog.empty())
 
 
 def _user_link(state: user.UserState) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalicelib import keys, tables
@@ -202,37 +202,32 @@ class QueryService:
         limit = _int_param(params, "limit", 50, 1, MAX_PAGE)
         cursor = decode_cursor(params.get("cursor"))
         pk = keys.account_pk(tenant_id, account_id)
-        start_day, skip = None, 0
+        start, skip = None, 0
         if cursor is not None:
-            if not isinstance(cursor, dict) or not isinstance(cursor.get("day"), str) \
-                    or not isinstance(cursor.get("skip"), int):
+            if not isinstance(cursor, dict) or not isinstance(cursor.get("bucket"), str) \
+                    or not isinstance(cursor.get("skip"), int) or cursor["skip"] < 0:
                 raise _bad("cursor", "is not a cursor for this listing")
-            start_day, skip = cursor["day"], cursor["skip"]
+            start, skip = cursor["bucket"], cursor["skip"]
         kwargs: dict[str, Any] = {"TableName": self.table, "ScanIndexForward": False, "Limit": 7}
-        if start_day:
+        if start:
+            # Resume inside the bucket the previous page stopped in (newest first).
             kwargs["KeyConditionExpression"] = "pk = :p AND sk BETWEEN :a AND :b"
             kwargs["ExpressionAttributeValues"] = {":p": {"S": pk}, ":a": {"S": keys.TIMELINE_PREFIX},
-                                                   ":b": {"S": keys.timeline_sk(start_day)}}
+                                                   ":b": {"S": keys.timeline_sk(start)}}
         else:
             kwargs["KeyConditionExpression"] = "pk = :p AND begins_with(sk, :s)"
             kwargs["ExpressionAttributeValues"] = {":p": {"S": pk}, ":s": {"S": keys.TIMELINE_PREFIX}}
         items: list[dict[str, Any]] = []
-        next_cursor = None
         while True:
             resp = self.client.query(**kwargs)
             for blob in (ViewStore._blob(i) for i in resp["Items"]):
-                day = blob.sk[len(keys.TIMELINE_PREFIX):]
+                bucket = blob.sk[len(keys.TIMELINE_PREFIX):]
                 entries = sorted((Entry.from_dict(e) for e in blob.data["entries"]), reverse=True)
-                offset = skip if day == start_day else 0
+                offset = skip if bucket == start else 0
                 take = entries[offset:offset + (limit - len(items))]
                 items += [e.to_dict() for e in take]
                 if len(items) >= limit:
-                    used = offset + len(take)
-                    if used < len(entries):
-                        next_cursor = {"day": day, "skip": used}
-                    else:
-                        prev = (date.fromisoformat(day) - timedelta(days=1)).isoformat()
-                        next_cursor = {"day": prev, "skip": 0}
+                    next_cursor = {"bucket": bucket, "skip": offset + len(take)}
                     return {"items": items, "next_cursor": encode_cursor(next_cursor)}
             if "LastEvaluatedKey" not in resp:
                 return {"items": items, "next_cursor": None}

@@ -1,8 +1,10 @@
-"""Account timeline: the newest events of each account, per UTC day, bounded.
+"""Account timeline: the newest events of each account, per UTC hour bucket, bounded.
 
-State per ``(account, day)`` is the set of timeline entries of that day, cut to the newest
-:data:`MAX_PER_DAY` by ``(timestamp, messageId)``. An entry is a pure function of its event
-and the cut is a deterministic function of the set, so the fold is insensitive to order and
+State per ``(account, bucket)`` (bucket = ``YYYY-MM-DDTHH`` of the event time) is the set of
+timeline entries of that hour, cut to the newest :data:`MAX_PER_BUCKET` by
+``(timestamp, messageId)``. Hour buckets keep the item a live batch rewrites small (a write
+unit per started KB), while a page of the timeline still needs only a few items. An entry is
+a pure function of its event and the cut is a deterministic function of the set, so the fold is insensitive to order and
 duplication, and :func:`merge` is a join (commutative, associative, idempotent).
 """
 
@@ -15,11 +17,11 @@ from typing import Any, Final
 from projections.account import key as account_key
 from projections.events import Event, format_ts, parse_ts
 
-__all__ = ["NAME", "VERSION", "MAX_PER_DAY", "Entry", "DayTimeline", "entry", "fold_all", "merge"]
+__all__ = ["MAX_PER_BUCKET", "NAME", "VERSION", "Entry", "TimelineBucket", "bucket_of", "entry", "fold_all", "merge"]
 
 NAME: Final = "account_timeline"
 VERSION: Final = 1
-MAX_PER_DAY: Final = 500
+MAX_PER_BUCKET: Final = 200
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -49,22 +51,28 @@ class Entry:
 
 
 @dataclass(frozen=True, slots=True)
-class DayTimeline:
-    """The newest entries of one account on one UTC day."""
+class TimelineBucket:
+    """The newest entries of one account in one UTC hour (``bucket`` = ``YYYY-MM-DDTHH``)."""
 
     account_id: str
-    day: str
+    bucket: str
     entries: frozenset[Entry] = frozenset()
 
     def newest_first(self) -> list[Entry]:
         return sorted(self.entries, reverse=True)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"account_id": self.account_id, "day": self.day, "entries": [e.to_dict() for e in sorted(self.entries)]}
+        return {"account_id": self.account_id, "bucket": self.bucket,
+                "entries": [e.to_dict() for e in sorted(self.entries)]}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> DayTimeline:
-        return cls(str(d["account_id"]), str(d["day"]), frozenset(Entry.from_dict(e) for e in d.get("entries", ())))
+    def from_dict(cls, d: Mapping[str, Any]) -> TimelineBucket:
+        return cls(str(d["account_id"]), str(d["bucket"]), frozenset(Entry.from_dict(e) for e in d.get("entries", ())))
+
+
+def bucket_of(event: Event) -> str:
+    """The hour bucket of an event (``YYYY-MM-DDTHH``, UTC)."""
+    return format_ts(event.timestamp)[:13]
 
 
 def entry(event: Event) -> Entry:
@@ -77,24 +85,24 @@ def entry(event: Event) -> Entry:
 
 def _cut(entries: Iterable[Entry]) -> frozenset[Entry]:
     ordered = sorted(set(entries), reverse=True)
-    return frozenset(ordered[:MAX_PER_DAY])
+    return frozenset(ordered[:MAX_PER_BUCKET])
 
 
-def merge(a: DayTimeline, b: DayTimeline) -> DayTimeline:
-    """Join two timelines of the same account and day."""
-    if (a.account_id, a.day) != (b.account_id, b.day):
-        raise ValueError("account_id/day mismatch")
-    return DayTimeline(a.account_id, a.day, _cut(a.entries | b.entries))
+def merge(a: TimelineBucket, b: TimelineBucket) -> TimelineBucket:
+    """Join two timelines of the same account and bucket."""
+    if (a.account_id, a.bucket) != (b.account_id, b.bucket):
+        raise ValueError("account_id/bucket mismatch")
+    return TimelineBucket(a.account_id, a.bucket, _cut(a.entries | b.entries))
 
 
 def fold_all(
-    events: Iterable[Event], states: Mapping[tuple[str, str], DayTimeline] | None = None
-) -> dict[tuple[str, str], DayTimeline]:
-    """Fold events into per-(account, day) timelines."""
+    events: Iterable[Event], states: Mapping[tuple[str, str], TimelineBucket] | None = None
+) -> dict[tuple[str, str], TimelineBucket]:
+    """Fold events into per-(account, hour bucket) timelines."""
     acc: dict[tuple[str, str], set[Entry]] = {k: set(v.entries) for k, v in (states or {}).items()}
     for ev in events:
         account_id = account_key(ev)
         if account_id is None:
             continue
-        acc.setdefault((account_id, ev.day), set()).add(entry(ev))
-    return {k: DayTimeline(k[0], k[1], _cut(v)) for k, v in acc.items()}
+        acc.setdefault((account_id, bucket_of(ev)), set()).add(entry(ev))
+    return {k: TimelineBucket(k[0], k[1], _cut(v)) for k, v in acc.items()}

@@ -16,7 +16,7 @@ from segment.analytics import Client
 
 from chalicelib import db, keys, tables
 from chalicelib.ingest import Ingestor, parse_request, unpack_chunk
-from chalicelib.projector import Projector, load_account
+from chalicelib.projector import Projector, load_account, load_catalog
 from chalicelib.views import ViewStore
 from projections import account, catalog, timeline, user
 from projections.events import Event
@@ -191,8 +191,7 @@ def test_events_sent_with_the_segment_sdk_reach_the_read_model(server: str, tena
     assert store.get_many([user_key])[user_key].ver >= 1
     link, _ = store.query_prefix(acct_pk, keys.USER_LINK_PREFIX)
     assert [(b.sk, b.attrs["email"]) for b in link] == [(keys.user_link_sk("ada"), "ada@example.com")]
-    cat = partition(prefix, keys.catalog_pk(tid))
-    assert {b.sk for b in cat} == {"Report Created", "page:Dashboard"}
+    assert set(load_catalog(store, tid).entries) == {"Report Created", "page:Dashboard"}
 
 
 # --- 2. a re-delivered batch changes nothing ---------------------------------------------------------
@@ -322,14 +321,12 @@ def test_live_view_equals_folding_the_stored_events(server: str, tenant: dict[st
         blob = user_blobs[(keys.user_pk(tid, u), keys.HEAD_SK)]
         assert user.UserState.from_dict(blob.data) == expected_user, u
 
-    cat_blobs = partition(prefix, keys.catalog_pk(tid))
-    live_catalog = catalog.CatalogState.from_dict({"entries": {b.sk: b.data for b in cat_blobs}})
-    assert live_catalog == catalog.fold_all(events)
+    assert load_catalog(store, tid) == catalog.fold_all(events)
 
     expected_tl = timeline.fold_all(events)
     for (acct, day), tl in expected_tl.items():
         blob = store.get_many([(keys.account_pk(tid, acct), keys.timeline_sk(day))])
-        assert timeline.DayTimeline.from_dict(blob[(keys.account_pk(tid, acct), keys.timeline_sk(day))].data) == tl
+        assert timeline.TimelineBucket.from_dict(blob[(keys.account_pk(tid, acct), keys.timeline_sk(day))].data) == tl
 
     # ...and the same events folded by a fresh projector into an empty table give identical items.
     tables.ensure_view_table(ddb, prefix + "replay-", 1)
@@ -358,8 +355,7 @@ def _content(items: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:
 
 
 def _catalog_names(prefix: str, tenant_id: str) -> set[str]:
-    blobs = partition(prefix, keys.catalog_pk(tenant_id))
-    return {b.sk for b in blobs}
+    return set(load_catalog(view(prefix), tenant_id).entries)
 
 
 def _mapping_idle(prefix: str) -> bool:

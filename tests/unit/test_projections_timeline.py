@@ -40,14 +40,14 @@ def test_merge_of_parts_equals_fold_of_union(a: list[Event], b: list[Event]) -> 
         merged[k] = timeline.merge(merged[k], v) if k in merged else v
     assert merged == whole
     for v in whole.values():
-        assert timeline.DayTimeline.from_dict(v.to_dict()) == v
+        assert timeline.TimelineBucket.from_dict(v.to_dict()) == v
 
 
 def test_bounded_to_the_newest_entries_per_day() -> None:
     evs = [Event.from_wire({"messageId": f"m{i:04d}", "type": "track", "userId": "u", "groupId": "a",
                             "event": "E", "timestamp": (T0 + timedelta(seconds=i)).isoformat()})
-           for i in range(timeline.MAX_PER_DAY + 25)]
+           for i in range(timeline.MAX_PER_BUCKET + 25)]
     (tl,) = timeline.fold_all(evs).values()
-    assert len(tl.entries) == timeline.MAX_PER_DAY
-    assert tl.newest_first()[0].message_id == f"m{timeline.MAX_PER_DAY + 24:04d}"
+    assert len(tl.entries) == timeline.MAX_PER_BUCKET
+    assert tl.newest_first()[0].message_id == f"m{timeline.MAX_PER_BUCKET + 24:04d}"
     assert min(tl.entries).message_id == "m0025"
