@@ -20,6 +20,8 @@ logger = Logger(service="streamfold", child=True)
 
 DEFAULT_PROJECTOR_MAPPING: dict[str, Any] = {
     "function_name": "projector:blue",
+    # Wait up to a second to fill a batch: fewer, fuller projector invocations (cheaper writes).
+    "maximum_batching_window_in_seconds": 1,
     "starting_position": "TRIM_HORIZON",
     "function_response_types": ["ReportBatchItemFailures"],
     "bisect_batch_on_function_error": True,
