@@ -18,7 +18,7 @@ from chalicelib.errors import ApiError, FieldError
 from chalicelib.projector import Projector, load_account
 from chalicelib.scoremodels import ScoreModelStore
 from chalicelib.views import ViewStore, from_ddb
-from projections import account, health
+from projections import account, catalog, health, timeline, user
 from projections.events import format_ts
 from projections.timeline import Entry
 
@@ -330,8 +330,10 @@ class QueryService:
             "mappings": [{"uuid": m["uuid"], "function": m["function"], "state": m["state"],
                           "lag_records": m.get("records_behind", 0), "iterator_age_ms": m.get("iterator_age_ms", 0),
                           "dead_letters": m.get("dead_letters", 0)} for m in mappings],
-            "projections": [{"name": n, "version": v, "active": True, "table": self.table}
-                            for n, v in (("account", account.VERSION), ("health", account.VERSION))],
+            "projections": [{"name": "view", "version": int(self.table.rsplit("-v", 1)[1]), "active": True,
+                             "table": self.table,
+                             "folds": {"account": account.VERSION, "user": user.VERSION, "catalog": catalog.VERSION,
+                                       "timeline": timeline.VERSION}}],
             "time": format_ts(self.clock()),
         }
 
