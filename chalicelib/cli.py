@@ -117,6 +117,25 @@ def cmd_tenant_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tenant_set(args: argparse.Namespace) -> int:
+    with storage():
+        store = services.tenants()
+        if store.get(args.tenant_id) is None:
+            print(f"error: no tenant {args.tenant_id!r}", file=sys.stderr)
+            return 2
+        settings = store.get_settings(args.tenant_id)
+        if args.webhook_url is not None:
+            if args.webhook_url and not args.webhook_url.startswith(("http://", "https://")):
+                print("error: --webhook-url must be an http(s) URL", file=sys.stderr)
+                return 2
+            settings["webhook_url"] = args.webhook_url
+        if args.key_features is not None:
+            settings["key_features"] = [f.strip() for f in args.key_features.split(",") if f.strip()]
+        store.put_settings(args.tenant_id, settings)
+        print(json.dumps({"tenant_id": args.tenant_id, **settings}))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from chalicelib.demo import send
 
@@ -150,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("name")
     tc.set_defaults(func=cmd_tenant_create)
     tenant.add_parser("list").set_defaults(func=cmd_tenant_list)
+    ts = tenant.add_parser("set", help="tenant settings: alert webhook URL, key features of the score model")
+    ts.add_argument("tenant_id")
+    ts.add_argument("--webhook-url", help="where score alerts are POSTed locally (empty string: none)")
+    ts.add_argument("--key-features", help="comma-separated event names (default model's breadth factor)")
+    ts.set_defaults(func=cmd_tenant_set)
 
     demo = sub.add_parser("demo", help="send a realistic usage history through the Segment SDK")
     demo.add_argument("--url", help="base URL of the ingest API (default: the running stack)")

@@ -64,3 +64,16 @@ def test_persistent_database_survives_a_restart(tmp_path: Path) -> None:
         c = boto3.client("dynamodb", endpoint_url=ddb.endpoint, region_name="us-east-1",
                          aws_access_key_id="y", aws_secret_access_key="y")  # shared db: any credentials
         assert c.get_item(TableName="keep", Key={"pk": {"S": "a"}})["Item"] == {"pk": {"S": "a"}}
+
+
+def test_tenant_settings(ddb_endpoint: str, prefix: str, tmp_path: Path) -> None:
+    env = {"STREAMFOLD_DYNAMODB_ENDPOINT": ddb_endpoint, "STREAMFOLD_TABLE_PREFIX": prefix,
+           "STREAMFOLD_DATA_DIR": str(tmp_path)}
+    tid = json.loads(run_cli("tenant", "create", "Initech", env=env).stdout)["tenant_id"]
+    proc = run_cli("tenant", "set", tid, "--webhook-url", "http://127.0.0.1:9/hook", "--key-features",
+                   "Report Created, Export Downloaded", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert services.tenants().get_settings(tid) == {
+        "webhook_url": "http://127.0.0.1:9/hook", "key_features": ["Report Created", "Export Downloaded"]}
+    bad = run_cli("tenant", "set", tid, "--webhook-url", "ftp://x", env=env)
+    assert bad.returncode == 2 and "http(s)" in bad.stderr
