@@ -294,23 +294,32 @@ class Projector:
         def one(user_key: str) -> tuple[str, dict[str, Any] | None]:
             new = batch[user_key]
             key = (keys.user_pk(tenant_id, user_key), keys.HEAD_SK)
-            merged_box: list[Any] = []
+            box: list[Any] = []
 
-            def update(b: Blob) -> tuple[Any, None] | None:
+            def update(b: Blob) -> tuple[Any, dict[str, Any]] | None:
                 stored = user.UserState.from_dict(b.data) if b.data else user.empty(user_key)
                 merged = user.merge(stored, new)
-                merged_box[:] = [merged]
-                return None if merged == stored and b.data is not None else (merged.to_dict(), None)
+                box[:] = [stored if b.data else None, merged]
+                if merged == stored and b.data is not None:
+                    return None
+                # last_seen as a plain attribute: the users list reads it with a projection.
+                return merged.to_dict(), {"last_seen": format_ts(merged.last_seen) if merged.last_seen else None}
 
             result = self.store.upsert(key, update, current=blobs[key])
             if result is None:
                 return user_key, None
-            merged = merged_box[0]
+            stored, merged = box
             link = _user_link(merged)
+            # Links hold what rarely changes (traits, first seen): rewrite them only when that
+            # changed or the user joined an account, not on every event of the user.
+            unchanged = stored is not None and _user_link(stored) == link
             for account_id in merged.accounts:
+                if unchanged and account_id in stored.accounts:
+                    continue
                 self._write_link(keys.account_pk(tenant_id, account_id), keys.user_link_sk(user_key), link,
                                  result.ver)
-            return user_key, link
+            return user_key, {**link, "accounts": sorted(merged.accounts),
+                              "last_seen": format_ts(merged.last_seen) if merged.last_seen else None}
 
         return {u: link for u, link in self.store.run(one, sorted(batch)) if link is not None}
 
@@ -385,12 +394,10 @@ def _user_link(state: user.UserState) -> dict[str, Any]:
     traits = {k: thaw(v.value) for k, v in state.traits.items()}
     return {
         "user_id": state.user_key,
-        "accounts": sorted(state.accounts),
         "name": traits.get("name") if isinstance(traits.get("name"), str) else None,
         "email": traits.get("email") if isinstance(traits.get("email"), str) else None,
         "traits_json": json.dumps(traits, sort_keys=True, default=str),
         "first_seen": format_ts(state.first_seen) if state.first_seen else None,
-        "last_seen": format_ts(state.last_seen) if state.last_seen else None,
     }
 
 

@@ -188,14 +188,29 @@ class QueryService:
         if cursor:
             kwargs["ExclusiveStartKey"] = cursor
         resp = self.client.query(**kwargs)
-        items = []
-        for raw in resp["Items"]:
-            it = from_ddb(raw)
-            items.append({"user_id": it["user_id"], "name": it.get("name"), "email": it.get("email"),
-                          "traits": json.loads(it.get("traits_json") or "{}"), "first_seen": it.get("first_seen"),
-                          "last_seen": it.get("last_seen")})
+        links = [from_ddb(raw) for raw in resp["Items"]]
+        seen = self._users_last_seen(tenant_id, [lk["user_id"] for lk in links])
+        items = [{"user_id": lk["user_id"], "name": lk.get("name"), "email": lk.get("email"),
+                  "traits": json.loads(lk.get("traits_json") or "{}"), "first_seen": lk.get("first_seen"),
+                  "last_seen": seen.get(lk["user_id"])} for lk in links]
         last = resp.get("LastEvaluatedKey")
         return {"items": items, "next_cursor": encode_cursor(last) if last else None}
+
+    def _users_last_seen(self, tenant_id: str, user_ids: list[str]) -> dict[str, str | None]:
+        """``last_seen`` of users from their HEAD items (one BatchGetItem, projected)."""
+        if not user_ids:
+            return {}
+        request = {self.table: {"Keys": [{"pk": {"S": keys.user_pk(tenant_id, u)}, "sk": {"S": keys.HEAD_SK}}
+                                         for u in user_ids],
+                                "ProjectionExpression": "pk, last_seen"}}
+        prefix = keys.user_pk(tenant_id, "")
+        out: dict[str, str | None] = {}
+        while request:
+            resp = self.client.batch_get_item(RequestItems=request)
+            for raw in resp.get("Responses", {}).get(self.table, []):
+                out[raw["pk"]["S"][len(prefix):]] = raw.get("last_seen", {}).get("S")
+            request = resp.get("UnprocessedKeys") or {}
+        return out
 
     def account_timeline(self, tenant_id: str, account_id: str, params: Mapping[str, str]) -> dict[str, Any]:
         self._summary(tenant_id, account_id)

@@ -116,6 +116,7 @@ def test_account_detail_endpoints(demo_stack: dict[str, Any], calls: Counter[str
     users = get(demo_stack, f"/api/accounts/{acct}/users", limit=2).json()
     check_schema(users, "UserList")
     assert users["items"] and all(u["user_id"].startswith("user_") for u in users["items"])
+    assert all(u["last_seen"] and u["first_seen"] <= u["last_seen"] for u in users["items"])
     # Timeline: newest first across pages, no repeats.
     stamps: list[str] = []
     ids: list[str] = []
