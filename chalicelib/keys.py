@@ -112,7 +112,7 @@ def outbox_pk(tenant_id: str) -> str:
 
 # --- view tables (``<prefix>view-v<N>``), one single table per projection version -------------
 #
-#   pk = <tenant>#A#<account>   sk = HEAD | DAY#<yyyy-mm-dd> | TL#<yyyy-mm-ddThh> | SUMMARY | USER#<user>
+#   pk = <tenant>#A#<account>   sk = HEAD | DAY#<yyyy-mm-dd> | TL#<yyyy-mm-dd> | SUMMARY | USER#<user>
 #   pk = <tenant>#U#<user>      sk = HEAD
 #   pk = <tenant>#CATALOG       sk = NAME#<event name> | DAY#<yyyy-mm-dd>#<event name>
 #   gpk = <tenant>#ACCOUNTS     (sparse listing indexes on SUMMARY items: by_score, by_seen, by_active, by_name)
@@ -158,7 +158,7 @@ def day_sk(day: str) -> str:
 
 
 def timeline_sk(bucket: str) -> str:
-    """Sort key of an account's timeline bucket (``YYYY-MM-DDTHH``)."""
+    """Sort key of an account's timeline bucket (``YYYY-MM-DD``)."""
     return f"{TIMELINE_PREFIX}{bucket}"
 
 

@@ -1,9 +1,10 @@
-"""Account timeline: the newest events of each account, per UTC hour bucket, bounded.
+"""Account timeline: the newest events of each account, per UTC day bucket, bounded.
 
-State per ``(account, bucket)`` (bucket = ``YYYY-MM-DDTHH`` of the event time) is the set of
-timeline entries of that hour, cut to the newest :data:`MAX_PER_BUCKET` by
-``(timestamp, messageId)``. Hour buckets keep the item a live batch rewrites small (a write
-unit per started KB), while a page of the timeline still needs only a few items. An entry is
+State per ``(account, bucket)`` (bucket = ``YYYY-MM-DD`` of the event time) is the set of
+timeline entries of that day, cut to the newest :data:`MAX_PER_BUCKET` by
+``(timestamp, messageId)``. The cap keeps the item a live batch rewrites small (DynamoDB
+charges a write unit per started KB); day buckets keep a 30-day backfill to one item per
+active account-day (hour buckets were measured: they multiplied backfill writes). An entry is
 a pure function of its event and the cut is a deterministic function of the set, so the fold is insensitive to order and
 duplication, and :func:`merge` is a join (commutative, associative, idempotent).
 """
@@ -21,7 +22,7 @@ __all__ = ["MAX_PER_BUCKET", "NAME", "VERSION", "Entry", "TimelineBucket", "buck
 
 NAME: Final = "account_timeline"
 VERSION: Final = 1
-MAX_PER_BUCKET: Final = 200
+MAX_PER_BUCKET: Final = 100
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -52,7 +53,7 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class TimelineBucket:
-    """The newest entries of one account in one UTC hour (``bucket`` = ``YYYY-MM-DDTHH``)."""
+    """The newest entries of one account on one UTC day (``bucket`` = ``YYYY-MM-DD``)."""
 
     account_id: str
     bucket: str
@@ -71,8 +72,8 @@ class TimelineBucket:
 
 
 def bucket_of(event: Event) -> str:
-    """The hour bucket of an event (``YYYY-MM-DDTHH``, UTC)."""
-    return format_ts(event.timestamp)[:13]
+    """The bucket of an event: its UTC day (``YYYY-MM-DD``)."""
+    return event.day
 
 
 def entry(event: Event) -> Entry:
@@ -98,7 +99,7 @@ def merge(a: TimelineBucket, b: TimelineBucket) -> TimelineBucket:
 def fold_all(
     events: Iterable[Event], states: Mapping[tuple[str, str], TimelineBucket] | None = None
 ) -> dict[tuple[str, str], TimelineBucket]:
-    """Fold events into per-(account, hour bucket) timelines."""
+    """Fold events into per-(account, day) timelines."""
     acc: dict[tuple[str, str], set[Entry]] = {k: set(v.entries) for k, v in (states or {}).items()}
     for ev in events:
         account_id = account_key(ev)
