@@ -11,7 +11,6 @@ a delivered alert is marked with a conditional update and never sent again. Cool
 from __future__ import annotations
 
 import json
-import threading
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
@@ -97,8 +96,7 @@ class AlertDeliverer:
         self.sns = sns_client
         self.topic_arn = topic_arn
         self.timeout = timeout
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop: Any = None
 
     def deliver_tenant(self, tenant_id: str) -> int:
         settings = self.tenants.get_settings(tenant_id)
@@ -130,20 +128,13 @@ class AlertDeliverer:
     def deliver_all(self) -> int:
         return sum(self.deliver_tenant(t.tenant_id) for t in self.tenants.list())
 
-    # local component protocol
+    # local component protocol: deliver every few seconds while `streamfold up` runs
     def start(self, interval: float = 2.0) -> AlertDeliverer:
-        def loop() -> None:
-            while not self._stop.wait(interval):
-                try:
-                    self.deliver_all()
-                except Exception:
-                    logger.exception("alert delivery loop")
+        from chalicelib.jobs import Periodic
 
-        self._thread = threading.Thread(target=loop, name="alerts", daemon=True)
-        self._thread.start()
+        self._loop = Periodic("alerts", self.deliver_all, interval).start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
+        if self._loop is not None:
+            self._loop.stop()

@@ -139,20 +139,9 @@ def _simple_table(client: Any, name: str, *, sort_key: bool) -> str:
 
 def stream_records(client: Any, streams: Any, table: str) -> list[dict[str, Any]]:
     """All records of a table's stream, in order, in Lambda's shape."""
-    from streams.decode import to_lambda_record
+    from streams.decode import read_stream
 
-    arn = client.describe_table(TableName=table)["Table"]["LatestStreamArn"]
-    out: list[dict[str, Any]] = []
-    for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
-        it = streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"],
-                                        ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
-        while it:
-            resp = streams.get_records(ShardIterator=it, Limit=1000)
-            out += [dict(to_lambda_record(r, arn)) for r in resp["Records"]]
-            if not resp["Records"]:
-                break
-            it = resp.get("NextShardIterator")
-    return out
+    return read_stream(client, streams, table)
 
 
 def _wait_records(client: Any, streams: Any, table: str, expect: int, timeout: float = 30.0) -> list[dict[str, Any]]:

@@ -44,7 +44,7 @@ def local_components() -> list[Callable[[LocalStack], Any]]:
     import importlib.util
 
     from chalicelib.alerts import AlertDeliverer, Outbox
-    from chalicelib.jobs import Rescorer
+    from chalicelib.jobs import rescorer
 
     def alerts(stack: LocalStack) -> Any:
         s = get_settings()
@@ -53,7 +53,7 @@ def local_components() -> list[Callable[[LocalStack], Any]]:
     found = []
     if importlib.util.find_spec("streams.local_stack") is not None:
         found += list(importlib.import_module("streams.local_stack").components())
-    return found + [alerts, lambda stack: Rescorer()]
+    return found + [alerts, lambda stack: rescorer()]
 
 
 def cmd_up(args: argparse.Namespace) -> int:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib import services
 from chalicelib.log import logger
 
-__all__ = ["rescore_all", "Rescorer"]
+__all__ = ["Periodic", "rescore_all", "rescorer"]
 
 
 def rescore_all(now: datetime | None = None) -> dict[str, int]:
@@ -23,23 +24,25 @@ def rescore_all(now: datetime | None = None) -> dict[str, int]:
     return out
 
 
-class Rescorer:
-    """Local stand-in for the hourly schedule (a component of ``streamfold up``)."""
+class Periodic:
+    """Run ``fn`` every ``interval`` seconds on a daemon thread (local stand-in for a schedule)."""
 
-    def __init__(self, interval: float = 3600.0) -> None:
+    def __init__(self, name: str, fn: Callable[[], Any], interval: float) -> None:
+        self.name = name
+        self.fn = fn
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> Any:
+    def start(self) -> Periodic:
         def loop() -> None:
             while not self._stop.wait(self.interval):
                 try:
-                    logger.info("rescored", extra={"written": rescore_all()})
+                    self.fn()
                 except Exception:
-                    logger.exception("rescore failed")
+                    logger.exception("%s failed", self.name)
 
-        self._thread = threading.Thread(target=loop, name="rescore", daemon=True)
+        self._thread = threading.Thread(target=loop, name=self.name, daemon=True)
         self._thread.start()
         return self
 
@@ -47,3 +50,8 @@ class Rescorer:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
+
+
+def rescorer(interval: float = 3600.0) -> Periodic:
+    """The hourly rescore as a component of ``streamfold up``."""
+    return Periodic("rescore", lambda: logger.info("rescored", extra={"written": rescore_all()}), interval)

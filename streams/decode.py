@@ -13,7 +13,7 @@ from typing import Any, cast
 
 from streams.wire import AttributeValue, DynamoDBStreamRecord
 
-__all__ = ["encode_attribute", "encode_image", "record_epoch", "sequence_key", "to_lambda_record"]
+__all__ = ["encode_attribute", "encode_image", "read_stream", "record_epoch", "sequence_key", "to_lambda_record"]
 
 
 def encode_attribute(value: AttributeValue) -> AttributeValue:
@@ -89,3 +89,19 @@ def sequence_key(sequence_number: str) -> int:
 def record_epoch(record: DynamoDBStreamRecord) -> float:
     """``ApproximateCreationDateTime`` of a Lambda-shaped record (epoch seconds)."""
     return float(record["dynamodb"]["ApproximateCreationDateTime"])
+
+
+def read_stream(client: Any, streams_client: Any, table: str) -> list[dict[str, Any]]:
+    """Every record of a table's stream, shard by shard, in Lambda's shape (tests and benchmarks)."""
+    arn = client.describe_table(TableName=table)["Table"]["LatestStreamArn"]
+    out: list[dict[str, Any]] = []
+    for shard in streams_client.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
+        it = streams_client.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"],
+                                               ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        while it:
+            resp = streams_client.get_records(ShardIterator=it, Limit=1000)
+            out += [dict(to_lambda_record(r, arn)) for r in resp["Records"]]
+            if not resp["Records"]:
+                break
+            it = resp.get("NextShardIterator")
+    return out

@@ -21,13 +21,13 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from chalicelib import keys
+from chalicelib.views import from_ddb as _plain
+from chalicelib.views import to_ddb as _item
 from streams.mapping import Mapping
 from streams.wire import DynamoDBStreamRecord, OnFailureRecord
 
@@ -36,8 +36,6 @@ __all__ = ["MAX_STORED_RECORDS_BYTES", "Checkpoint", "ControlStore", "DeadLetter
 # Stay under DynamoDB's 400 KB item limit; larger batches keep only the AWS-style pointer.
 MAX_STORED_RECORDS_BYTES = 350 * 1024
 
-_ser = TypeSerializer()
-_de = TypeDeserializer()
 
 
 class LeaseLost(RuntimeError):
@@ -48,34 +46,6 @@ def dlq_sk(failed_at: float, item_id: str) -> str:
     """Sort key of a dead letter: ISO time first, so a Query lists oldest first."""
     iso = datetime.fromtimestamp(failed_at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return f"{iso}#{item_id}"
-
-
-def _to_ddb(value: Any) -> Any:
-    if isinstance(value, float):
-        return Decimal(repr(value))
-    if isinstance(value, dict):
-        return {k: _to_ddb(v) for k, v in value.items() if v is not None}
-    if isinstance(value, (list, tuple)):
-        return [_to_ddb(v) for v in value]
-    return value
-
-
-def _from_ddb(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: _from_ddb(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_from_ddb(v) for v in value]
-    return value
-
-
-def _item(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: _ser.serialize(_to_ddb(v)) for k, v in d.items() if v is not None}
-
-
-def _plain(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: _from_ddb(_de.deserialize(v)) for k, v in item.items()}
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from chalicelib.views import ViewStore
 from projections import account, catalog, timeline, user
 from projections.events import Event
 from streams import projector as stream_projector
-from streams.decode import to_lambda_record
+from streams.decode import read_stream
 from streams.local_stack import DEFAULT_PROJECTOR_MAPPING
 from streams.testing import day_table, local_parts, wait_until
 from tests.helpers.events import scan_chunks
@@ -58,20 +58,8 @@ def scan_table(client: Any, table: str) -> list[dict[str, Any]]:
 
 def stream_records(client: Any, table: str, expect: int, timeout: float = 15.0) -> list[dict[str, Any]]:
     """The table's stream records in Lambda's shape, once at least ``expect`` are readable."""
-    streams = db.get_streams_client()
-    arn = client.describe_table(TableName=table)["Table"]["LatestStreamArn"]
-
     def read() -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
-            it = streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"],
-                                            ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
-            while it:
-                resp = streams.get_records(ShardIterator=it, Limit=1000)
-                out += [dict(to_lambda_record(r, arn)) for r in resp["Records"]]
-                if not resp["Records"]:
-                    break
-                it = resp.get("NextShardIterator")
+        out = read_stream(client, db.get_streams_client(), table)
         return out if len(out) >= expect else []
 
     return wait_until(read, timeout=timeout, message=f"{expect} stream records of {table}")
