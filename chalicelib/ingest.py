@@ -66,6 +66,8 @@ MAX_BATCH_MESSAGES = 2500
 MAX_ID_LENGTH = 256
 # Largest compressed body we put in one item (DynamoDB's item limit is 400 KB).
 MAX_CHUNK_BODY = 300 * 1024
+# Events may be back-dated freely, but not dated far into the future (after clock-skew correction).
+MAX_FUTURE = timedelta(hours=24)
 CHUNK_FORMAT = 1
 
 MessageType = Literal["track", "identify", "group", "page", "screen", "alias"]
@@ -225,6 +227,7 @@ class ParsedRequest:
     messages: list[BaseModel]
     raw_messages: list[dict[str, Any]]
     batch_sent_at: datetime | None
+    is_batch: bool = True
 
 
 def parse_request(body: Any, kind: str) -> ParsedRequest:
@@ -294,7 +297,7 @@ def parse_request(body: Any, kind: str) -> ParsedRequest:
         head = f"message {first.index}: " if first.index is not None else ""
         code = "message_too_large" if first.limit == MAX_MESSAGE_BYTES else "invalid_request"
         raise ApiError(400, code, f"{head}{first.field}: {first.message}", errors)
-    return ParsedRequest(write_key, messages, raw_messages, sent_at)
+    return ParsedRequest(write_key, messages, raw_messages, sent_at, kind == "batch")
 
 
 def _derived_message_id(tenant_id: str, raw: dict[str, Any]) -> str:
@@ -421,12 +424,21 @@ class Ingestor:
         received_at = self._clock().astimezone(UTC)
         seen: set[str] = set()
         events = []
-        for msg, raw in zip(parsed.messages, parsed.raw_messages, strict=True):
+        latest = _iso(received_at + MAX_FUTURE)
+        errors: list[FieldError] = []
+        for i, (msg, raw) in enumerate(zip(parsed.messages, parsed.raw_messages, strict=True)):
             ev = normalise(tenant_id, msg, raw, received_at, parsed.batch_sent_at)
+            if ev["timestamp"] > latest:
+                # One far-future event would otherwise push an account's retention window past its history.
+                where = f"batch[{i}].timestamp" if parsed.is_batch else "timestamp"
+                errors.append(FieldError(where, f"corrected timestamp {ev['timestamp']} is more than 24 hours "
+                                         "after receivedAt", i if parsed.is_batch else None, "receivedAt + 24h"))
             if ev["messageId"] in seen:
                 continue  # the same message twice in one request is one message
             seen.add(ev["messageId"])
             events.append(ev)
+        if errors:
+            raise ApiError(400, "invalid_request", f"{errors[0].field}: {errors[0].message}", errors)
         items = pack_chunks(tenant_id, events, received_at)
         table = keys.events_table_name(self._prefix, received_at)
         already = self._in_previous_day(items, received_at)

@@ -232,3 +232,10 @@ def test_bad_gzip(server: str, tenant: dict[str, str], nothing_written: None) ->
     r = post(server, "/v1/batch", None, tenant["write_key"], raw=b"\x1f\x8b\x08not-gzip",
              headers={"Content-Encoding": "gzip"})
     assert _assert_rejected(r, 400, "Content-Encoding")["code"] == "invalid_gzip"
+
+
+def test_far_future_timestamp(server: str, tenant: dict[str, str], nothing_written: None) -> None:
+    future = (datetime.now(UTC) + timedelta(days=400)).isoformat()
+    body = {"batch": [track(0), track(1, timestamp=future, sentAt=datetime.now(UTC).isoformat())]}
+    r = post(server, "/v1/batch", body, tenant["write_key"])
+    _assert_rejected(r, 400, "batch[1].timestamp", index=1, limit="receivedAt + 24h")
