@@ -414,17 +414,19 @@ class Ingestor:
     """Appends validated requests to the day table of their arrival (UTC)."""
 
     def __init__(self, client: Any, prefix: str, clock: Callable[[], datetime] | None = None,
-                 ensure_tables: Callable[[Any, str, datetime], None] | None = None) -> None:
+                 ensure_tables: Callable[[Any, str, datetime], None] | None = None,
+                 max_future: timedelta = MAX_FUTURE) -> None:
         self._client = client
         self._prefix = prefix
         self._clock = clock or (lambda: datetime.now(UTC))
         self._ensure_tables = ensure_tables
+        self._max_future = max_future
 
     def ingest(self, tenant_id: str, parsed: ParsedRequest) -> IngestResult:
         received_at = self._clock().astimezone(UTC)
         seen: set[str] = set()
         events = []
-        latest = _iso(received_at + MAX_FUTURE)
+        latest = _iso(received_at + self._max_future)
         errors: list[FieldError] = []
         for i, (msg, raw) in enumerate(zip(parsed.messages, parsed.raw_messages, strict=True)):
             ev = normalise(tenant_id, msg, raw, received_at, parsed.batch_sent_at)

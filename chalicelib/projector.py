@@ -233,6 +233,10 @@ class Projector:
             prev = None
             if blob.attrs.get("health_json"):
                 prev = HealthScore.from_dict({**json.loads(blob.attrs["health_json"]), "as_of": format_ts(now)})
+                if _never_active(prev):
+                    # An account's first usage is not a change of health: a score computed before
+                    # any activity (only identify/group calls seen) does not raise alerts.
+                    prev = None
             alerts_sent: dict[str, str] = dict(blob.attrs.get("alerts") or {})
             last = max((datetime.fromisoformat(v.replace("Z", "+00:00")) for v in alerts_sent.values()), default=None)
             kind = health.band_change(prev, hs, model, last)
@@ -388,6 +392,10 @@ def load_catalog(store: ViewStore, tenant_id: str) -> catalog.CatalogState:
         entries.setdefault(name, {}).setdefault("days", {})[day] = b.data
     state = catalog.CatalogState.from_dict({"entries": {n: e for n, e in entries.items() if "first_seen" in e}})
     return catalog.merge(state, catalog.empty())
+
+
+def _never_active(score: HealthScore) -> bool:
+    return any(f.name == "recency" and f.raw is None for f in score.factors)
 
 
 def _user_link(state: user.UserState) -> dict[str, Any]:

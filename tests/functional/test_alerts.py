@@ -184,3 +184,24 @@ def test_alerts_are_published_to_sns(prefix: str, tenant: dict[str, str], monkey
     assert envelope["MessageAttributes"]["alert_id"]["Value"] == pending["alert_id"]
     assert envelope["MessageAttributes"]["tenant_id"]["Value"] == tid
     assert [i["status"] for i in outbox(prefix).all(tid)] == ["delivered"]
+
+
+def test_first_activity_after_identity_only_data_raises_no_alert(tenant: dict[str, str], ddb: Any,
+                                                                 prefix: str) -> None:
+    """An account scored before any usage (group call only) is not 'changing band' when usage starts."""
+    from datetime import UTC, datetime, timedelta
+
+    from projections.events import Event
+
+    now = datetime.now(UTC)
+    proj = stream_projector.get_projector(stream_projector.VIEW_VERSION, prefix)
+    tid = tenant["tenant_id"]
+    group = Event.from_wire({"messageId": "g1", "type": "group", "userId": "u1", "groupId": "acme",
+                             "traits": {"name": "Acme", "seats": 1}, "timestamp": (now - timedelta(hours=2)).isoformat()})
+    proj.project({tid: [group]}, now)
+    usage = [Event.from_wire({"messageId": f"t{i}", "type": "track", "userId": "u1", "groupId": "acme",
+                              "event": "Report Created", "timestamp": (now - timedelta(days=i)).isoformat()})
+             for i in range(20)]
+    stats = proj.project({tid: usage}, now)
+    assert stats.alerts == 0
+    assert proj.outbox.all(tid) == []
