@@ -197,7 +197,8 @@ def test_first_activity_after_identity_only_data_raises_no_alert(tenant: dict[st
     proj = stream_projector.get_projector(stream_projector.VIEW_VERSION, prefix)
     tid = tenant["tenant_id"]
     group = Event.from_wire({"messageId": "g1", "type": "group", "userId": "u1", "groupId": "acme",
-                             "traits": {"name": "Acme", "seats": 1}, "timestamp": (now - timedelta(hours=2)).isoformat()})
+                             "traits": {"name": "Acme", "seats": 1},
+                             "timestamp": (now - timedelta(hours=2)).isoformat()})
     proj.project({tid: [group]}, now)
     usage = [Event.from_wire({"messageId": f"t{i}", "type": "track", "userId": "u1", "groupId": "acme",
                               "event": "Report Created", "timestamp": (now - timedelta(days=i)).isoformat()})
