@@ -25,6 +25,8 @@ from projections.timeline import Entry
 __all__ = ["QueryService", "SORTS", "MAX_PAGE"]
 
 MAX_PAGE = 200
+MAX_ID = 256  # the longest id ingest accepts
+MAX_PARAM = 2048  # query parameter values (cursors are the longest legitimate ones)
 SORTS = {"score": "by_score", "last_seen": "by_seen", "active_users": "by_active", "name": "by_name"}
 DEFAULT_ORDER = {"score": "asc", "last_seen": "desc", "active_users": "desc", "name": "asc"}
 BANDS = ("red", "yellow", "green")
@@ -100,7 +102,9 @@ class QueryService:
             raise _bad("band", "must be red, yellow or green", "red|yellow|green")
         plan = params.get("plan")
         traits = {k[len("trait."):]: v for k, v in params.items() if k.startswith("trait.")}
-        for k in params:
+        for k, v in params.items():
+            if len(k) > MAX_ID or len(v) > MAX_PARAM:
+                raise _bad(k[:MAX_ID], f"is longer than {MAX_PARAM} characters", f"0..{MAX_PARAM} characters")
             if k not in ("sort", "order", "limit", "cursor", "band", "plan") and not k.startswith("trait."):
                 raise _bad(k, "unknown parameter")
         if any(not k for k in traits):
@@ -153,6 +157,10 @@ class QueryService:
         return {"items": items, "next_cursor": encode_cursor(last) if last else None}
 
     def _summary(self, tenant_id: str, account_id: str) -> dict[str, Any]:
+        if not account_id or len(account_id) > MAX_ID:
+            # Ingest never stores longer ids, so such an account cannot exist (and the key would be invalid).
+            raise ApiError(404, "not_found", "account not found", [FieldError("id", "unknown account",
+                                                                             limit=f"1..{MAX_ID} characters")])
         pk = keys.account_pk(tenant_id, account_id)
         resp = self.client.get_item(TableName=self.table, Key={"pk": {"S": pk}, "sk": {"S": keys.SUMMARY_SK}})
         if "Item" not in resp:

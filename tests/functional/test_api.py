@@ -144,6 +144,9 @@ def test_account_detail_endpoints(demo_stack: dict[str, Any], calls: Counter[str
 def test_errors(demo_stack: dict[str, Any]) -> None:
     r = get(demo_stack, "/api/accounts/acct_does_not_exist")
     assert r.status_code == 404 and r.json()["code"] == "not_found"
+    assert get(demo_stack, "/api/accounts/" + "x" * 5000).status_code == 404  # longer than any stored id
+    r = get(demo_stack, "/api/accounts", **{"trait.industry": "y" * 5000})
+    assert r.status_code == 400 and r.json()["field"] == "trait.industry"
     assert get(demo_stack, "/api/accounts", token=None).status_code == 401
     assert get(demo_stack, "/api/accounts", token="at_wrong").status_code == 401
     assert get(demo_stack, "/api/accounts", token=demo_stack["write_key"]).status_code == 401  # write-only key
