@@ -6,10 +6,13 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import jsonschema
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from openapi_spec_validator import validate
 
 from chalicelib import db, services
@@ -202,3 +205,22 @@ def test_search_and_status(demo_stack: dict[str, Any]) -> None:
     status = get(demo_stack, "/api/status").json()
     check_schema(status, "Status")
     assert any(m["function"].startswith("projector") and m["state"] == "Enabled" for m in status["mappings"])
+
+
+PARAM_KEYS = ["sort", "order", "band", "plan", "limit", "cursor", "trait.plan", "trait.seats", "days", "q", "x"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(params=st.dictionaries(st.sampled_from(PARAM_KEYS), st.text(max_size=40), max_size=4),
+       account=st.text(min_size=1, max_size=40),
+       path=st.sampled_from(["", "/users", "/timeline", "/usage", "/score"]))
+def test_no_client_input_gets_a_5xx(demo_stack: dict[str, Any], params: dict[str, str], account: str,
+                                    path: str) -> None:
+    r = get(demo_stack, "/api/accounts", **params)
+    assert r.status_code in (200, 400), r.text
+    r = get(demo_stack, f"/api/accounts/{quote(account, safe='')}{path}", **params)
+    assert r.status_code in (200, 400, 404), r.text
+    if r.status_code != 200:
+        check_schema(r.json(), "Error")
+    r = get(demo_stack, "/api/search", **params)
+    assert r.status_code in (200, 400), r.text
