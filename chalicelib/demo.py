@@ -164,8 +164,9 @@ def send(url: str, write_key: str, *, seed: int = 7, accounts: int = 200, days: 
     now = now or datetime.now(UTC)
     plan = build_plan(seed, accounts, days)
     counts: dict[str, int] = {}
-    for method, kwargs in calls(plan, now):
-        getattr(client, method)(**kwargs)
+    for i, (method, kwargs) in enumerate(calls(plan, now)):
+        # Stable message ids: sending the demo again the same day is deduplicated, not double-counted.
+        getattr(client, method)(message_id=f"demo-{seed}-{accounts}-{days}-{i:07d}", **kwargs)
         counts[method] = counts.get(method, 0) + 1
     client.flush()
     client.join()
