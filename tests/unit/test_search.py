@@ -273,3 +273,30 @@ def test_opensearch_promote_is_one_atomic_alias_update() -> None:
     assert blue.search("t1", "acme")[0]["name"] == "Acme Rebuilt"
     green.delete_tenant("t1")
     assert green.search("t1", "acme") == []
+
+
+def test_module_docstring_usage_runs_as_documented(tmp_path: Any, monkeypatch: Any) -> None:
+    """The usage example in chalicelib/search.py is executed, and its documented output checked."""
+    import ast
+
+    import chalicelib.search as search_module
+    from chalicelib.settings import reset_settings
+
+    monkeypatch.setenv("STREAMFOLD_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("OPENSEARCH_URL", raising=False)
+    reset_settings()
+    search_module.reset_indexers()
+    try:
+        doc = search_module.__doc__ or ""
+        block = doc.split("Usage::", 1)[1]
+        lines = [line[4:] for line in block.splitlines() if line.startswith("    ")]
+        code = [line for line in lines if not line.startswith("#")]
+        expected = ast.literal_eval(" ".join(line.lstrip("# ") for line in lines if line.startswith("#")))
+        namespace: dict[str, Any] = {"get_indexer": search_module.get_indexer}
+        *setup, last = code
+        exec("\n".join(setup), namespace)  # our own documentation
+        assert eval(last, namespace) == expected
+        assert (tmp_path / "search-v1.sqlite").exists()
+    finally:
+        search_module.reset_indexers()
+        reset_settings()
