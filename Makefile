@@ -34,6 +34,8 @@ up: setup
 	$(BIN)/streamfold up
 
 test: setup chromium
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 test-fast: setup
@@ -41,6 +43,7 @@ test-fast: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: setup
 	$(BIN)/streamfold bench --out docs/bench-latest.json

@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import unquote
 
 from chalice import Chalice, Rate
+from chalice.app import Request
 
 from chalicelib import rotation, services
 from chalicelib.errors import ApiError, FieldError
@@ -19,8 +20,15 @@ app.api.binary_types.extend(["application/json", "text/plain"])
 INGEST_TYPES = ["application/json", "text/plain", "application/octet-stream"]
 
 
-def _ingest(kind: str):  # type: ignore[no-untyped-def]
+def _request() -> Request:
     req = app.current_request
+    if req is None:  # Chalice sets it for the duration of each HTTP request
+        raise RuntimeError("no current request")
+    return req
+
+
+def _ingest(kind: str):  # type: ignore[no-untyped-def]
+    req = _request()
     body = decode_body(req.raw_body, req.headers.get("content-encoding"))
     parsed = parse_request(body, kind)
     key = basic_auth_user(req.headers.get("authorization")) or parsed.write_key
@@ -81,7 +89,7 @@ def v1_alias():  # type: ignore[no-untyped-def]
 
 
 def _reader() -> str:
-    token = bearer_token(app.current_request.headers.get("authorization"))
+    token = bearer_token(_request().headers.get("authorization"))
     if not token:
         raise ApiError(401, "unauthorized", "missing API token: send `Authorization: Bearer <api_token>`",
                        [FieldError("Authorization", "missing bearer token")], {"WWW-Authenticate": "Bearer"})
@@ -93,7 +101,7 @@ def _reader() -> str:
 
 
 def _params() -> dict[str, str]:
-    return dict(app.current_request.query_params or {})
+    return dict(_request().query_params or {})
 
 
 @app.route("/api/accounts", methods=["GET"], cors=True)
@@ -142,7 +150,7 @@ def api_score_model_get():  # type: ignore[no-untyped-def]
 @handle_errors
 def api_score_model_put():  # type: ignore[no-untyped-def]
     tenant_id = _reader()
-    req = app.current_request
+    req = _request()
     body = decode_body(req.raw_body, req.headers.get("content-encoding"))
     return json_response(services.query().put_model(tenant_id, body, services.projector()))
 
@@ -173,17 +181,17 @@ def api_openapi():  # type: ignore[no-untyped-def]
 
 @app.route("/", methods=["GET"])
 def dashboard_index():  # type: ignore[no-untyped-def]
-    return serve("index.html", if_none_match=app.current_request.headers.get("if-none-match"))
+    return serve("index.html", if_none_match=_request().headers.get("if-none-match"))
 
 
 @app.route("/assets/{name}", methods=["GET"])
 def dashboard_asset(name):  # type: ignore[no-untyped-def]
-    return serve(name, if_none_match=app.current_request.headers.get("if-none-match"))
+    return serve(name, if_none_match=_request().headers.get("if-none-match"))
 
 
 @app.route("/vendor/{name}", methods=["GET"])
 def dashboard_vendor(name):  # type: ignore[no-untyped-def]
-    return serve("vendor/" + name, if_none_match=app.current_request.headers.get("if-none-match"))
+    return serve("vendor/" + name, if_none_match=_request().headers.get("if-none-match"))
 
 
 # --- projector (DynamoDB Streams event source mapping target) ---

@@ -188,9 +188,9 @@ def _field(loc: tuple[Any, ...]) -> str:
     return out or "body"
 
 
-def decode_body(raw: bytes | None, content_encoding: str | None) -> Any:
+def decode_body(raw: bytes | str | None, content_encoding: str | None) -> Any:
     """Bytes of a request body -> JSON value, enforcing the request size limit and gzip."""
-    raw = raw or b""
+    raw = raw.encode("utf-8") if isinstance(raw, str) else (raw or b"")
     enc = (content_encoding or "").strip().lower()
     if enc == "gzip":
         try:
@@ -287,6 +287,7 @@ def parse_request(body: Any, kind: str) -> ParsedRequest:
         except ValidationError as exc:
             for e in exc.errors():
                 loc = _field(tuple(e["loc"]))
+                limit: Any
                 if e["type"] == "union_tag_invalid" or e["type"] == "union_tag_not_found":
                     loc, text, limit = "type", e["msg"], "track|identify|group|page|screen|alias"
                 else:

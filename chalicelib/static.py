@@ -115,7 +115,7 @@ def serve(path: str, if_none_match: str | None = None) -> Response:
     file, cache = found
     st = file.stat()
     text, etag = _load(file, st.st_mtime_ns, st.st_size)
-    headers = {"Cache-Control": cache, "ETag": etag, **SECURITY_HEADERS}
+    headers: dict[str, str | list[str]] = {"Cache-Control": cache, "ETag": etag, **SECURITY_HEADERS}
     if file.suffix == ".html":
         headers.update(HTML_HEADERS)
     if if_none_match and etag in [t.strip().removeprefix("W/") for t in if_none_match.split(",")]:

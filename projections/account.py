@@ -311,12 +311,12 @@ def fold_all(events: Iterable[Event], states: Mapping[str, AccountState] | None 
         builders[account_id] = _Builder(account_id)
         builders[account_id].add_state(state)
     for event in events:
-        account_id = key(event)
-        if account_id is None:
+        event_account = key(event)
+        if event_account is None:
             continue
-        if account_id not in builders:
-            builders[account_id] = _Builder(account_id)
-        builders[account_id].add_event(event)
+        if event_account not in builders:
+            builders[event_account] = _Builder(event_account)
+        builders[event_account].add_event(event)
     return {account_id: builder.build() for account_id, builder in builders.items()}
 
 

@@ -112,7 +112,7 @@ class ScoreModel:
             raise ValueError("version must be an integer >= 1")
         if isinstance(self.factors, str | bytes) or not hasattr(self.factors, "__iter__"):
             raise ValueError("factors must be a list of (name, weight) pairs")
-        factors = []
+        factors: list[tuple[str, int | float]] = []
         for entry in self.factors:
             pair = (entry.get("name"), entry.get("weight")) if isinstance(entry, Mapping) else entry
             if isinstance(pair, str) or not isinstance(pair, tuple | list) or len(pair) != 2:

@@ -248,12 +248,12 @@ def fold_all(events: Iterable[Event], states: Mapping[str, UserState] | None = N
         builders[user_key] = _Builder(user_key)
         builders[user_key].add_state(state)
     for event in events:
-        user_key = key(event)
-        if user_key is None:
+        event_key = key(event)
+        if event_key is None:
             continue
-        if user_key not in builders:
-            builders[user_key] = _Builder(user_key)
-        builders[user_key].add_event(event)
+        if event_key not in builders:
+            builders[event_key] = _Builder(event_key)
+        builders[event_key].add_event(event)
     return {user_key: builder.build() for user_key, builder in builders.items()}
 
 

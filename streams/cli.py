@@ -35,7 +35,7 @@ def status_report(store: ControlStore) -> list[dict[str, Any]]:
     """Every mapping with its shard checkpoints, lag gauges and dead-letter count."""
     out = []
     for m in sorted(store.list_mappings(), key=lambda m: m.created):
-        shards = [{
+        shards: list[dict[str, Any]] = [{
             "table": table_name_of(c.stream_arn), "shard": c.shard_id, "checkpoint": c.sequence_number,
             "finished": c.finished, "records_behind": c.records_behind, "more_behind": c.more_behind,
             "iterator_age_ms": c.iterator_age_ms, "updated_s_ago": round(time.time() - c.updated_at, 1),

@@ -35,8 +35,8 @@ def batch_handler(record_handler: RecordHandler) -> Callable[[dict[str, Any], An
 
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
-        return process_partial_response(event=event, record_handler=record_handler,
-                                        processor=processor, context=context)
+        return dict(process_partial_response(event=event, record_handler=record_handler,
+                                             processor=processor, context=context))
 
     handler.__name__ = getattr(record_handler, "__name__", "handler")
     handler.__doc__ = record_handler.__doc__
@@ -63,7 +63,8 @@ class EchoHandler:
 
     def _record(self, record: DynamoDBRecord) -> None:
         if self.fail is not None and self.fail(record):
-            raise ValueError(f"echo: told to fail {record.dynamodb.sequence_number}")
+            seq = record.dynamodb.sequence_number if record.dynamodb else None
+            raise ValueError(f"echo: told to fail {seq}")
         with self._lock:
             self.handled.append(record)
 

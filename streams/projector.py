@@ -35,20 +35,22 @@ __all__ = ["VIEW_VERSION", "PoisonRecordError", "decode_record", "get_projector"
 VIEW_VERSION = account.VERSION
 
 
-def get_projector(version: int | None = None, prefix: str | None = None) -> Projector:
-    """The process-wide projector for a view version (default: the active one), built once."""
-    if version is None:
-        from chalicelib.versions import active_view_version
+class _Projectors:
+    """``get_projector(version=None, prefix=None)``: the process-wide projector for a view version
+    (default: the active one), built once; ``get_projector.cache_clear()`` forgets them."""
 
-        version = active_view_version(get_client(), get_settings().control_table)
-    return _projector(version, prefix)
+    def __call__(self, version: int | None = None, prefix: str | None = None) -> Projector:
+        if version is None:
+            from chalicelib.versions import active_view_version
+
+            version = active_view_version(get_client(), get_settings().control_table)
+        return _projector(version, prefix)
+
+    def cache_clear(self) -> None:
+        _projector.cache_clear()
 
 
-def _clear() -> None:
-    _projector.cache_clear()
-
-
-get_projector.cache_clear = _clear  # type: ignore[attr-defined]  # same API as an lru_cache'd function
+get_projector = _Projectors()
 
 
 @lru_cache(maxsize=4)
@@ -90,7 +92,7 @@ def project_records(records: list[dict[str, Any]], context: Any = None, *, proje
         processor.process()
     proj = projector or get_projector()
     stats = proj.project(collected, now or datetime.now(UTC))
-    response = processor.response()
+    response: dict[str, Any] = dict(processor.response())
     if response.get("batchItemFailures"):
         logger.warning("poison records in batch", extra={"failures": response["batchItemFailures"]})
     return response, stats
