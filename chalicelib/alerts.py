@@ -19,6 +19,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib import keys
+from chalicelib.db import items
 from chalicelib.log import logger
 from chalicelib.views import from_ddb, to_ddb
 from projections.events import format_ts
@@ -59,16 +60,9 @@ class Outbox:
         return [from_ddb(i) for i in resp["Items"]]
 
     def all(self, tenant_id: str) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"TableName": self.table, "KeyConditionExpression": "pk = :p",
-                                  "ExpressionAttributeValues": {":p": {"S": keys.outbox_pk(tenant_id)}},
-                                  "ConsistentRead": True}
-        while True:
-            resp = self.client.query(**kwargs)
-            out += [from_ddb(i) for i in resp["Items"]]
-            if "LastEvaluatedKey" not in resp:
-                return out
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        found = items(self.client, "query", TableName=self.table, KeyConditionExpression="pk = :p",
+                      ExpressionAttributeValues={":p": {"S": keys.outbox_pk(tenant_id)}}, ConsistentRead=True)
+        return [from_ddb(i) for i in found]
 
     def mark(self, item: dict[str, Any], status: str, detail: str = "") -> bool:
         try:

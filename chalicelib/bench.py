@@ -254,14 +254,7 @@ def _count_events(ingestor: Any) -> int:
 
     client = db.get_client()
     table = keys.events_table_name(get_settings().table_prefix, tables.utc_today())
-    total = 0
-    kwargs: dict[str, Any] = {"TableName": table, "ProjectionExpression": "n"}
-    while True:
-        page = client.scan(**kwargs)
-        total += sum(int(i["n"]["N"]) for i in page["Items"])
-        if "LastEvaluatedKey" not in page:
-            return total
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return sum(int(i["n"]["N"]) for i in db.items(client, "scan", TableName=table, ProjectionExpression="n"))
 
 
 def baseline_projection_units(client: Any, table: str, tenant: str, events: list[dict[str, Any]],
@@ -378,19 +371,15 @@ def _kind(pk: str, sk: str) -> str:
 
 def _item_sizes(client: Any, table: str) -> dict[str, dict[str, int]]:
     """Approximate stored size (bytes of names and values) of the view items, by kind."""
+    from chalicelib import db
+
     sizes: dict[str, list[int]] = {}
-    kwargs: dict[str, Any] = {"TableName": table}
-    while True:
-        page = client.scan(**kwargs)
-        for it in page["Items"]:
-            size = 0
-            for name, value in it.items():
-                (tag, inner), = value.items()
-                size += len(name) + (len(inner) if tag in ("B", "S") else len(json.dumps(inner, default=str)))
-            sizes.setdefault(_kind(it["pk"]["S"], it["sk"]["S"]), []).append(size)
-        if "LastEvaluatedKey" not in page:
-            break
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    for it in db.items(client, "scan", TableName=table):
+        size = 0
+        for name, value in it.items():
+            (tag, inner), = value.items()
+            size += len(name) + (len(inner) if tag in ("B", "S") else len(json.dumps(inner, default=str)))
+        sizes.setdefault(_kind(it["pk"]["S"], it["sk"]["S"]), []).append(size)
     return {k: {"items": len(v), "mean": round(statistics.mean(v)), "max": max(v)}
             for k, v in sorted(sizes.items())}
 

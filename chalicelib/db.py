@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -11,7 +12,7 @@ from botocore.config import Config
 
 from chalicelib.settings import get_settings
 
-__all__ = ["get_client", "get_streams_client", "reset_clients", "client_kwargs"]
+__all__ = ["get_client", "get_streams_client", "reset_clients", "client_kwargs", "items", "table_names"]
 
 _lock = threading.Lock()
 _clients: dict[str, Any] = {}
@@ -54,3 +55,24 @@ def reset_clients() -> None:
     """Drop cached clients (after the endpoint changes)."""
     with _lock:
         _clients.clear()
+
+
+def items(client: Any, operation: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    """Every item of a ``query`` or ``scan``, across pages (boto3's paginator)."""
+    for page in client.get_paginator(operation).paginate(**kwargs):
+        yield from page.get("Items", [])
+
+
+def table_names(client: Any) -> Iterator[str]:
+    """Every table name of the endpoint, across pages.
+
+    Plain ``list_tables`` calls rather than a paginator, so the streams tests' minimal fake
+    DynamoDB client (``list_tables`` + ``describe_table``) still serves.
+    """
+    kwargs: dict[str, Any] = {}
+    while True:
+        page = client.list_tables(**kwargs)
+        yield from page.get("TableNames", [])
+        if "LastEvaluatedTableName" not in page:
+            return
+        kwargs["ExclusiveStartTableName"] = page["LastEvaluatedTableName"]

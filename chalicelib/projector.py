@@ -166,8 +166,10 @@ class Projector:
         def one(account_id: str) -> tuple[str, dict[str, Any] | None, int]:
             pk = pks[account_id]
             new = batch[account_id]
-            self._write_head(pk, heads[(pk, keys.HEAD_SK)], new)
-            state, _, day_blobs = load_account(self.store, tenant_id, account_id)
+            head = heads[(pk, keys.HEAD_SK)]
+            self._write_head(pk, head, new)
+            # The head read before the write is enough: the state we score is joined with `new` below.
+            state, _, day_blobs = load_account(self.store, tenant_id, account_id, head)
             for day, activity in new.days.items():
                 self._write_day(day_blobs.get(day) or Blob(pk, keys.day_sk(day)), activity)
             for (a, d), tl in timelines.items():

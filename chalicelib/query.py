@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalicelib import keys, tables
+from chalicelib.db import items
 from chalicelib.errors import ApiError, FieldError
 from chalicelib.projector import Projector, load_account
 from chalicelib.scoremodels import ScoreModelStore
@@ -323,16 +324,10 @@ class QueryService:
         return {"model": model.to_dict(), "rescored": rescored}
 
     def account_ids(self, tenant_id: str) -> list[str]:
-        out: list[str] = []
-        kwargs: dict[str, Any] = {"TableName": self.table, "IndexName": "by_name", "KeyConditionExpression": "gpk = :g",
-                                  "ExpressionAttributeValues": {":g": {"S": keys.accounts_gpk(tenant_id)}},
-                                  "ProjectionExpression": "account_id"}
-        while True:
-            resp = self.client.query(**kwargs)
-            out += [i["account_id"]["S"] for i in resp["Items"]]
-            if "LastEvaluatedKey" not in resp:
-                return out
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        found = items(self.client, "query", TableName=self.table, IndexName="by_name",
+                      KeyConditionExpression="gpk = :g", ProjectionExpression="account_id",
+                      ExpressionAttributeValues={":g": {"S": keys.accounts_gpk(tenant_id)}})
+        return [i["account_id"]["S"] for i in found]
 
     # --- search / status --------------------------------------------------------------------------
 

@@ -158,15 +158,7 @@ def ensure_view_table(client: Any, prefix: str, version: int) -> str:
 
 def list_event_tables(client: Any, prefix: str) -> list[tuple[date, str]]:
     """All event day tables with this prefix, oldest first."""
-    found: list[tuple[date, str]] = []
-    kwargs: dict[str, Any] = {}
-    while True:
-        page = client.list_tables(**kwargs)
-        for name in page.get("TableNames", []):
-            day = keys.events_table_day(prefix, name)
-            if day is not None:
-                found.append((day, name))
-        if "LastEvaluatedTableName" not in page:
-            break
-        kwargs["ExclusiveStartTableName"] = page["LastEvaluatedTableName"]
-    return sorted(found)
+    from chalicelib.db import table_names
+
+    days = ((keys.events_table_day(prefix, name), name) for name in table_names(client))
+    return sorted((day, name) for day, name in days if day is not None)

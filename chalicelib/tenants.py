@@ -97,15 +97,11 @@ class TenantStore:
         return Tenant(tenant_id, item["name"]["S"]) if item else None
 
     def list(self) -> list[Tenant]:
-        out: list[Tenant] = []
-        kwargs: dict[str, Any] = {"TableName": self._table, "KeyConditionExpression": "pk = :p",
-                                  "ExpressionAttributeValues": {":p": {"S": keys.TENANTS_PK}}}
-        while True:
-            page = self._client.query(**kwargs)
-            out += [Tenant(i["sk"]["S"], i["name"]["S"]) for i in page["Items"]]
-            if "LastEvaluatedKey" not in page:
-                return out
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        from chalicelib.db import items
+
+        found = items(self._client, "query", TableName=self._table, KeyConditionExpression="pk = :p",
+                      ExpressionAttributeValues={":p": {"S": keys.TENANTS_PK}})
+        return [Tenant(i["sk"]["S"], i["name"]["S"]) for i in found]
 
     def get_settings(self, tenant_id: str) -> dict[str, Any]:
         resp = self._client.get_item(TableName=self._table,

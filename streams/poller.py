@@ -36,6 +36,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.db import table_names
 from streams.decode import record_epoch, sequence_key, to_lambda_record
 from streams.functions import FunctionNotAvailable, FunctionRegistry
 from streams.functions import registry as default_registry
@@ -611,7 +612,7 @@ def discover_streams(ddb: Any, pattern: str) -> dict[str, str]:
 
     table_pattern = table_name_of(pattern)
     found: dict[str, str] = {}
-    for name in _list_tables(ddb):
+    for name in table_names(ddb):
         if not fnmatch.fnmatchcase(name, table_pattern):
             continue
         try:
@@ -622,14 +623,3 @@ def discover_streams(ddb: Any, pattern: str) -> dict[str, str]:
         if arn and arn_matches(pattern, arn):
             found[name] = arn
     return found
-
-
-def _list_tables(ddb: Any) -> list[str]:
-    names: list[str] = []
-    kwargs: dict[str, Any] = {}
-    while True:
-        page = ddb.list_tables(**kwargs)
-        names.extend(page.get("TableNames", []))
-        if "LastEvaluatedTableName" not in page:
-            return names
-        kwargs["ExclusiveStartTableName"] = page["LastEvaluatedTableName"]

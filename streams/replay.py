@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib import keys, tables
+from chalicelib.db import items
 from chalicelib.ingest import unpack_chunk
 from chalicelib.projector import Projector
 from chalicelib.scoremodels import ScoreModelStore
@@ -72,13 +73,7 @@ class Comparison:
 
 
 def _scan(client: Any, table: str) -> Iterator[dict[str, Any]]:
-    kwargs: dict[str, Any] = {"TableName": table}
-    while True:
-        page = client.scan(**kwargs)
-        yield from page["Items"]
-        if "LastEvaluatedKey" not in page:
-            return
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return items(client, "scan", TableName=table)
 
 
 def iter_events(client: Any, prefix: str, *, last_tables: int | None = None,

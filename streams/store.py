@@ -26,6 +26,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib import keys
+from chalicelib.db import items
 from chalicelib.views import from_ddb as _plain
 from chalicelib.views import to_ddb as _item
 from streams.mapping import Mapping
@@ -119,16 +120,9 @@ class ControlStore:
         return Mapping.from_dict(item) if item else None
 
     def list_uuids(self) -> list[str]:
-        out: list[str] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self._table, "KeyConditionExpression": "pk = :p",
-            "ExpressionAttributeValues": _item({":p": keys.MAPPINGS_PK}), "ConsistentRead": True}
-        while True:
-            page = self._client.query(**kwargs)
-            out.extend(_plain(i)["sk"] for i in page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                return out
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        found = items(self._client, "query", TableName=self._table, KeyConditionExpression="pk = :p",
+                      ExpressionAttributeValues=_item({":p": keys.MAPPINGS_PK}), ConsistentRead=True)
+        return [_plain(i)["sk"] for i in found]
 
     def list_mappings(self) -> list[Mapping]:
         found = (self.get_mapping(u) for u in self.list_uuids())
@@ -281,12 +275,6 @@ class ControlStore:
     def _query(self, pk: str, sk_prefix: str | None = None) -> Iterator[dict[str, Any]]:
         expr = "pk = :p" + (" AND begins_with(sk, :s)" if sk_prefix else "")
         values = {":p": pk, **({":s": sk_prefix} if sk_prefix else {})}
-        kwargs: dict[str, Any] = {"TableName": self._table, "KeyConditionExpression": expr,
-                                  "ExpressionAttributeValues": _item(values), "ConsistentRead": True}
-        while True:
-            page = self._client.query(**kwargs)
-            for i in page.get("Items", []):
-                yield _plain(i)
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        for i in items(self._client, "query", TableName=self._table, KeyConditionExpression=expr,
+                       ExpressionAttributeValues=_item(values), ConsistentRead=True):
+            yield _plain(i)

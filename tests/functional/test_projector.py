@@ -46,14 +46,8 @@ def view(prefix: str) -> ViewStore:
 
 def scan_table(client: Any, table: str) -> list[dict[str, Any]]:
     """Every item of a table, in key order (for whole-table comparisons)."""
-    items: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
-    while True:
-        page = client.scan(**kwargs)
-        items += page["Items"]
-        if "LastEvaluatedKey" not in page:
-            return sorted(items, key=lambda i: (i["pk"]["S"], i.get("sk", {}).get("S", "")))
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    found = db.items(client, "scan", TableName=table, ConsistentRead=True)
+    return sorted(found, key=lambda i: (i["pk"]["S"], i.get("sk", {}).get("S", "")))
 
 
 def stream_records(client: Any, table: str, expect: int, timeout: float = 15.0) -> list[dict[str, Any]]:

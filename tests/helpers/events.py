@@ -6,19 +6,13 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from chalicelib import keys
+from chalicelib.db import items
 from chalicelib.ingest import unpack_chunk
 
 
 def scan_chunks(client: Any, prefix: str, day: date | datetime | None = None) -> list[dict[str, Any]]:
     table = keys.events_table_name(prefix, day or datetime.now(UTC))
-    items: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
-    while True:
-        page = client.scan(**kwargs)
-        items += page["Items"]
-        if "LastEvaluatedKey" not in page:
-            return items
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return list(items(client, "scan", TableName=table, ConsistentRead=True))
 
 
 def stored_events(client: Any, prefix: str, day: date | datetime | None = None) -> list[dict[str, Any]]:
