@@ -1,4 +1,5 @@
-"""Chalice wiring only: routes and Lambda entry points. The work lives in chalicelib/."""
+"""Chalice wiring only: routes and Lambda entry points. The API's work lives in chalicelib/, the stream side's in
+streams/."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ from urllib.parse import unquote
 from chalice import Chalice, Rate
 from chalice.app import Request
 
-from chalicelib import rotation, services
+from chalicelib import services
 from chalicelib.errors import ApiError, FieldError
 from chalicelib.http import basic_auth_user, bearer_token, handle_errors, json_response
 from chalicelib.ingest import decode_body, parse_request
+from chalicelib.openapi import document
 from chalicelib.static import serve
+from streams import handler, rotation
+from streams.rescore import rescore_all
+from streams.status import mapping_status
 
 app = Chalice(app_name="streamfold")
 # Gzip request bodies must reach the function as bytes on API Gateway too.
@@ -152,7 +157,7 @@ def api_score_model_put():  # type: ignore[no-untyped-def]
     tenant_id = _reader()
     req = _request()
     body = decode_body(req.raw_body, req.headers.get("content-encoding"))
-    return json_response(services.query().put_model(tenant_id, body, services.projector()))
+    return json_response(services.query().put_model(tenant_id, body, handler.get_writer()))
 
 
 @app.route("/api/search", methods=["GET"], cors=True)
@@ -165,14 +170,12 @@ def api_search():  # type: ignore[no-untyped-def]
 @handle_errors
 def api_status():  # type: ignore[no-untyped-def]
     _reader()
-    return json_response(services.query().status())
+    return json_response(services.query().status(mapping_status()))
 
 
 @app.route("/api/openapi.json", methods=["GET"], cors=True)
 @handle_errors
 def api_openapi():  # type: ignore[no-untyped-def]
-    from chalicelib.openapi import document
-
     return json_response(document())
 
 
@@ -194,23 +197,18 @@ def dashboard_vendor(name):  # type: ignore[no-untyped-def]
     return serve("vendor/" + name, if_none_match=_request().headers.get("if-none-match"))
 
 
-# --- projector (DynamoDB Streams event source mapping target) ---
+# --- the projector function (target of the day tables' event source mappings) ---
 
 
 @app.lambda_function(name="projector")
-def projector(event, context):  # type: ignore[no-untyped-def]
-    from streams.projector import handler
-
-    return handler(event, context)
+def on_day_table_records(event, context):  # type: ignore[no-untyped-def]
+    return handler.on_day_table_records(event, context)
 
 
 @app.schedule(Rate(1, unit=Rate.HOURS))
 def rescore_accounts(event):  # type: ignore[no-untyped-def]
     """Recompute every account's score: time passing changes recency and trends."""
-    from chalicelib.jobs import rescore_all
-
     return rescore_all()
-
 
 
 # --- scheduled functions (rotation) ---

@@ -22,6 +22,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from chalice.app import Chalice
+from chalice.utils import to_cfn_resource_name
+
+import app as app_module
 from chalicelib import keys, tables
 
 __all__ = [
@@ -162,16 +166,13 @@ def chalice_config() -> dict[str, Any]:
 
 def cfn_resource_name(name: str) -> str:
     """Chalice's logical ID for a function name (``rotate_tables`` -> ``RotateTables``)."""
-    from chalice.utils import to_cfn_resource_name
 
     return str(to_cfn_resource_name(name))
 
 
 def app_function_names() -> list[str]:
     """Names of the app's Lambda functions besides the API handler, in a stable order."""
-    from chalice.app import Chalice
 
-    import app as app_module
 
     app: Chalice = app_module.app
     names = {f.name for f in app.pure_lambda_functions}

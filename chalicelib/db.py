@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import random
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import boto3
@@ -12,7 +14,8 @@ from botocore.config import Config
 
 from chalicelib.settings import get_settings
 
-__all__ = ["get_client", "get_streams_client", "reset_clients", "client_kwargs", "items", "table_names"]
+__all__ = ["MAX_BATCH_GET", "batch_get", "client_kwargs", "get_client", "get_streams_client", "items", "reset_clients",
+           "table_names"]
 
 _lock = threading.Lock()
 _clients: dict[str, Any] = {}
@@ -64,15 +67,40 @@ def items(client: Any, operation: str, **kwargs: Any) -> Iterator[dict[str, Any]
 
 
 def table_names(client: Any) -> Iterator[str]:
-    """Every table name of the endpoint, across pages.
-
-    Plain ``list_tables`` calls rather than a paginator, so the streams tests' minimal fake
-    DynamoDB client (``list_tables`` + ``describe_table``) still serves.
-    """
-    kwargs: dict[str, Any] = {}
-    while True:
-        page = client.list_tables(**kwargs)
+    """Every table name of the endpoint, across pages (boto3's paginator)."""
+    for page in client.get_paginator("list_tables").paginate():
         yield from page.get("TableNames", [])
-        if "LastEvaluatedTableName" not in page:
-            return
-        kwargs["ExclusiveStartTableName"] = page["LastEvaluatedTableName"]
+
+
+MAX_BATCH_GET = 100  # DynamoDB's limit of keys per BatchGetItem
+
+
+def batch_get(client: Any, table: str, keys: Sequence[dict[str, Any]], *, projection: str | None = None,
+              consistent: bool = False, on_response: Callable[[dict[str, Any]], None] | None = None,
+              max_attempts: int = 8, base_delay: float = 0.05) -> list[dict[str, Any]]:
+    """Every item of ``keys`` that exists, in chunks of 100, retrying ``UnprocessedKeys``.
+
+    Unprocessed keys (throttling, 16 MB responses) are retried with full-jitter exponential
+    backoff, as the AWS SDKs advise; after ``max_attempts`` a :class:`RuntimeError` says how many are
+    left. ``on_response`` sees every raw response (consumed capacity accounting).
+    """
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(keys), MAX_BATCH_GET):
+        spec: dict[str, Any] = {"Keys": list(keys[start:start + MAX_BATCH_GET]), "ConsistentRead": consistent}
+        if projection:
+            spec["ProjectionExpression"] = projection
+        request: dict[str, Any] = {table: spec}
+        attempt = 0
+        while request:
+            if attempt:
+                if attempt >= max_attempts:
+                    left = len(request[table]["Keys"])
+                    raise RuntimeError(f"BatchGetItem on {table}: {left} keys still unprocessed after {attempt} tries")
+                time.sleep(random.uniform(0, base_delay * 2 ** attempt))
+            resp = client.batch_get_item(RequestItems=request, ReturnConsumedCapacity="TOTAL")
+            if on_response is not None:
+                on_response(resp)
+            found += resp.get("Responses", {}).get(table, [])
+            request = resp.get("UnprocessedKeys") or {}
+            attempt += 1
+    return found

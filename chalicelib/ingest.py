@@ -20,8 +20,6 @@ A 300-byte event in a 100-message batch then costs a small fraction of a write u
 
 from __future__ import annotations
 
-import base64
-import binascii
 import gzip
 import hashlib
 import json
@@ -32,7 +30,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from botocore.exceptions import ClientError
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -44,6 +41,8 @@ from pydantic import (
 )
 
 from chalicelib import keys
+from chalicelib.chunks import iso_ts, pack_chunks
+from chalicelib.db import batch_get
 from chalicelib.errors import ApiError, FieldError
 
 __all__ = [
@@ -55,20 +54,14 @@ __all__ = [
     "decode_body",
     "parse_request",
     "normalise",
-    "pack_chunks",
-    "unpack_chunk",
-    "CHUNK_FORMAT",
 ]
 
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_REQUEST_BYTES = 500 * 1024
 MAX_BATCH_MESSAGES = 2500
 MAX_ID_LENGTH = 256
-# Largest compressed body we put in one item (DynamoDB's item limit is 400 KB).
-MAX_CHUNK_BODY = 300 * 1024
 # Events may be back-dated freely, but not dated far into the future (after clock-skew correction).
 MAX_FUTURE = timedelta(hours=24)
-CHUNK_FORMAT = 1
 
 MessageType = Literal["track", "identify", "group", "page", "screen", "alias"]
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
@@ -170,10 +163,7 @@ class BatchEnvelope(BaseModel):
     integrations: dict[str, Any] = Field(default_factory=dict)
 
 
-def _iso(dt: datetime) -> str:
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+_iso = iso_ts
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -354,53 +344,6 @@ def normalise(tenant_id: str, msg: BaseModel, raw: dict[str, Any], received_at: 
     return json.loads(json.dumps(event, default=str))  # JSON-safe (datetimes inside properties etc.)
 
 
-def _chunk_digest(tenant_id: str, message_ids: list[str]) -> str:
-    h = hashlib.sha256(tenant_id.encode())
-    for mid in sorted(message_ids):
-        h.update(b"\x00" + mid.encode())
-    return h.hexdigest()[:32]
-
-
-def pack_chunks(tenant_id: str, events: list[dict[str, Any]], received_at: datetime) -> list[dict[str, Any]]:
-    """Pack events into as few items as fit, each a compressed JSON array (DynamoDB JSON items)."""
-    chunks: list[list[dict[str, Any]]] = [events]
-    while True:
-        bodies = [zlib.compress(json.dumps(c, separators=(",", ":")).encode(), 6) for c in chunks]
-        big = [i for i, b in enumerate(bodies) if len(b) > MAX_CHUNK_BODY and len(chunks[i]) > 1]
-        if not big:
-            break
-        i = big[0]
-        half = len(chunks[i]) // 2
-        chunks[i:i + 1] = [chunks[i][:half], chunks[i][half:]]
-    items = []
-    for chunk, body in zip(chunks, bodies, strict=True):
-        digest = _chunk_digest(tenant_id, [e["messageId"] for e in chunk])
-        items.append({
-            "pk": {"S": keys.chunk_pk(tenant_id, digest)},
-            "tenant": {"S": tenant_id},
-            "received_at": {"S": _iso(received_at)},
-            "n": {"N": str(len(chunk))},
-            "fmt": {"N": str(CHUNK_FORMAT)},
-            "body": {"B": body},
-        })
-    return items
-
-
-def unpack_chunk(image: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-    """A chunk item (DynamoDB JSON, e.g. a stream NewImage) -> ``(tenant_id, events)``.
-
-    Binary values in stream records arrive base64-encoded text; boto3 gives bytes. Both work.
-    """
-    body = image["body"]["B"]
-    if isinstance(body, str):
-        body = base64.b64decode(body)
-    try:
-        events = json.loads(zlib.decompress(body))
-    except (zlib.error, binascii.Error, ValueError) as exc:
-        raise ValueError(f"corrupt chunk {image.get('pk', {}).get('S')}: {exc}") from exc
-    return image["tenant"]["S"], events
-
-
 @dataclass
 class IngestResult:
     accepted: int
@@ -450,8 +393,8 @@ class Ingestor:
         stored = sum(int(it["n"]["N"]) for it in todo)
         try:
             units += self._append(table, todo)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ResourceNotFoundException" or self._ensure_tables is None:
+        except self._client.exceptions.ResourceNotFoundException:
+            if self._ensure_tables is None:
                 raise
             self._ensure_tables(self._client, self._prefix, received_at)
             units += self._append(table, todo)
@@ -463,18 +406,11 @@ class Ingestor:
     def _in_previous_day(self, items: list[dict[str, Any]], received_at: datetime) -> set[str]:
         """Chunk keys already stored in yesterday's table (a retry across UTC midnight)."""
         prev = keys.events_table_name(self._prefix, received_at - timedelta(days=1))
-        found: set[str] = set()
-        request = {prev: {"Keys": [{"pk": it["pk"]} for it in items], "ProjectionExpression": "pk",
-                          "ConsistentRead": True}}
         try:
-            while request:
-                resp = self._client.batch_get_item(RequestItems=request)
-                found.update(i["pk"]["S"] for i in resp.get("Responses", {}).get(prev, []))
-                request = resp.get("UnprocessedKeys") or {}
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ResourceNotFoundException":
-                raise
-        return found
+            found = batch_get(self._client, prev, [{"pk": it["pk"]} for it in items], projection="pk", consistent=True)
+        except self._client.exceptions.ResourceNotFoundException:
+            return set()
+        return {i["pk"]["S"] for i in found}
 
     def _append(self, table: str, items: list[dict[str, Any]]) -> float:
         if not items:
@@ -484,18 +420,16 @@ class Ingestor:
             try:
                 resp = self._client.put_item(TableName=table, Item=items[0], ConditionExpression=cond,
                                              ReturnConsumedCapacity="TOTAL")
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                    raise _AlreadyStored(0.0) from None
-                raise
+            except self._client.exceptions.ConditionalCheckFailedException:
+                raise _AlreadyStored(0.0) from None
             return float(resp.get("ConsumedCapacity", {}).get("CapacityUnits", 0.0))
         # Several chunks (a large, incompressible request): all or nothing.
         try:
             resp = self._client.transact_write_items(
                 TransactItems=[{"Put": {"TableName": table, "Item": it, "ConditionExpression": cond}} for it in items],
                 ReturnConsumedCapacity="TOTAL")
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "TransactionCanceledException" and any(
+        except self._client.exceptions.TransactionCanceledException as exc:
+            if any(
                 r.get("Code") == "ConditionalCheckFailed"
                 for r in exc.response.get("CancellationReasons", [])
             ):

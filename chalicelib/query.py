@@ -9,21 +9,29 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from chalicelib import keys, tables
-from chalicelib.db import items
+from chalicelib.db import batch_get, items
 from chalicelib.errors import ApiError, FieldError
-from chalicelib.projector import Projector, load_account
 from chalicelib.scoremodels import ScoreModelStore
+from chalicelib.search import SearchIndex
+from chalicelib.view_items import load_account
 from chalicelib.views import ViewStore, from_ddb
 from projections import account, catalog, health, timeline, user
 from projections.events import format_ts
 from projections.timeline import Entry
 
-__all__ = ["QueryService", "SORTS", "MAX_PAGE"]
+__all__ = ["MAX_PAGE", "QueryService", "Rescorer", "SORTS"]
+
+
+class Rescorer(Protocol):
+    """What a score-model change needs from the stream side: recompute and store these accounts' scores
+    (the view writer, :class:`streams.writer.ViewWriter`, handed in by ``app.py``)."""
+
+    def rescore(self, tenant_id: str, account_ids: Iterable[str], now: datetime) -> int: ...
 
 MAX_PAGE = 200
 MAX_ID = 256  # the longest id ingest accepts
@@ -78,14 +86,13 @@ def _account_item(item: dict[str, Any]) -> dict[str, Any]:
 class QueryService:
     """Reads for one tenant-agnostic view table; every method takes the caller's tenant id."""
 
-    def __init__(self, store: ViewStore, models: ScoreModelStore, *, search: Any = None,
-                 status: Any = None, clock: Any = None) -> None:
+    def __init__(self, store: ViewStore, models: ScoreModelStore, *, search: SearchIndex | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
         self.store = store
         self.client = store.client
         self.table = store.table
         self.models = models
         self.search_index = search
-        self.status_fn = status
         self.clock = clock or (lambda: datetime.now(UTC))
 
     # --- accounts ------------------------------------------------------------------------------
@@ -209,17 +216,10 @@ class QueryService:
         """``last_seen`` of users from their HEAD items (one BatchGetItem, projected)."""
         if not user_ids:
             return {}
-        request = {self.table: {"Keys": [{"pk": {"S": keys.user_pk(tenant_id, u)}, "sk": {"S": keys.HEAD_SK}}
-                                         for u in user_ids],
-                                "ProjectionExpression": "pk, last_seen"}}
         prefix = keys.user_pk(tenant_id, "")
-        out: dict[str, str | None] = {}
-        while request:
-            resp = self.client.batch_get_item(RequestItems=request)
-            for raw in resp.get("Responses", {}).get(self.table, []):
-                out[raw["pk"]["S"][len(prefix):]] = raw.get("last_seen", {}).get("S")
-            request = resp.get("UnprocessedKeys") or {}
-        return out
+        found = batch_get(self.client, self.table, [{"pk": {"S": keys.user_pk(tenant_id, u)}, "sk": {"S": keys.HEAD_SK}}
+                                                    for u in user_ids], projection="pk, last_seen")
+        return {raw["pk"]["S"][len(prefix):]: raw.get("last_seen", {}).get("S") for raw in found}
 
     def account_timeline(self, tenant_id: str, account_id: str, params: Mapping[str, str]) -> dict[str, Any]:
         self._summary(tenant_id, account_id)
@@ -310,7 +310,7 @@ class QueryService:
     def get_model(self, tenant_id: str) -> dict[str, Any]:
         return self.models.current(tenant_id).to_dict()
 
-    def put_model(self, tenant_id: str, body: Any, projector: Projector | None) -> dict[str, Any]:
+    def put_model(self, tenant_id: str, body: Any, rescorer: Rescorer | None) -> dict[str, Any]:
         try:
             model = self.models.put(tenant_id, body)
         except ValueError as exc:
@@ -318,9 +318,9 @@ class QueryService:
             field = text.split(":")[0].split(" ")[0] if text else "body"
             raise ApiError(400, "invalid_score_model", text, [FieldError(field, text)]) from None
         rescored = 0
-        if projector is not None:
+        if rescorer is not None:
             ids = self.account_ids(tenant_id)
-            rescored = projector.rescore(tenant_id, ids, self.clock())
+            rescored = rescorer.rescore(tenant_id, ids, self.clock())
         return {"model": model.to_dict(), "rescored": rescored}
 
     def account_ids(self, tenant_id: str) -> list[str]:
@@ -342,8 +342,8 @@ class QueryService:
             return {"items": []}
         return {"items": self.search_index.search(tenant_id, q, limit)}
 
-    def status(self) -> dict[str, Any]:
-        mappings = self.status_fn() if self.status_fn else []
+    def status(self, mappings: list[dict[str, Any]]) -> dict[str, Any]:
+        """The pipeline's state for ``/api/status``: ``mappings`` as :func:`streams.status.status_report` gives."""
         return {
             "mappings": [{"uuid": m["uuid"], "function": m["function"], "state": m["state"],
                           "lag_records": m.get("records_behind", 0), "iterator_age_ms": m.get("iterator_age_ms", 0),

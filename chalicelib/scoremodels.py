@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from chalicelib import keys
 from chalicelib.views import from_ddb, to_ddb
 from projections.health import ScoreModel, default_model
@@ -62,7 +60,6 @@ class ScoreModelStore:
                     ConditionExpression="attribute_not_exists(pk)")
                 self._cache[tenant_id] = (time.monotonic(), model)
                 return model
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                    raise
+            except self._client.exceptions.ConditionalCheckFailedException:
+                pass
         raise RuntimeError("could not store score model: too many concurrent updates")

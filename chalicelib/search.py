@@ -24,7 +24,7 @@ from functools import lru_cache
 from typing import Any, Protocol, runtime_checkable
 
 from chalicelib.search_docs import DEFAULT_LIMIT, MAX_LIMIT, SearchDoc, SearchItem
-from chalicelib.search_opensearch import OpenSearchIndex
+from chalicelib.search_opensearch import OpenSearchIndex, build_client
 from chalicelib.search_sqlite import SqliteSearchIndex
 from chalicelib.settings import get_settings
 
@@ -89,7 +89,6 @@ def get_indexer(version: int) -> SearchIndex:
     s = get_settings()
     idx: SearchIndex
     if s.opensearch_url:
-        from chalicelib.search_opensearch import build_client
 
         idx = OpenSearchIndex(build_client(s.opensearch_url, s.region), version, s.table_prefix)
     else:

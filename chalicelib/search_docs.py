@@ -1,7 +1,7 @@
 """Search documents: what the search projection stores per account and per user.
 
 The projector hands the search index the dicts it just wrote to the view table
-(``chalicelib.projector.summary_attrs`` for accounts, ``_user_link`` for users). This module
+(``streams.writer.summary_attrs`` for accounts, ``_user_link`` for users). This module
 turns them into one backend-neutral :class:`SearchDoc` per ``(tenant, kind, id)``, so the
 embedded (SQLite FTS5) and the OpenSearch backends index exactly the same content and answer
 in exactly the same wire shape (:class:`SearchItem`).

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
+import boto3
+
 from chalicelib.search_docs import MAX_LIMIT, SearchDoc, SearchItem, docs_for, normalize, query_terms
 
 __all__ = ["INDEX_BODY", "OpenSearchIndex", "alias_name", "build_client", "index_name"]
@@ -74,11 +76,11 @@ def build_client(url: str, region: str) -> Any:
     Lambda role (``aoss`` for Serverless collections, ``es`` otherwise); any other URL is used
     as is (credentials, if any, in the URL's user info).
     """
+    # deferred: heavy optional dependency, only when OPENSEARCH_URL is set
     from opensearchpy import OpenSearch, Urllib3AWSV4SignerAuth, Urllib3HttpConnection
 
     host = urlsplit(url).hostname or ""
     if host.endswith(".amazonaws.com"):
-        import boto3
 
         service = "aoss" if ".aoss." in host else "es"
         auth = Urllib3AWSV4SignerAuth(boto3.Session().get_credentials(), region, service)
@@ -115,6 +117,7 @@ class OpenSearchIndex:
     # --- setup -------------------------------------------------------------------------------
 
     def _create_index(self, name: str) -> None:
+        # deferred: heavy optional dependency, only when OPENSEARCH_URL is set
         from opensearchpy.exceptions import RequestError
 
         if self.client.indices.exists(index=name):
@@ -127,6 +130,7 @@ class OpenSearchIndex:
                 raise
 
     def _current_targets(self) -> list[str]:
+        # deferred: heavy optional dependency, only when OPENSEARCH_URL is set
         from opensearchpy.exceptions import NotFoundError
 
         try:
@@ -169,6 +173,7 @@ class OpenSearchIndex:
         """Upsert a projector batch with one bulk request per 500 documents (idempotent: ``_id`` is
         ``tenant:kind:id``). Raises ``BulkIndexError`` if any document failed, so the stream
         batch is retried."""
+        # deferred: heavy optional dependency, only when OPENSEARCH_URL is set
         from opensearchpy import helpers
 
         docs = docs_for(tenant_id, accounts, users)

@@ -1,23 +1,32 @@
-"""Lazily built, process-wide services (one per Lambda container / local process)."""
+"""Lazily built, process-wide services of the API function (one per Lambda container / local process).
+
+Each service is handed its client and table names, as the Chalice samples do; nothing here does I/O
+at import time. Stream-side wiring (the view writer) lives in :mod:`streams.handler`.
+"""
 
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from chalicelib import tables
+from chalicelib import keys, tables, versions
 from chalicelib.db import get_client
 from chalicelib.ingest import Ingestor
+from chalicelib.query import QueryService
+from chalicelib.scoremodels import ScoreModelStore
+from chalicelib.search import get_indexer, reset_indexers
 from chalicelib.settings import get_settings
 from chalicelib.tenants import TenantStore
+from chalicelib.views import ViewStore
 
-__all__ = ["tenants", "ingestor", "query", "projector", "active_version", "reset"]
+__all__ = ["active_version", "ingestor", "query", "reset", "tenants"]
 
 _lock = threading.Lock()
 
 
-def _ensure_day_tables(client: Any, prefix: str, when: Any) -> None:
+def _ensure_day_tables(client: Any, prefix: str, when: datetime) -> None:
     # The rotation function creates tomorrow's table a day ahead; this is the safety net.
     with _lock:
         tables.ensure_event_tables(client, prefix, tables.utc_today(when))
@@ -25,74 +34,38 @@ def _ensure_day_tables(client: Any, prefix: str, when: Any) -> None:
 
 @lru_cache(maxsize=1)
 def tenants() -> TenantStore:
+    """Tenants, write keys and API tokens (control table)."""
     return TenantStore(get_client(), get_settings().control_table)
 
 
 @lru_cache(maxsize=1)
 def ingestor() -> Ingestor:
+    """The public ingest path (day tables)."""
     return Ingestor(get_client(), get_settings().table_prefix, ensure_tables=_ensure_day_tables)
 
 
-def reset() -> None:
-    tenants.cache_clear()
-    ingestor.cache_clear()
-
-
 def active_version() -> int:
-    """The view version the API reads and the projector writes (see :mod:`chalicelib.versions`)."""
-    from chalicelib.versions import active_view_version
-
-    return active_view_version(get_client(), get_settings().control_table)
+    """The view version the API reads and the stream handler writes (see :mod:`chalicelib.versions`)."""
+    return versions.active_view_version(get_client(), get_settings().control_table)
 
 
-def query() -> Any:
+def query() -> QueryService:
     """The private API's query service for the active view version."""
     return _query(active_version())
 
 
 @lru_cache(maxsize=4)
-def _query(version: int) -> Any:
-    from chalicelib import keys
-    from chalicelib.query import QueryService
-    from chalicelib.scoremodels import ScoreModelStore
-    from chalicelib.views import ViewStore
-
+def _query(version: int) -> QueryService:
     s = get_settings()
     client = get_client()
-    from chalicelib.search import get_indexer
-
     return QueryService(ViewStore(client, keys.view_table_name(s.table_prefix, version)),
-                        ScoreModelStore(client, s.control_table), search=get_indexer(version), status=_status)
+                        ScoreModelStore(client, s.control_table), search=get_indexer(version))
 
 
-def _status() -> list[dict[str, Any]]:
-    from streams.cli import status_report
-    from streams.store import ControlStore
-
-    return status_report(ControlStore(get_client(), get_settings().control_table))
-
-
-def projector() -> Any:
-    from streams.projector import get_projector
-
-    return get_projector(active_version())
-
-
-_reset_base = reset
-
-
-def reset() -> None:  # type: ignore[no-redef]
-    _reset_base()
+def reset() -> None:
+    """Forget every cached service (after the endpoint or table prefix changes)."""
+    tenants.cache_clear()
+    ingestor.cache_clear()
     _query.cache_clear()
-    from chalicelib.versions import forget
-
-    forget()
-    try:
-        from streams.projector import get_projector
-
-        get_projector.cache_clear()
-    except ImportError:
-        pass
-    from chalicelib.search import reset_indexers
-
+    versions.forget()
     reset_indexers()

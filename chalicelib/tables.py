@@ -6,14 +6,12 @@ spec into ``AWS::DynamoDB::Table`` properties, so the template and the code neve
 
 from __future__ import annotations
 
-import logging
-import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from chalicelib import keys
+from chalicelib.db import table_names
+from chalicelib.log import logger
 
 __all__ = [
     "control_table_spec",
@@ -29,7 +27,6 @@ __all__ = [
     "utc_today",
 ]
 
-log = logging.getLogger(__name__)
 
 # Sorted account listings on the view table: index name -> (partition attr, sort attr).
 VIEW_INDEXES: dict[str, tuple[str, str]] = {
@@ -116,24 +113,17 @@ def ensure_table(client: Any, spec: dict[str, Any], *, wait: bool = True) -> boo
     try:
         client.create_table(**spec)
         created = True
-        log.info("created table %s", spec["TableName"])
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] != "ResourceInUseException":
-            raise
+        logger.info("created table %s", spec["TableName"])
+    except client.exceptions.ResourceInUseException:
+        pass
     if wait:
         _wait_active(client, spec["TableName"])
     return created
 
 
 def _wait_active(client: Any, name: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        status = client.describe_table(TableName=name)["Table"]["TableStatus"]
-        if status == "ACTIVE":
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"table {name} still {status} after {timeout}s")
-        time.sleep(0.2)
+    """Until the table is ACTIVE (boto3's ``table_exists`` waiter)."""
+    client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": int(timeout)})
 
 
 def ensure_control_table(client: Any, prefix: str) -> None:
@@ -158,7 +148,6 @@ def ensure_view_table(client: Any, prefix: str, version: int) -> str:
 
 def list_event_tables(client: Any, prefix: str) -> list[tuple[date, str]]:
     """All event day tables with this prefix, oldest first."""
-    from chalicelib.db import table_names
 
     days = ((keys.events_table_day(prefix, name), name) for name in table_names(client))
     return sorted((day, name) for day, name in days if day is not None)

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
 from chalicelib import keys
+from chalicelib.db import items
 
 __all__ = ["Tenant", "TenantStore", "hash_secret", "SecretKind"]
 
@@ -97,7 +100,6 @@ class TenantStore:
         return Tenant(tenant_id, item["name"]["S"]) if item else None
 
     def list(self) -> list[Tenant]:
-        from chalicelib.db import items
 
         found = items(self._client, "query", TableName=self._table, KeyConditionExpression="pk = :p",
                       ExpressionAttributeValues={":p": {"S": keys.TENANTS_PK}})
@@ -115,14 +117,12 @@ class TenantStore:
 
 
 def _marshal(item: dict[str, Any]) -> dict[str, Any]:
-    from boto3.dynamodb.types import TypeSerializer
 
     ser = TypeSerializer()
     return {k: ser.serialize(v) for k, v in item.items()}
 
 
 def _unmarshal(item: dict[str, Any]) -> dict[str, Any]:
-    from boto3.dynamodb.types import TypeDeserializer
 
     de = TypeDeserializer()
     return {k: de.deserialize(v) for k, v in item.items() if k not in ("pk", "sk")}

@@ -11,10 +11,13 @@ import time
 from typing import Any
 
 from chalicelib import keys
+from projections import account
 
-__all__ = ["active_view_version", "set_active_view_version", "DEFAULT_VIEW_VERSION", "forget"]
+__all__ = ["DEFAULT_VIEW_VERSION", "VIEW_VERSION", "active_view_version", "forget", "set_active_view_version"]
 
 DEFAULT_VIEW_VERSION = 1
+# The view version this code writes and reads by default: the account fold's version.
+VIEW_VERSION = account.VERSION
 TTL_SECONDS = 5.0
 _lock = threading.Lock()
 _cache: dict[str, tuple[float, int]] = {}

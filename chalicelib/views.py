@@ -15,10 +15,12 @@ import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.exceptions import ClientError
+from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
+
+from chalicelib.db import batch_get
 
 __all__ = ["Blob", "ViewStore", "WriteStats", "encode_body", "decode_body", "to_ddb", "from_ddb"]
 
@@ -45,7 +47,6 @@ def from_ddb(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def _ddb_safe(v: Any) -> Any:
-    from decimal import Decimal
 
     if isinstance(v, float):
         return Decimal(repr(v))
@@ -57,9 +58,7 @@ def _ddb_safe(v: Any) -> Any:
 
 
 def _plain(v: Any) -> Any:
-    from decimal import Decimal
 
-    from boto3.dynamodb.types import Binary
 
     if isinstance(v, Decimal):
         return int(v) if v == v.to_integral_value() else float(v)
@@ -129,15 +128,11 @@ class ViewStore:
         return out
 
     def _batch_get(self, chunk: list[tuple[str, str]], consistent: bool) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
-        request = {self.table: {"Keys": [{"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in chunk],
-                                "ConsistentRead": consistent}}
-        while request:
-            resp = self.client.batch_get_item(RequestItems=request, ReturnConsumedCapacity="TOTAL")
+        def count(resp: dict[str, Any]) -> None:
             self.stats.add(reads=1, read_units=sum(c.get("CapacityUnits", 0) for c in resp.get("ConsumedCapacity", [])))
-            found += resp.get("Responses", {}).get(self.table, [])
-            request = resp.get("UnprocessedKeys") or {}
-        return found
+
+        return batch_get(self.client, self.table, [{"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in chunk],
+                         consistent=consistent, on_response=count)
 
     def query_prefix(self, pk: str, sk_prefix: str, *, consistent: bool = True, newest_first: bool = False,
                      limit: int | None = None, start: dict[str, Any] | None = None,
@@ -196,11 +191,9 @@ class ViewStore:
             kwargs["ExpressionAttributeValues"] = values
         try:
             resp = self.client.put_item(**kwargs)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                self.stats.add(conflicts=1)
-                raise ConflictError(f"{blob.pk}/{blob.sk}") from None
-            raise
+        except self.client.exceptions.ConditionalCheckFailedException:
+            self.stats.add(conflicts=1)
+            raise ConflictError(f"{blob.pk}/{blob.sk}") from None
         self.stats.add(writes=1, write_units=resp.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
         return Blob(blob.pk, blob.sk, data, blob.ver + 1, attrs or {})
 

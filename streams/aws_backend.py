@@ -9,8 +9,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from streams.backend import MappingBusy, to_aws_settings
 from streams.mapping import Mapping, split_function
 
@@ -39,10 +37,8 @@ class AwsMappingBackend:
     def get(self, mapping_uuid: str) -> Mapping | None:
         try:
             return self._mapping(self.client.get_event_source_mapping(UUID=mapping_uuid))
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ResourceNotFoundException":
-                return None
-            raise
+        except self.client.exceptions.ResourceNotFoundException:
+            return None
 
     def list(self, *, function_name: str | None = None, event_source_arn: str | None = None) -> list[Mapping]:
         kwargs: dict[str, Any] = {}
@@ -68,10 +64,8 @@ class AwsMappingBackend:
             params["Enabled"] = enabled
         try:
             resp = self.client.update_event_source_mapping(UUID=mapping_uuid, **params)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ResourceInUseException":
-                raise MappingBusy(str(exc)) from exc
-            raise
+        except self.client.exceptions.ResourceInUseException as exc:
+            raise MappingBusy(str(exc)) from exc
         return self._mapping(resp)
 
     def delete(self, mapping_uuid: str) -> None:

@@ -1,7 +1,7 @@
 """A small registry of named handler functions with qualifiers (colours), like Lambda aliases.
 
 A mapping targets ``"<name>:<qualifier>"`` (``"projector:blue"``). Handlers are registered
-either as callables or lazily by import path (``"streams.projector:handler"``) so a mapping may
+either as callables or lazily by import path (``"streams.handler:handler"``) so a mapping may
 exist before its code does; :meth:`FunctionRegistry.resolve` raises
 :class:`FunctionNotAvailable` until the path imports.
 """
@@ -32,7 +32,7 @@ __all__ = [
 
 Handler = Callable[[dict[str, Any], Any], "dict[str, Any] | None"]
 DEFAULT_QUALIFIER = "$LATEST"
-PROJECTOR_PATH = "streams.projector:handler"
+PROJECTOR_PATH = "streams.handler:on_day_table_records"
 
 
 class FunctionNotAvailable(LookupError):
@@ -136,7 +136,6 @@ registry = FunctionRegistry()
 # blue and green are two deployments of the same code locally.
 registry.register("projector", PROJECTOR_PATH, colour="blue")
 registry.register("projector", PROJECTOR_PATH, colour="green")
-registry.register("echo", "streams.handlers:echo_handler")
 
 
 def register(name: str, handler: Handler | str, *, colour: str | None = None, timeout_seconds: float = 300.0) -> None:

@@ -12,8 +12,6 @@ import time
 import uuid as uuidlib
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from streams.backend import MappingBusy, MappingNotFound, to_aws_settings
 from streams.mapping import TRANSITIONAL_STATES, Mapping, split_function
 from streams.poller import discover_streams
@@ -177,7 +175,6 @@ def _tip(streams: Any, arn: str, shard: dict[str, Any]) -> tuple[str, bool]:
             it = resp.get("NextShardIterator")
             if not resp["Records"]:
                 break
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] != "TrimmedDataAccessException":
-            raise
+    except streams.exceptions.TrimmedDataAccessException:
+        pass
     return last, it is None

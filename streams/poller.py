@@ -23,6 +23,7 @@ poller re-takes its iterator from its position; iterators expire (``ExpiredItera
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import threading
 import time
@@ -33,10 +34,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.db import table_names
+from chalicelib.log import logger
 from streams.decode import record_epoch, sequence_key, to_lambda_record
 from streams.functions import FunctionNotAvailable, FunctionRegistry
 from streams.functions import registry as default_registry
@@ -54,7 +55,6 @@ __all__ = [
     "discover_streams",
 ]
 
-logger = Logger(service="streamfold", child=True)
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # Lambda's synchronous invocation payload limit
 GET_RECORDS_MAX = 1000  # DynamoDB Streams' GetRecords limit
@@ -310,10 +310,8 @@ class MappingPoller(threading.Thread):
         while True:
             try:
                 desc = self.streams.describe_stream(**kwargs)["StreamDescription"]
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] == "ResourceNotFoundException":
-                    return
-                raise
+            except self.streams.exceptions.ResourceNotFoundException:
+                return
             with self._lock:
                 for sh in desc.get("Shards", []):
                     key = (stream_arn, sh["ShardId"])
@@ -349,14 +347,12 @@ class MappingPoller(threading.Thread):
             kwargs["ShardIteratorType"] = "TRIM_HORIZON"
         try:
             return str(self.streams.get_shard_iterator(**kwargs)["ShardIterator"])
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ResourceNotFoundException":
-                s.finished = True
-                return None
-            if exc.response["Error"]["Code"] == "TrimmedDataAccessException":
-                s.trimmed_errors += 1
-                return None
-            raise
+        except self.streams.exceptions.ResourceNotFoundException:
+            s.finished = True
+            return None
+        except self.streams.exceptions.TrimmedDataAccessException:
+            s.trimmed_errors += 1
+            return None
 
     def _fetch(self, s: ShardState, mapping: Mapping) -> int:
         if s.end_reached or len(s.buffer) >= mapping.batch_size:
@@ -608,7 +604,6 @@ def _lowest_failure(response: Any, records: list[DynamoDBStreamRecord]) -> tuple
 
 def discover_streams(ddb: Any, pattern: str) -> dict[str, str]:
     """``{table name: stream ARN}`` of every existing table whose latest stream matches ``pattern``."""
-    import fnmatch
 
     table_pattern = table_name_of(pattern)
     found: dict[str, str] = {}

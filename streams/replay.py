@@ -14,24 +14,23 @@ Scanning the day tables is a batch job, never a request path.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib import keys, tables
+from chalicelib.chunks import unpack_chunk
 from chalicelib.db import items
-from chalicelib.ingest import unpack_chunk
-from chalicelib.projector import Projector
+from chalicelib.log import logger
 from chalicelib.scoremodels import ScoreModelStore
 from chalicelib.versions import active_view_version, set_active_view_version
 from chalicelib.views import ViewStore, decode_body, from_ddb
 from projections.events import Event
+from streams.writer import ViewWriter
 
 __all__ = ["ReplayStats", "Comparison", "iter_events", "rebuild", "compare", "promote", "IGNORED_ATTRIBUTES"]
 
-log = logging.getLogger(__name__)
 
 # Bookkeeping and time-dependent attributes (scores are a function of state *and* as-of time).
 IGNORED_ATTRIBUTES = frozenset({
@@ -91,7 +90,7 @@ def iter_events(client: Any, prefix: str, *, last_tables: int | None = None,
                 events = [Event.from_wire(w) for w in wire]
             except (ValueError, KeyError) as exc:
                 # The live path dead-letters these; a replay skips them the same way.
-                log.warning("skipping poison chunk %s: %s", item.get("pk", {}).get("S"), exc)
+                logger.warning("skipping poison chunk %s: %s", item.get("pk", {}).get("S"), exc)
                 if stats:
                     stats.poison += 1
                 continue
@@ -105,7 +104,7 @@ def rebuild(client: Any, prefix: str, version: int, *, now: datetime | None = No
             last_tables: int | None = None) -> ReplayStats:
     """Fold every stored event into ``<prefix>view-v<version>`` (created if missing)."""
     table = tables.ensure_view_table(client, prefix, version)
-    projector = Projector(ViewStore(client, table), ScoreModelStore(client, keys.control_table_name(prefix)))
+    projector = ViewWriter(ViewStore(client, table), ScoreModelStore(client, keys.control_table_name(prefix)))
     stats = ReplayStats(version)
     now = now or datetime.now(UTC)
     pending: dict[str, list[Event]] = {}
@@ -120,9 +119,9 @@ def rebuild(client: Any, prefix: str, version: int, *, now: datetime | None = No
     return stats
 
 
-def _flush(projector: Projector, pending: dict[str, list[Event]], now: datetime, stats: ReplayStats) -> None:
+def _flush(projector: ViewWriter, pending: dict[str, list[Event]], now: datetime, stats: ReplayStats) -> None:
     if pending:
-        result = projector.project(pending, now)
+        result = projector.record(pending, now)
         stats.write_units += result.write_units
         stats.writes += result.writes
 
@@ -153,5 +152,5 @@ def promote(client: Any, prefix: str, version: int, *, catch_up_tables: int = 2)
     control = keys.control_table_name(prefix)
     previous = active_view_version(client, control, cached=False)
     set_active_view_version(client, control, version)
-    log.info("view version %s promoted (was %s)", version, previous)
+    logger.info("view version %s promoted (was %s)", version, previous)
     return rebuild(client, prefix, version, last_tables=catch_up_tables)

@@ -11,15 +11,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from aws_lambda_powertools import Logger
-
+from chalicelib.log import logger
 from streams.functions import FunctionRegistry
 from streams.poller import MappingPoller, RuntimeOptions, ShardLag
 from streams.store import ControlStore
 
 __all__ = ["LocalRuntime"]
 
-logger = Logger(service="streamfold", child=True)
 
 
 class LocalRuntime:

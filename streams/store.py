@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from chalicelib import keys
 from chalicelib.db import items
 from chalicelib.views import from_ddb as _plain
@@ -146,10 +144,8 @@ class ControlStore:
                 UpdateExpression="SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(changes))),
                 ConditionExpression=cond, ExpressionAttributeNames=names,
                 ExpressionAttributeValues=_item(values))
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return False
         if "FunctionName" in changes:
             self._client.update_item(
                 TableName=self._table, Key=_item({"pk": keys.MAPPINGS_PK, "sk": mapping_uuid}),
@@ -176,10 +172,8 @@ class ControlStore:
                                     "OR LeaseUntil < :now OR LeaseOwner = :me)",
                 ExpressionAttributeValues=_item({":me": owner, ":until": now + seconds, ":now": now}))
             return True
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return False
 
     def release_lease(self, mapping_uuid: str, owner: str) -> None:
         try:
@@ -187,9 +181,8 @@ class ControlStore:
                 TableName=self._table, Key=_item({"pk": keys.mapping_pk(mapping_uuid), "sk": keys.META_SK}),
                 UpdateExpression="REMOVE LeaseOwner, LeaseUntil", ConditionExpression="LeaseOwner = :me",
                 ExpressionAttributeValues=_item({":me": owner}))
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
+        except self._client.exceptions.ConditionalCheckFailedException:
+            pass
 
     def lease_holder(self, mapping_uuid: str) -> str | None:
         """The owner of a live lease, or ``None`` when no runtime polls the mapping."""
@@ -229,10 +222,8 @@ class ControlStore:
                     "ExpressionAttributeValues": _item({":me": owner})}},
                 {"Put": {"TableName": self._table, "Item": item}},
             ])
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "TransactionCanceledException":
-                raise LeaseLost(mapping_uuid) from exc
-            raise
+        except self._client.exceptions.TransactionCanceledException as exc:
+            raise LeaseLost(mapping_uuid) from exc
 
     # --- dead letters -----------------------------------------------------------------------
     def put_dead_letter(self, mapping_uuid: str, record: OnFailureRecord, *, failed_at: float | None = None) -> str:

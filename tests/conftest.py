@@ -14,10 +14,19 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "streamfold-test")
 os.environ.setdefault("POWERTOOLS_DEV", "false")
 
+import time
+from types import SimpleNamespace
+
+from app import app
 from chalicelib import db, services, tables
-from chalicelib.dynamodb_local import DynamoDBLocal
 from chalicelib.settings import get_settings
-from chalicelib.stack import use_endpoint
+from streams import handler
+from tests.helpers.streams import fast_options
+from tooling import demo
+from tooling.dynamodb_local import DynamoDBLocal
+from tooling.mappings import LocalMappings
+from tooling.server import LocalHttpServer
+from tooling.stack import use_endpoint
 
 OUTPUT_DIR = Path(__file__).resolve().parent.parent / "test-output"
 
@@ -60,8 +69,6 @@ def tenant(prefix: str) -> dict[str, str]:
 @pytest.fixture
 def server(prefix: str) -> Iterator[str]:
     """The Chalice app served on a free loopback port."""
-    from app import app
-    from chalicelib.local_server import LocalHttpServer
 
     srv = LocalHttpServer(app, port=0).start()
     try:
@@ -83,14 +90,13 @@ def settings_prefix() -> str:
 
 def _wait_projected(tenant_id: str, expect_accounts: int, timeout: float = 180.0) -> None:
     """Until every account has a summary and the projector has stopped writing."""
-    import time
 
     q = services.query()
     deadline = time.monotonic() + timeout
     stable, last = 0, None
     while time.monotonic() < deadline:
         ids = q.account_ids(tenant_id)
-        writes = services.projector().store.stats.writes
+        writes = handler.get_writer().store.stats.writes
         if len(ids) >= expect_accounts and writes == last:
             stable += 1
             if stable >= 3:
@@ -108,13 +114,7 @@ def demo_stack(ddb_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> I
 
     Module-scoped and on its own table prefix; tests using it must not use ``prefix``.
     """
-    from types import SimpleNamespace
 
-    from app import app
-    from chalicelib import demo
-    from chalicelib.local_server import LocalHttpServer
-    from streams.local_stack import LocalMappings
-    from streams.testing import fast_options
 
     mp = pytest.MonkeyPatch()
     mp.setenv("STREAMFOLD_DATA_DIR", str(tmp_path_factory.mktemp("demo-data")))

@@ -14,10 +14,12 @@ import pytest
 from moto import mock_aws
 
 from chalicelib import db, keys, services
-from chalicelib.alerts import AlertDeliverer, Outbox
-from streams import projector as stream_projector
-from streams.testing import day_table
+from chalicelib.versions import VIEW_VERSION
+from projections.events import Event
+from streams import handler as stream_handler
+from streams.alerts import AlertDeliverer, Outbox
 from tests.functional.test_projector import fresh_projector, ingest, stream_records, summary, wire
+from tests.helpers.streams import day_table
 
 __all__ = ["fresh_projector"]  # the autouse fixture, re-exported so pytest uses it here too
 
@@ -78,8 +80,8 @@ def project(prefix: str, tenant_id: str, batches: list[list[dict[str, Any]]], no
     """Ingest batches, read back *all* stream records of the day table and project them at ``now``."""
     chunks = ingest(prefix, tenant_id, batches)
     records = stream_records(db.get_client(), day_table(prefix), known + chunks)
-    proj = stream_projector.get_projector(stream_projector.VIEW_VERSION, prefix)
-    response, stats = stream_projector.project_records(records, projector=proj, now=now)
+    proj = stream_handler.get_writer(VIEW_VERSION, prefix)
+    response, stats = stream_handler.handle_batch(records, writer=proj, now=now)
     assert response == {"batchItemFailures": []}
     return records, stats
 
@@ -96,7 +98,7 @@ def test_band_change_is_alerted_once_with_cooldown(prefix: str, tenant: dict[str
     tid = tenant["tenant_id"]
     services.tenants().put_settings(tid, {"webhook_url": receiver.url})
     deliverer = AlertDeliverer(outbox(prefix), services.tenants(), timeout=5)
-    proj = stream_projector.get_projector(stream_projector.VIEW_VERSION, prefix)
+    proj = stream_handler.get_writer(VIEW_VERSION, prefix)
     t0 = datetime.now(UTC)
 
     records, stats = project(prefix, tid, healthy_history(t0), t0)
@@ -115,7 +117,7 @@ def test_band_change_is_alerted_once_with_cooldown(prefix: str, tenant: dict[str
 
     # The same rescore, and the same batch re-delivered at that time, raise nothing new.
     assert proj.rescore(tid, [ACCOUNT], t_red) == 0
-    _, again = stream_projector.project_records(records, projector=proj, now=t_red)
+    _, again = stream_handler.handle_batch(records, writer=proj, now=t_red)
     assert (again.alerts, again.writes) == (0, 0)
     assert deliverer.deliver_all() == 0
     assert len(receiver.received) == 1 and len(outbox(prefix).all(tid)) == 1
@@ -144,7 +146,7 @@ def test_band_change_is_alerted_once_with_cooldown(prefix: str, tenant: dict[str
 def test_failed_webhook_keeps_the_alert_pending(prefix: str, tenant: dict[str, str], receiver: Receiver) -> None:
     tid = tenant["tenant_id"]
     services.tenants().put_settings(tid, {"webhook_url": "http://127.0.0.1:9/nothing-listens-here"})
-    proj = stream_projector.get_projector(stream_projector.VIEW_VERSION, prefix)
+    proj = stream_handler.get_writer(VIEW_VERSION, prefix)
     t0 = datetime.now(UTC)
     project(prefix, tid, healthy_history(t0), t0)
     assert proj.rescore(tid, [ACCOUNT], t0 + timedelta(days=40)) == 1
@@ -157,7 +159,7 @@ def test_failed_webhook_keeps_the_alert_pending(prefix: str, tenant: dict[str, s
 
 def test_alerts_are_published_to_sns(prefix: str, tenant: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     tid = tenant["tenant_id"]
-    proj = stream_projector.get_projector(stream_projector.VIEW_VERSION, prefix)
+    proj = stream_handler.get_writer(VIEW_VERSION, prefix)
     t0 = datetime.now(UTC)
     project(prefix, tid, healthy_history(t0), t0)
     assert proj.rescore(tid, [ACCOUNT], t0 + timedelta(days=40)) == 1
@@ -189,20 +191,18 @@ def test_alerts_are_published_to_sns(prefix: str, tenant: dict[str, str], monkey
 def test_first_activity_after_identity_only_data_raises_no_alert(tenant: dict[str, str], ddb: Any,
                                                                  prefix: str) -> None:
     """An account scored before any usage (group call only) is not 'changing band' when usage starts."""
-    from datetime import UTC, datetime, timedelta
 
-    from projections.events import Event
 
     now = datetime.now(UTC)
-    proj = stream_projector.get_projector(stream_projector.VIEW_VERSION, prefix)
+    proj = stream_handler.get_writer(VIEW_VERSION, prefix)
     tid = tenant["tenant_id"]
     group = Event.from_wire({"messageId": "g1", "type": "group", "userId": "u1", "groupId": "acme",
                              "traits": {"name": "Acme", "seats": 1},
                              "timestamp": (now - timedelta(hours=2)).isoformat()})
-    proj.project({tid: [group]}, now)
+    proj.record({tid: [group]}, now)
     usage = [Event.from_wire({"messageId": f"t{i}", "type": "track", "userId": "u1", "groupId": "acme",
                               "event": "Report Created", "timestamp": (now - timedelta(days=i)).isoformat()})
              for i in range(20)]
-    stats = proj.project({tid: usage}, now)
+    stats = proj.record({tid: usage}, now)
     assert stats.alerts == 0
     assert proj.outbox.all(tid) == []

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openapi_spec_validator import validate
 
+from app import app
 from chalicelib import db, services
 from chalicelib.openapi import document
 
@@ -54,7 +55,6 @@ def calls(demo_stack: dict[str, Any]) -> Iterator[Counter[str]]:
 
 
 def test_openapi_document_is_valid_and_covers_every_route(demo_stack: dict[str, Any]) -> None:
-    from app import app
 
     served = get(demo_stack, "/api/openapi.json", token=None)
     assert served.status_code == 200

@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
 from chalicelib import services
-from chalicelib.dynamodb_local import DynamoDBLocal, JavaMissingError
+from tooling.dynamodb_local import DynamoDBLocal, JavaMissingError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,7 +52,6 @@ def test_missing_java_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_persistent_database_survives_a_restart(tmp_path: Path) -> None:
     with DynamoDBLocal(db_path=tmp_path / "db") as ddb:
-        import boto3
 
         c = boto3.client("dynamodb", endpoint_url=ddb.endpoint, region_name="us-east-1",
                          aws_access_key_id="x", aws_secret_access_key="x")

@@ -126,3 +126,18 @@ def test_vendor_copy_is_refreshed(tmp_path: Path) -> None:
     assert (tmp_path / "vendor" / "other").is_dir()  # other vendored code is left alone
     for top in package.VENDORED:
         assert sorted(p.name for p in (tmp_path / "vendor" / top).iterdir()) == ["__init__.py"]
+
+
+def test_zip_holds_no_tooling_and_no_test_code(built: dict[str, Any]) -> None:
+    names = set(built["names"])
+    tops = {n.split("/", 1)[0] for n in names}
+    assert "tooling" not in tops and "tests" not in tops and "cfn" not in tops
+    tooling_modules = {p.stem for p in (ROOT / "tooling").glob("*.py") if p.stem != "__init__"}
+    for name in names:
+        if name.endswith(".py") and name.split("/", 1)[0] in {"chalicelib", "streams", "projections"}:
+            assert Path(name).stem not in tooling_modules - {"mappings"}, f"tooling module shipped as {name}"
+    shipped = [n for n in names if n.split("/", 1)[0] in {"chalicelib", "streams", "projections"} and n.endswith(".py")]
+    for name in shipped:
+        text = (built["unzipped"] / name).read_text()
+        assert "import tooling" not in text and "from tooling" not in text, name
+        assert "from tests" not in text and "EchoHandler" not in text, name

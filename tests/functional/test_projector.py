@@ -12,19 +12,23 @@ from typing import Any
 
 import pytest
 import requests
+from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from segment.analytics import Client
 
 from chalicelib import db, keys, tables
-from chalicelib.ingest import Ingestor, parse_request, unpack_chunk
-from chalicelib.projector import Projector, load_account, load_catalog
+from chalicelib.chunks import unpack_chunk
+from chalicelib.ingest import Ingestor, parse_request
+from chalicelib.versions import VIEW_VERSION
+from chalicelib.view_items import load_account, load_catalog
 from chalicelib.views import ViewStore
 from projections import account, catalog, timeline, user
-from projections.events import Event
-from streams import projector as stream_projector
+from projections.events import Event, message_digest
+from streams import handler as stream_handler
 from streams.decode import read_stream
-from streams.local_stack import DEFAULT_PROJECTOR_MAPPING
-from streams.testing import day_table, local_parts, wait_until
+from streams.writer import ViewWriter
 from tests.helpers.events import scan_chunks
+from tests.helpers.streams import day_table, local_parts, wait_until
+from tooling.mappings import DEFAULT_PROJECTOR_MAPPING
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -34,14 +38,14 @@ pytestmark = pytest.mark.timeout(90)
 
 @pytest.fixture(autouse=True)
 def fresh_projector() -> Iterator[None]:
-    """``get_projector`` is cached per (version, prefix); every test has its own prefix and clients."""
-    stream_projector.get_projector.cache_clear()
+    """``get_writer`` is cached per (version, prefix); every test has its own prefix and clients."""
+    stream_handler.get_writer.cache_clear()
     yield
-    stream_projector.get_projector.cache_clear()
+    stream_handler.get_writer.cache_clear()
 
 
 def view(prefix: str) -> ViewStore:
-    return ViewStore(db.get_client(), keys.view_table_name(prefix, stream_projector.VIEW_VERSION))
+    return ViewStore(db.get_client(), keys.view_table_name(prefix, VIEW_VERSION))
 
 
 def scan_table(client: Any, table: str) -> list[dict[str, Any]]:
@@ -114,7 +118,7 @@ def stored_wire_events(client: Any, prefix: str) -> dict[str, list[dict[str, Any
 
 
 def start_projector_mapping(prefix: str, **overrides: Any):  # type: ignore[no-untyped-def]
-    """The default projector mapping (``projector:blue`` -> ``streams.projector:handler``) and a runtime."""
+    """The default projector mapping (``projector:blue`` -> ``streams.handler:handler``) and a runtime."""
     store, backend, runtime, src = local_parts(prefix)
     mapping = backend.create(event_source_arn=src, **{**DEFAULT_PROJECTOR_MAPPING, **overrides})
     return store, mapping, runtime()
@@ -123,7 +127,7 @@ def start_projector_mapping(prefix: str, **overrides: Any):  # type: ignore[no-u
 def partition(prefix: str, pk: str) -> list[Any]:
     """Every item of one view partition, as blobs."""
     client = db.get_client()
-    resp = client.query(TableName=keys.view_table_name(prefix, stream_projector.VIEW_VERSION),
+    resp = client.query(TableName=keys.view_table_name(prefix, VIEW_VERSION),
                         KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": {"S": pk}},
                         ConsistentRead=True)
     assert "LastEvaluatedKey" not in resp
@@ -188,23 +192,23 @@ def test_redelivered_batch_writes_nothing(tenant: dict[str, str], ddb: Any, pref
     now = datetime.now(UTC)
     chunks = ingest(prefix, tenant["tenant_id"], workload(now, accounts=2, users=3, days=6))
     records = stream_records(ddb, day_table(prefix), chunks)
-    proj = stream_projector.get_projector(stream_projector.VIEW_VERSION, prefix)
-    view_table = keys.view_table_name(prefix, stream_projector.VIEW_VERSION)
+    proj = stream_handler.get_writer(VIEW_VERSION, prefix)
+    view_table = keys.view_table_name(prefix, VIEW_VERSION)
 
-    response, first = stream_projector.project_records(records, projector=proj, now=now)
+    response, first = stream_handler.handle_batch(records, writer=proj, now=now)
     assert response == {"batchItemFailures": []}
     assert first.writes > 0 and first.accounts == 2 and first.users == 6
     after_first = scan_table(ddb, view_table)
 
     # The same batch again, and again with every record twice and in reverse (duplicates inside a batch).
     for again in (records, list(reversed(records)) + records):
-        response, stats = stream_projector.project_records(again, projector=proj, now=now)
+        response, stats = stream_handler.handle_batch(again, writer=proj, now=now)
         assert response == {"batchItemFailures": []}
         assert (stats.writes, stats.write_units, stats.alerts) == (0, 0, 0)
         assert stats.skipped > 0
         assert scan_table(ddb, view_table) == after_first
     # Through the Lambda entry point (the clock is real, the day the same): still nothing written.
-    assert stream_projector.handler({"Records": records}, None) == {"batchItemFailures": []}
+    assert stream_handler.on_day_table_records({"Records": records}, None) == {"batchItemFailures": []}
     assert scan_table(ddb, view_table) == after_first
 
 
@@ -253,7 +257,7 @@ def test_poison_records_are_dead_lettered_alone_and_the_rest_lands(tenant: dict[
     for d in dead:  # the stored record is the original one (base64 body, as Lambda delivers it)
         (rec,) = d.records or []
         with pytest.raises(ValueError):
-            stream_projector.decode_record(rec)
+            stream_handler.decode_record(DynamoDBRecord(rec))
         assert base64.b64decode(rec["dynamodb"]["NewImage"]["body"]["B"]) in {p["body"]["B"] for p in poison}
 
 
@@ -266,7 +270,6 @@ def _counted_messages(prefix: str, tenant_id: str) -> set[str]:
         for b in days:
             for names in account.DayActivity.from_dict(b.data).events.values():
                 digests |= names
-    from projections.events import message_digest
 
     ids = {f"m-{i}" for i in range(1, 2000)}
     return {i for i in ids if message_digest(i) in digests}
@@ -317,10 +320,10 @@ def test_live_view_equals_folding_the_stored_events(server: str, tenant: dict[st
 
     # ...and the same events folded by a fresh projector into an empty table give identical items.
     tables.ensure_view_table(ddb, prefix + "replay-", 1)
-    replay = Projector(ViewStore(ddb, keys.view_table_name(prefix + "replay-", 1)),
-                       stream_projector.get_projector(1, prefix).models)
+    replay = ViewWriter(ViewStore(ddb, keys.view_table_name(prefix + "replay-", 1)),
+                       stream_handler.get_writer(1, prefix).models)
     as_of = datetime.fromisoformat(summary(prefix, tid, "acct-0").attrs["as_of"])
-    replay.project({tid: events}, as_of)
+    replay.record({tid: events}, as_of)
     live_items = _content(scan_table(ddb, keys.view_table_name(prefix, 1)))
     replay_items = _content(scan_table(ddb, keys.view_table_name(prefix + "replay-", 1)))
     assert {k for k in live_items if "#A#" in k[0] and k[1] != keys.SUMMARY_SK} == \

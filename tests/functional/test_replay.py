@@ -11,7 +11,7 @@ import requests
 
 from chalicelib import db, keys, services
 from chalicelib.versions import active_view_version
-from streams import projector as stream_projector
+from streams import handler as stream_handler
 from streams import replay
 from tests.functional.test_projector import start_projector_mapping
 from tests.helpers.events import stored_events
@@ -37,7 +37,7 @@ def _send(server: str, key: str, n_batches: int = 4) -> int:
 
 def test_live_view_equals_replay_and_promotion_switches_the_api(server: str, tenant: dict[str, str],
                                                                  prefix: str, ddb: Any) -> None:
-    stream_projector.get_projector.cache_clear()
+    stream_handler.get_writer.cache_clear()
     sent = _send(server, tenant["write_key"])
     assert len(stored_events(ddb, prefix)) == sent
     store, mapping, runtime = start_projector_mapping(prefix)

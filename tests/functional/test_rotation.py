@@ -13,8 +13,10 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from chalicelib import keys, rotation, tables
-from chalicelib.rotation import MappingSettings, RotationError, rotate
+from app import app, rotate_tables
+from chalicelib import keys, tables
+from streams import rotation
+from streams.rotation import MappingSettings, RotationError, rotate
 
 REGION = "us-east-1"
 PREFIX = "sf-rot-"
@@ -206,7 +208,6 @@ def test_local_rotation_creates_the_next_day_once(ddb: Any, prefix: str) -> None
 
 
 def test_scheduled_function_runs_locally(ddb: Any, prefix: str) -> None:
-    from app import app, rotate_tables
 
     assert "rotate_tables" in {source.name for source in app.event_sources}
     result = rotate_tables(SCHEDULED_EVENT, None)  # type: ignore[no-untyped-call]

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from chalicelib.search import OpenSearchIndex, SearchIndex, SqliteSearchIndex
+from chalicelib.search_opensearch import build_client
 
 T1, T2 = "tenant-one", "tenant-two"
 
@@ -26,7 +27,7 @@ WEIRD_QUERIES = ['"', "*", "AND", "OR", "NOT", "(", ")", "acme AND", '"acme', "a
 
 
 def account(name: str, score: int = 50, band: str = "yellow", **traits: Any) -> dict[str, Any]:
-    """A SUMMARY-attrs-like dict as ``chalicelib.projector.summary_attrs`` writes it."""
+    """A SUMMARY-attrs-like dict as ``streams.writer.summary_attrs`` writes it."""
     plan = traits.get("plan")
     return {"name": name, "score": score, "band": band, "plan": plan if isinstance(plan, str) else None,
             "traits_json": json.dumps({"name": name, **traits}, sort_keys=True), "users_count": 1}
@@ -34,7 +35,7 @@ def account(name: str, score: int = 50, band: str = "yellow", **traits: Any) -> 
 
 def user(user_id: str, name: str | None, email: str | None, accounts: list[str] | None = None,
          **traits: Any) -> dict[str, Any]:
-    """A link dict as ``chalicelib.projector._user_link`` writes it (plus ``accounts``)."""
+    """A link dict as ``streams.writer._user_link`` writes it (plus ``accounts``)."""
     link: dict[str, Any] = {"user_id": user_id, "name": name, "email": email,
                             "traits_json": json.dumps(traits, sort_keys=True),
                             "first_seen": "2024-01-01T00:00:00Z", "last_seen": "2024-01-02T00:00:00Z"}
@@ -195,7 +196,6 @@ class TestOpenSearchContract(SearchContract):
     """The AWS backend, against the cluster named by ``OPENSEARCH_URL``."""
 
     def make_index(self, tmp_path: Path) -> SearchIndex:
-        from chalicelib.search_opensearch import build_client
 
         assert OPENSEARCH_URL
         client = build_client(OPENSEARCH_URL, os.environ.get("AWS_REGION", "us-east-1"))

@@ -13,11 +13,11 @@ import pytest
 
 from chalicelib import db, keys
 from streams.functions import FunctionRegistry
-from streams.handlers import EchoHandler
 from streams.local_backend import LocalMappingBackend
 from streams.runtime import LocalRuntime
 from streams.store import ControlStore
-from streams.testing import FAST, wait_until
+from tests.helpers.echo import EchoHandler
+from tests.helpers.streams import FAST, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -62,9 +62,15 @@ class FakeStreams:
         return {"Records": records, **({} if done else {"NextShardIterator": f"{shard}|{last}"})}
 
 
+class _Pages:
+    def paginate(self, **_: Any) -> list[dict[str, Any]]:
+        return [{"TableNames": ["x-events-20260101"]}]
+
+
 class FakeDdb:
-    def list_tables(self, **_: Any) -> dict[str, Any]:
-        return {"TableNames": ["x-events-20260101"]}
+    def get_paginator(self, operation: str) -> _Pages:
+        assert operation == "list_tables"
+        return _Pages()
 
     def describe_table(self, TableName: str) -> dict[str, Any]:
         return {"Table": {"LatestStreamArn": ARN}}

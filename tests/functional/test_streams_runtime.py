@@ -11,9 +11,9 @@ import pytest
 
 from chalicelib import tables
 from streams.functions import FunctionRegistry
-from streams.handlers import EchoHandler
 from streams.poller import HostCrash
-from streams.testing import day_table, fast_options, local_parts, put_events, wait_until
+from tests.helpers.echo import EchoHandler
+from tests.helpers.streams import day_table, fast_options, local_parts, put_events, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 

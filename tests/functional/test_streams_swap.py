@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from chalicelib import tables
 from streams.backend import swap
 from streams.functions import FunctionRegistry
-from streams.handlers import EchoHandler
 from streams.poller import HostCrash
-from streams.testing import day_table, local_parts, put_events, wait_until
+from tests.helpers.echo import EchoHandler
+from tests.helpers.streams import day_table, local_parts, put_events, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -6,8 +6,8 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from chalicelib import keys
+from chalicelib.chunks import unpack_chunk
 from chalicelib.db import items
-from chalicelib.ingest import unpack_chunk
 
 
 def scan_chunks(client: Any, prefix: str, day: date | datetime | None = None) -> list[dict[str, Any]]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import math
+from datetime import UTC, datetime
 
 import pytest
 
-from chalicelib import bench
+from tooling import bench
 
 TINY = bench.Workload(ingest_events={1: 5, 10: 20, 100: 100}, baseline_put_events=5, http_events=50,
                       http_seconds=5.0, accounts=3, users_per_account=2, live_events=60, backfill_events=60,
@@ -21,7 +22,6 @@ def test_percentiles() -> None:
 
 
 def test_events_are_typical_segment_track_calls() -> None:
-    from datetime import UTC, datetime
 
     f = bench.EventFactory(4, 3)
     events = [f.track(datetime(2026, 1, 1, tzinfo=UTC)) for _ in range(200)]

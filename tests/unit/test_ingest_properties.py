@@ -10,8 +10,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chalicelib.chunks import pack_chunks, unpack_chunk
 from chalicelib.errors import ApiError
-from chalicelib.ingest import decode_body, normalise, pack_chunks, parse_request, unpack_chunk
+from chalicelib.ingest import decode_body, normalise, parse_request
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),

@@ -3,6 +3,7 @@ safety, the factory, and the OpenSearch backend's requests against a recording f
 
 from __future__ import annotations
 
+import ast
 import json
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -14,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opensearchpy.serializer import JSONSerializer
 
+import chalicelib.search as search_module
 from chalicelib import search
 from chalicelib.search import OpenSearchIndex, SearchIndex, SqliteSearchIndex, get_indexer, get_search
 from chalicelib.search_docs import account_doc, clean_text, docs_for, query_terms, traits_text, user_doc
@@ -277,10 +279,7 @@ def test_opensearch_promote_is_one_atomic_alias_update() -> None:
 
 def test_module_docstring_usage_runs_as_documented(tmp_path: Any, monkeypatch: Any) -> None:
     """The usage example in chalicelib/search.py is executed, and its documented output checked."""
-    import ast
 
-    import chalicelib.search as search_module
-    from chalicelib.settings import reset_settings
 
     monkeypatch.setenv("STREAMFOLD_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("OPENSEARCH_URL", raising=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,6 @@ def test_index_has_security_headers_and_references_assets() -> None:
 
 def test_every_module_import_is_servable() -> None:
     """Each ``./x.js`` a dashboard module imports must be a file serve() returns."""
-    import re
 
     for js in static.DASHBOARD_DIR.glob("*.js"):
         for name in re.findall(r'from "\./([^"]+)"', js.read_text(encoding="utf-8")):

@@ -10,6 +10,7 @@ a delivered alert is marked with a conditional update and never sent again. Cool
 
 from __future__ import annotations
 
+import hashlib
 import json
 import urllib.error
 import urllib.request
@@ -25,7 +26,7 @@ from chalicelib.views import from_ddb, to_ddb
 from projections.events import format_ts
 from projections.health import HealthScore
 
-__all__ = ["Outbox", "AlertDeliverer"]
+__all__ = ["AlertDeliverer", "Outbox", "alert_id"]
 
 
 class Outbox:
@@ -38,8 +39,6 @@ class Outbox:
     def alert(self, tenant_id: str, summary: dict[str, Any], prev: HealthScore | None, new: HealthScore,
               kind: str, now: datetime) -> dict[str, Any]:
         """The DynamoDB item of a new alert (written by the projector's transaction)."""
-        from chalicelib.projector import alert_id
-
         aid = alert_id(tenant_id, summary["account_id"], kind, prev, new)
         body = {
             "alert_id": aid, "kind": kind, "tenant_id": tenant_id, "account_id": summary["account_id"],
@@ -74,10 +73,8 @@ class Outbox:
                                            ":t": {"S": datetime.now(UTC).isoformat()},
                                            ":d": {"S": detail[:500]}})
             return True
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
 
 
 class AlertDeliverer:
@@ -90,7 +87,6 @@ class AlertDeliverer:
         self.sns = sns_client
         self.topic_arn = topic_arn
         self.timeout = timeout
-        self._loop: Any = None
 
     def deliver_tenant(self, tenant_id: str) -> int:
         settings = self.tenants.get_settings(tenant_id)
@@ -122,13 +118,8 @@ class AlertDeliverer:
     def deliver_all(self) -> int:
         return sum(self.deliver_tenant(t.tenant_id) for t in self.tenants.list())
 
-    # local component protocol: deliver every few seconds while `streamfold up` runs
-    def start(self, interval: float = 2.0) -> AlertDeliverer:
-        from chalicelib.jobs import Periodic
 
-        self._loop = Periodic("alerts", self.deliver_all, interval).start()
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.stop()
+def alert_id(tenant_id: str, account_id: str, kind: str, prev: HealthScore | None, new: HealthScore) -> str:
+    raw = f"{tenant_id}|{account_id}|{kind}|{prev.score if prev else ''}|{prev.band if prev else ''}|" \
+          f"{new.score}|{new.band}|{new.model_version}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:24]

@@ -20,7 +20,9 @@ times do not, and are reported for orientation only. See ``docs/PERFORMANCE.md``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import platform
 import random
@@ -36,6 +38,26 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from app import app
+from chalicelib import db, keys, services, tables
+from chalicelib.ingest import Ingestor, parse_request
+from chalicelib.scoremodels import ScoreModelStore
+from chalicelib.settings import get_settings
+from chalicelib.versions import VIEW_VERSION
+from chalicelib.views import ViewStore
+from streams.decode import read_stream
+from streams.handler import get_writer, handle_batch
+from streams.local_backend import LocalMappingBackend
+from streams.mapping import family_source_arn
+from streams.poller import RuntimeOptions
+from streams.runtime import LocalRuntime
+from streams.store import ControlStore
+from streams.writer import ViewWriter
+from tooling.dynamodb_local import DynamoDBLocal
+from tooling.mappings import DEFAULT_PROJECTOR_MAPPING
+from tooling.server import LocalHttpServer
+from tooling.stack import use_endpoint
 
 __all__ = ["Workload", "baseline_projection_units", "register", "run"]
 
@@ -125,7 +147,6 @@ def _units(resp: dict[str, Any]) -> float:
 
 
 def _simple_table(client: Any, name: str, *, sort_key: bool) -> str:
-    from chalicelib import tables
 
     attrs = [{"AttributeName": "pk", "AttributeType": "S"}]
     schema = [{"AttributeName": "pk", "KeyType": "HASH"}]
@@ -139,7 +160,6 @@ def _simple_table(client: Any, name: str, *, sort_key: bool) -> str:
 
 def stream_records(client: Any, streams: Any, table: str) -> list[dict[str, Any]]:
     """All records of a table's stream, in order, in Lambda's shape."""
-    from streams.decode import read_stream
 
     return read_stream(client, streams, table)
 
@@ -157,13 +177,10 @@ def _wait_records(client: Any, streams: Any, table: str, expect: int, timeout: f
 
 
 def _fresh_prefix(endpoint: str, name: str) -> str:
-    from chalicelib import db, tables
-    from chalicelib.stack import use_endpoint
-    from streams.projector import VIEW_VERSION, get_projector
 
     prefix = f"bench{uuid.uuid4().hex[:6]}-{name}-"
     use_endpoint(endpoint, prefix)
-    get_projector.cache_clear()
+    get_writer.cache_clear()
     client = db.get_client()
     tables.ensure_control_table(client, prefix)
     tables.ensure_event_tables(client, prefix, tables.utc_today())
@@ -173,8 +190,6 @@ def _fresh_prefix(endpoint: str, name: str) -> str:
 
 def measure_ingest(endpoint: str, w: Workload) -> dict[str, Any]:
     """Write units per event of packed chunks vs one PutItem per event."""
-    from chalicelib import db, services
-    from chalicelib.ingest import Ingestor, parse_request
 
     prefix = _fresh_prefix(endpoint, "ingest")
     client = db.get_client()
@@ -215,14 +230,12 @@ def measure_ingest(endpoint: str, w: Workload) -> dict[str, Any]:
 
 
 def _http_phase(endpoint: str, w: Workload) -> dict[str, Any]:
+    # deferred: heavy optional dependency, only the SDK-driven phases need it
     from segment.analytics import Client
 
-    from chalicelib import services
-    from chalicelib.local_server import LocalHttpServer
 
     _fresh_prefix(endpoint, "http")
     tenant = services.tenants().create("bench-http")
-    from app import app
 
     server = LocalHttpServer(app, port=0).start()
     errors: list[str] = []
@@ -249,8 +262,6 @@ def _http_phase(endpoint: str, w: Workload) -> dict[str, Any]:
 
 
 def _count_events(ingestor: Any) -> int:
-    from chalicelib import db, keys, tables
-    from chalicelib.settings import get_settings
 
     client = db.get_client()
     table = keys.events_table_name(get_settings().table_prefix, tables.utc_today())
@@ -287,12 +298,6 @@ def baseline_projection_units(client: Any, table: str, tenant: str, events: list
 def _projector_phase(endpoint: str, w: Workload, name: str, *, days: int, events_per_request: int,
                      records_per_batch: int = 100) -> dict[str, Any]:
     """Ingest a workload, then project its stream records in batches as the mapping would."""
-    from chalicelib import db, keys, services
-    from chalicelib.ingest import Ingestor, parse_request
-    from chalicelib.projector import Projector
-    from chalicelib.scoremodels import ScoreModelStore
-    from chalicelib.views import ViewStore
-    from streams.projector import VIEW_VERSION, project_records
 
     prefix = _fresh_prefix(endpoint, name)
     client = db.get_client()
@@ -316,14 +321,14 @@ def _projector_phase(endpoint: str, w: Workload, name: str, *, days: int, events
     records = _wait_records(client, db.get_streams_client(), keys.events_table_name(prefix, now), chunks)
 
     view = ViewStore(client, keys.view_table_name(prefix, VIEW_VERSION))
-    proj = Projector(view, ScoreModelStore(client, keys.control_table_name(prefix)))
+    proj = ViewWriter(view, ScoreModelStore(client, keys.control_table_name(prefix)))
     units = 0.0
     writes = 0
     events = 0
     batches = [records[i:i + records_per_batch] for i in range(0, len(records), records_per_batch)]
     started = time.perf_counter()
     for batch in batches:
-        response, stats = project_records(batch, projector=proj, now=now)
+        response, stats = handle_batch(batch, writer=proj, now=now)
         if response.get("batchItemFailures"):
             raise RuntimeError(f"bench batch failed: {response}")
         units += stats.write_units
@@ -333,7 +338,7 @@ def _projector_phase(endpoint: str, w: Workload, name: str, *, days: int, events
 
     # a re-delivered batch (the largest one, as after a crash before the checkpoint)
     again_batch = max(batches, key=len)
-    again, redelivered = project_records(again_batch, projector=proj, now=now)
+    again, redelivered = handle_batch(again_batch, writer=proj, now=now)
 
     baseline_table = _simple_table(client, f"{prefix}baseline-view", sort_key=True)
     sample = usage[: w.baseline_events]
@@ -371,7 +376,6 @@ def _kind(pk: str, sk: str) -> str:
 
 def _item_sizes(client: Any, table: str) -> dict[str, dict[str, int]]:
     """Approximate stored size (bytes of names and values) of the view items, by kind."""
-    from chalicelib import db
 
     sizes: dict[str, list[int]] = {}
     for it in db.items(client, "scan", TableName=table):
@@ -386,17 +390,9 @@ def _item_sizes(client: Any, table: str) -> dict[str, dict[str, int]]:
 
 def _lag_phase(endpoint: str, w: Workload) -> dict[str, Any]:
     """From ingest 200 OK to the SUMMARY item, through the local ESM runtime with default options."""
+    # deferred: heavy optional dependency, only the HTTP phases need it
     import requests as http
 
-    from chalicelib import db, keys, services
-    from chalicelib.local_server import LocalHttpServer
-    from streams.local_backend import LocalMappingBackend
-    from streams.local_stack import DEFAULT_PROJECTOR_MAPPING
-    from streams.mapping import family_source_arn
-    from streams.poller import RuntimeOptions
-    from streams.projector import VIEW_VERSION
-    from streams.runtime import LocalRuntime
-    from streams.store import ControlStore
 
     prefix = _fresh_prefix(endpoint, "lag")
     client = db.get_client()
@@ -406,7 +402,6 @@ def _lag_phase(endpoint: str, w: Workload) -> dict[str, Any]:
     backend.create(event_source_arn=family_source_arn(prefix), **DEFAULT_PROJECTOR_MAPPING)
     options = RuntimeOptions()
     runtime = LocalRuntime(store, client, db.get_streams_client(), options).start()
-    from app import app
 
     server = LocalHttpServer(app, port=0).start()
     view = keys.view_table_name(prefix, VIEW_VERSION)
@@ -479,8 +474,6 @@ def machine() -> dict[str, Any]:
 @contextmanager
 def _environment() -> Iterator[None]:
     """Benchmarks repoint the process at their own DynamoDB Local; put everything back after."""
-    from chalicelib.stack import use_endpoint
-    from streams.projector import get_projector
 
     saved = {k: os.environ.get(k) for k in ("STREAMFOLD_DYNAMODB_ENDPOINT", "STREAMFOLD_TABLE_PREFIX")}
     try:
@@ -492,7 +485,7 @@ def _environment() -> Iterator[None]:
             else:
                 os.environ[k] = v
         use_endpoint(None)
-        get_projector.cache_clear()
+        get_writer.cache_clear()
 
 
 def run(quick: bool = False, endpoint: str | None = None, log: Any = None,
@@ -505,7 +498,6 @@ def run(quick: bool = False, endpoint: str | None = None, log: Any = None,
         log: ``callable(str)`` for progress lines.
         workload: explicit sizes (overrides ``quick``).
     """
-    from chalicelib.dynamodb_local import DynamoDBLocal
 
     w = workload or (Workload.quick() if quick else Workload.full())
     say = log or (lambda msg: None)
@@ -582,8 +574,6 @@ def table(report: dict[str, Any]) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import contextlib
-    import logging
 
     logging.getLogger("streamfold").setLevel(logging.WARNING)  # keep stdout for the table
     with contextlib.redirect_stdout(sys.stderr):  # EMF metric lines of the handler

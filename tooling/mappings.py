@@ -1,22 +1,27 @@
-"""Components ``streamfold up`` starts: the default projector mapping and the local runtime."""
+"""The ``streamfold up`` component that runs the local event source mappings (default projector mapping + runtime)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from aws_lambda_powertools import Logger
+from typing import Any, Protocol
 
 from chalicelib import db
+from chalicelib.log import logger
+from chalicelib.settings import Settings
 from streams.local_backend import LocalMappingBackend
 from streams.mapping import Mapping, family_source_arn
 from streams.poller import RuntimeOptions
 from streams.runtime import LocalRuntime
 from streams.store import ControlStore
 
-__all__ = ["DEFAULT_PROJECTOR_MAPPING", "LocalMappings", "components"]
 
-logger = Logger(service="streamfold", child=True)
+class StackLike(Protocol):
+    """What a component needs of the stack: its settings."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+
+__all__ = ["DEFAULT_PROJECTOR_MAPPING", "LocalMappings"]
 
 DEFAULT_PROJECTOR_MAPPING: dict[str, Any] = {
     "function_name": "projector:blue",
@@ -33,7 +38,7 @@ DEFAULT_PROJECTOR_MAPPING: dict[str, Any] = {
 class LocalMappings:
     """Ensure the default ``projector`` mapping for the stack's prefix and run every mapping."""
 
-    def __init__(self, stack: Any, options: RuntimeOptions | None = None) -> None:
+    def __init__(self, stack: StackLike, options: RuntimeOptions | None = None) -> None:
         self.stack = stack
         self.options = options or RuntimeOptions()
         self.runtime: LocalRuntime | None = None
@@ -52,8 +57,3 @@ class LocalMappings:
     def stop(self) -> None:
         if self.runtime is not None:
             self.runtime.stop()
-
-
-def components() -> list[Callable[[Any], LocalMappings]]:
-    """Factories ``lambda stack: component`` for :class:`chalicelib.stack.LocalStack`."""
-    return [lambda stack: LocalMappings(stack)]

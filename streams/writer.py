@@ -14,28 +14,26 @@ with message digests, so a message is never counted twice), ``TL#<day>`` (timeli
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from chalicelib import keys
 from chalicelib.scoremodels import ScoreModelStore
+from chalicelib.view_items import account_head_dict, assemble_account, load_account, seats, summary_attrs, user_link
 from chalicelib.views import Blob, ConflictError, ViewStore, to_ddb
 from projections import account, catalog, health, timeline, user
 from projections.account import AccountState, DayActivity
-from projections.events import Event, FrozenMap, format_ts, thaw
+from projections.events import Event, FrozenMap, format_ts
 from projections.health import HealthScore, ScoreModel
 
-__all__ = ["Projector", "ProjectStats", "load_account", "load_catalog", "summary_attrs", "account_head_dict"]
+__all__ = ["ViewWriter", "WriteReport"]
 
 
 @dataclass
-class ProjectStats:
+class WriteReport:
     events: int = 0
     accounts: int = 0
     users: int = 0
@@ -46,80 +44,17 @@ class ProjectStats:
     by_tenant: dict[str, int] = field(default_factory=dict)
 
 
-def account_head_dict(state: AccountState) -> dict[str, Any]:
-    d = state.to_dict()
-    d.pop("days")
-    return d
-
-
-def _assemble(head: dict[str, Any] | None, account_id: str, days: dict[str, dict[str, Any]]) -> AccountState:
-    base = dict(head or {"account_id": account_id})
-    base["days"] = days
-    # merge() with an empty state re-applies the retention cut, exactly as the pure fold does.
-    return account.merge(AccountState.from_dict(base), account.empty(account_id))
-
-
-def load_account(store: ViewStore, tenant_id: str, account_id: str,
-                 head: Blob | None = None) -> tuple[AccountState, Blob, dict[str, Blob]]:
-    """The full stored state of an account, with the blobs it was built from."""
-    pk = keys.account_pk(tenant_id, account_id)
-    if head is None:
-        head = store.get_many([(pk, keys.HEAD_SK)])[(pk, keys.HEAD_SK)]
-    day_blobs, _ = store.query_prefix(pk, keys.DAY_PREFIX)
-    days = {b.sk[len(keys.DAY_PREFIX):]: b for b in day_blobs}
-    state = _assemble(head.data, account_id, {d: b.data for d, b in days.items()})
-    return state, head, days
-
-
-def _seats(state: AccountState) -> int | None:
-    seats = state.trait("seats")
-    if isinstance(seats, bool) or not isinstance(seats, (int, float)) or seats < 1:
-        return None
-    return int(seats)
-
-
-def summary_attrs(tenant_id: str, state: AccountState, hs: HealthScore, as_of: datetime) -> dict[str, Any]:
-    """Attributes of an account's SUMMARY item (listing indexes, score, why)."""
-    counts = account.active_user_counts(state, as_of, (1, 7, 30))
-    traits = {k: thaw(v.value) for k, v in state.traits.items()}
-    last_seen = format_ts(state.last_seen) if state.last_seen else None
-    name = state.name or state.account_id
-    plan = traits.get("plan")
-    return {
-        "gpk": keys.accounts_gpk(tenant_id),
-        "score_sk": keys.score_sk(hs.score, state.account_id),
-        "seen_sk": keys.seen_sk(last_seen, state.account_id),
-        "active_sk": keys.active_sk(counts[30], state.account_id),
-        "name_sk": keys.name_sk(name, state.account_id),
-        "account_id": state.account_id,
-        "name": name,
-        "plan": plan if isinstance(plan, str) else None,
-        "traits_json": json.dumps(traits, sort_keys=True, default=str),
-        "first_seen": format_ts(state.first_seen) if state.first_seen else None,
-        "last_seen": last_seen,
-        "users_count": len(state.users),
-        "active_1d": counts[1],
-        "active_7d": counts[7],
-        "active_30d": counts[30],
-        "score": hs.score,
-        "band": hs.band,
-        "trend": hs.trend,
-        "model_version": hs.model_version,
-        "health_json": json.dumps({**hs.to_dict(), "as_of": None}, sort_keys=True),
-    }
-
-
 # Summary attributes that are bookkeeping, not content: a change in these alone is not written.
 _VOLATILE = {"as_of", "alerts"}
 
 
-class Projector:
+class ViewWriter:
     """Applies batches of events to one view table version.
 
     Args:
         store: the view table.
         models: per-tenant score models.
-        outbox: where alerts are written (``chalicelib.alerts.Outbox``); may be None.
+        outbox: where alerts are written (``streams.alerts.Outbox``); may be None.
         search: an indexer with ``index(tenant, accounts, users)`` (search projection); may be None.
     """
 
@@ -129,8 +64,8 @@ class Projector:
         self.outbox = outbox
         self.search = search
 
-    def project(self, events_by_tenant: dict[str, list[Event]], now: datetime) -> ProjectStats:
-        stats = ProjectStats()
+    def record(self, events_by_tenant: dict[str, list[Event]], now: datetime) -> WriteReport:
+        stats = WriteReport()
         before = (self.store.stats.write_units, self.store.stats.writes, self.store.stats.skipped)
         for tenant_id, events in events_by_tenant.items():
             if not events:
@@ -152,7 +87,7 @@ class Projector:
     # --- accounts ----------------------------------------------------------------------------
 
     def _accounts(self, tenant_id: str, events: list[Event], now: datetime,
-                  stats: ProjectStats) -> dict[str, dict[str, Any]]:
+                  stats: WriteReport) -> dict[str, dict[str, Any]]:
         batch = account.fold_all(events)
         if not batch:
             return {}
@@ -189,7 +124,7 @@ class Projector:
 
     def _write_head(self, pk: str, blob: Blob, new: AccountState) -> None:
         def update(b: Blob) -> tuple[Any, None] | None:
-            stored = _assemble(b.data, new.account_id, {}) if b.data else account.empty(new.account_id)
+            stored = assemble_account(b.data, new.account_id, {}) if b.data else account.empty(new.account_id)
             head_only = AccountState(new.account_id, new.traits, new.first_seen, new.last_seen, new.users,
                                      FrozenMap(), new.event_spans)
             merged = account.merge(stored, head_only)
@@ -218,7 +153,7 @@ class Projector:
     def _write_summary(self, tenant_id: str, state: AccountState, model: ScoreModel, now: datetime,
                        blob: Blob | None) -> tuple[dict[str, Any] | None, int]:
         """Score the account and write its SUMMARY (and an alert, atomically) if anything changed."""
-        hs = health.score(state, model, now, _seats(state))
+        hs = health.score(state, model, now, seats(state))
         attrs = summary_attrs(tenant_id, state, hs, now)
         pk = keys.account_pk(tenant_id, state.account_id)
         return self.write_summary(tenant_id, pk, attrs, hs, model, now, blob)
@@ -267,10 +202,8 @@ class Projector:
                 {"Put": {"TableName": self.outbox.table, "Item": alert_item,
                          "ConditionExpression": "attribute_not_exists(pk)"}},
             ], ReturnConsumedCapacity="TOTAL")
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "TransactionCanceledException":
-                raise ConflictError(blob.pk) from None
-            raise
+        except self.store.client.exceptions.TransactionCanceledException:
+            raise ConflictError(blob.pk) from None
         self.store.stats.add(writes=2, write_units=sum(c.get("CapacityUnits", 0)
                                                        for c in resp.get("ConsumedCapacity", [])))
 
@@ -315,10 +248,10 @@ class Projector:
             if result is None:
                 return user_key, None
             stored, merged = box
-            link = _user_link(merged)
+            link = user_link(merged)
             # Links hold what rarely changes (traits, first seen): rewrite them only when that
             # changed or the user joined an account, not on every event of the user.
-            unchanged = stored is not None and _user_link(stored) == link
+            unchanged = stored is not None and user_link(stored) == link
             for account_id in merged.accounts:
                 if unchanged and account_id in stored.accounts:
                     continue
@@ -337,9 +270,8 @@ class Projector:
                 ConditionExpression="attribute_not_exists(pk) OR user_ver < :v",
                 ExpressionAttributeValues={":v": {"N": str(user_ver)}})
             self.store.stats.add(writes=1, write_units=resp.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise  # a newer version of the user already wrote its link: nothing to do
+        except self.store.client.exceptions.ConditionalCheckFailedException:
+            pass  # a newer version of the user already wrote its link: nothing to do
 
     # --- catalog -------------------------------------------------------------------------------
 
@@ -380,40 +312,5 @@ class Projector:
         self.store.run(one, work)
 
 
-def load_catalog(store: ViewStore, tenant_id: str) -> catalog.CatalogState:
-    """The tenant's catalog assembled from its head and per-day items (retention re-applied)."""
-    pk = keys.catalog_pk(tenant_id)
-    heads, _ = store.query_prefix(pk, keys.CATALOG_NAME_PREFIX)
-    days, _ = store.query_prefix(pk, keys.DAY_PREFIX)
-    entries: dict[str, dict[str, Any]] = {}
-    for b in heads:
-        data = dict(b.data)
-        entries[data.pop("name")] = data
-    for b in days:
-        day, name = b.sk[len(keys.DAY_PREFIX):].split("#", 1)
-        entries.setdefault(name, {}).setdefault("days", {})[day] = b.data
-    state = catalog.CatalogState.from_dict({"entries": {n: e for n, e in entries.items() if "first_seen" in e}})
-    return catalog.merge(state, catalog.empty())
-
-
 def _never_active(score: HealthScore) -> bool:
     return any(f.name == "recency" and f.raw is None for f in score.factors)
-
-
-def _user_link(state: user.UserState) -> dict[str, Any]:
-    traits = {k: thaw(v.value) for k, v in state.traits.items()}
-    return {
-        "user_id": state.user_key,
-        "name": traits.get("name") if isinstance(traits.get("name"), str) else None,
-        "email": traits.get("email") if isinstance(traits.get("email"), str) else None,
-        "traits_json": json.dumps(traits, sort_keys=True, default=str),
-        "first_seen": format_ts(state.first_seen) if state.first_seen else None,
-    }
-
-
-def alert_id(tenant_id: str, account_id: str, kind: str, prev: HealthScore | None, new: HealthScore) -> str:
-    raw = f"{tenant_id}|{account_id}|{kind}|{prev.score if prev else ''}|{prev.band if prev else ''}|" \
-          f"{new.score}|{new.band}|{new.model_version}"
-    return hashlib.sha256(raw.encode()).hexdigest()[:24]
-
-

@@ -13,14 +13,17 @@ runtime discovers new day tables itself.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from chalicelib import tables
+import boto3
+
+from chalicelib import db, tables
+from chalicelib.log import logger
+from chalicelib.settings import get_settings
 
 __all__ = [
     "LambdaMappingBackend",
@@ -33,7 +36,6 @@ __all__ = [
     "settings_from_env",
 ]
 
-log = logging.getLogger(__name__)
 
 DAYS_AHEAD = 1
 
@@ -112,7 +114,7 @@ class LambdaMappingBackend:
         if self.existing(stream_arn):
             return False
         created = self._lambda.create_event_source_mapping(**self._settings.create_request(stream_arn))
-        log.info("mapped %s -> %s (%s)", stream_arn, self._settings.function_name, created.get("UUID"))
+        logger.info("mapped %s -> %s (%s)", stream_arn, self._settings.function_name, created.get("UUID"))
         return True
 
 
@@ -193,7 +195,7 @@ def rotate(
     result.tables = tables.ensure_event_tables(client, prefix, today, days_ahead=DAYS_AHEAD)
     result.created_tables = [name for name in result.tables if name not in before]
     for name in result.created_tables:
-        log.info("created day table %s", name)
+        logger.info("created day table %s", name)
 
     backend = mapping_backend
     if backend is None and lambda_client is not None:
@@ -219,10 +221,7 @@ def rotate(
 
 def run(now: datetime | None = None) -> RotationResult:
     """One scheduled rotation with the process settings (clients built here, not at import)."""
-    import boto3
 
-    from chalicelib import db
-    from chalicelib.settings import get_settings
 
     settings = get_settings()
     lambda_client = None if settings.is_local else boto3.session.Session().client("lambda", region_name=settings.region)

@@ -156,6 +156,7 @@ def calls(plan: DemoPlan, now: datetime, seed: int = 11) -> Iterator[tuple[str, 
 def send(url: str, write_key: str, *, seed: int = 7, accounts: int = 200, days: int = 30,
          now: datetime | None = None) -> dict[str, int]:
     """Send the history through ``segment-analytics-python`` to ``url``; returns counts."""
+    # deferred: heavy optional dependency, only the SDK-driven phases need it
     from segment.analytics import Client
 
     errors: list[Any] = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import threading
@@ -12,13 +11,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from app import app
 from chalicelib import db, services, tables
-from chalicelib.dynamodb_local import DynamoDBLocal
-from chalicelib.settings import get_settings, reset_settings
+from chalicelib.log import logger
+from chalicelib.settings import Settings, get_settings, reset_settings
+from chalicelib.versions import VIEW_VERSION
+from streams import handler
+from tooling.dynamodb_local import DynamoDBLocal
+from tooling.server import LocalHttpServer
 
-__all__ = ["LocalStack", "Component", "read_stack_file", "use_endpoint"]
-
-log = logging.getLogger(__name__)
+__all__ = ["Component", "LocalStack", "read_stack_file", "use_endpoint"]
 
 
 class Component(Protocol):
@@ -38,6 +40,7 @@ def use_endpoint(endpoint: str | None, prefix: str | None = None) -> None:
     reset_settings()
     db.reset_clients()
     services.reset()
+    handler.get_writer.cache_clear()
 
 
 def stack_file(data_dir: Path) -> Path:
@@ -77,7 +80,7 @@ class LocalStack:
         self._stopped = threading.Event()
 
     @property
-    def settings(self):  # type: ignore[no-untyped-def]
+    def settings(self) -> Settings:
         return get_settings()
 
     def start(self) -> LocalStack:
@@ -90,15 +93,11 @@ class LocalStack:
         client = db.get_client()
         tables.ensure_control_table(client, s.table_prefix)
         tables.ensure_event_tables(client, s.table_prefix, tables.utc_today())
-        from streams.projector import VIEW_VERSION
-
         tables.ensure_view_table(client, s.table_prefix, VIEW_VERSION)
         for factory in self._factories:
             comp = factory(self)
             comp.start()
             self.components.append(comp)
-        from app import app  # imported late: the app reads settings lazily, but keep start-up order obvious
-        from chalicelib.local_server import LocalHttpServer
 
         self.http = LocalHttpServer(app, port=self.port).start()
         s.data_dir.mkdir(parents=True, exist_ok=True)
@@ -117,7 +116,7 @@ class LocalStack:
             try:
                 comp.stop()
             except Exception:
-                log.exception("stopping %r", comp)
+                logger.exception("stopping %r", comp)
         try:
             stack_file(get_settings().data_dir).unlink(missing_ok=True)
         except OSError:

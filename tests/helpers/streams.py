@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable
 from datetime import date
@@ -27,7 +28,6 @@ FAST = RuntimeOptions(poll_interval=0.05, discovery_interval=0.3, retry_base_del
 
 def fast_options(**overrides: Any) -> RuntimeOptions:
     """:data:`FAST` with some fields replaced."""
-    import dataclasses
 
     return dataclasses.replace(FAST, **overrides)
 

@@ -1,4 +1,4 @@
-"""Handler side of the contract: Powertools batch processing over DynamoDB stream records.
+"""A test double for the handler side of the contract: Powertools batch processing over stream records.
 
 :func:`batch_handler` wraps a per-record function into a Lambda handler that reports partial
 failures (``{"batchItemFailures": [...]}``) with ``BatchProcessor(EventType.DynamoDBStreams)``
@@ -12,7 +12,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import (
     DynamoDBRecord,
@@ -21,7 +20,6 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 
 __all__ = ["DynamoDBRecord", "DynamoDBStreamEvent", "EchoHandler", "RecordHandler", "batch_handler", "echo_handler"]
 
-logger = Logger(service="streamfold", child=True)
 
 RecordHandler = Callable[[DynamoDBRecord], Any]
 
@@ -89,4 +87,4 @@ class EchoHandler:
 
 
 echo_handler = EchoHandler()
-"""A process-wide echo handler, registered as function ``echo``."""
+"""A process-wide echo handler for tests that register it as function ``echo``."""

@@ -1,0 +1,113 @@
+"""View item codecs shared by the writer (stream side) and the query API: how folded states are
+stored in, and assembled back from, the view table's items.
+
+Items per account: ``HEAD`` (traits, users, first/last seen), ``DAY#<day>`` (daily rollups),
+``TL#<day>`` (timeline), ``SUMMARY`` (score, band, trend, factors, listing-index keys). Per user:
+``HEAD`` plus a ``USER#<user>`` link in each of its accounts. Per tenant: the catalog.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from chalicelib import keys
+from chalicelib.views import Blob, ViewStore
+from projections import account, catalog, user
+from projections.account import AccountState
+from projections.events import format_ts, thaw
+from projections.health import HealthScore
+
+__all__ = ["account_head_dict", "assemble_account", "load_account", "load_catalog", "seats", "summary_attrs",
+           "user_link"]
+
+
+def account_head_dict(state: AccountState) -> dict[str, Any]:
+    d = state.to_dict()
+    d.pop("days")
+    return d
+
+
+def assemble_account(head: dict[str, Any] | None, account_id: str, days: dict[str, dict[str, Any]]) -> AccountState:
+    base = dict(head or {"account_id": account_id})
+    base["days"] = days
+    # merge() with an empty state re-applies the retention cut, exactly as the pure fold does.
+    return account.merge(AccountState.from_dict(base), account.empty(account_id))
+
+
+def load_account(store: ViewStore, tenant_id: str, account_id: str,
+                 head: Blob | None = None) -> tuple[AccountState, Blob, dict[str, Blob]]:
+    """The full stored state of an account, with the blobs it was built from."""
+    pk = keys.account_pk(tenant_id, account_id)
+    if head is None:
+        head = store.get_many([(pk, keys.HEAD_SK)])[(pk, keys.HEAD_SK)]
+    day_blobs, _ = store.query_prefix(pk, keys.DAY_PREFIX)
+    days = {b.sk[len(keys.DAY_PREFIX):]: b for b in day_blobs}
+    state = assemble_account(head.data, account_id, {d: b.data for d, b in days.items()})
+    return state, head, days
+
+
+def seats(state: AccountState) -> int | None:
+    seats = state.trait("seats")
+    if isinstance(seats, bool) or not isinstance(seats, (int, float)) or seats < 1:
+        return None
+    return int(seats)
+
+
+def summary_attrs(tenant_id: str, state: AccountState, hs: HealthScore, as_of: datetime) -> dict[str, Any]:
+    """Attributes of an account's SUMMARY item (listing indexes, score, why)."""
+    counts = account.active_user_counts(state, as_of, (1, 7, 30))
+    traits = {k: thaw(v.value) for k, v in state.traits.items()}
+    last_seen = format_ts(state.last_seen) if state.last_seen else None
+    name = state.name or state.account_id
+    plan = traits.get("plan")
+    return {
+        "gpk": keys.accounts_gpk(tenant_id),
+        "score_sk": keys.score_sk(hs.score, state.account_id),
+        "seen_sk": keys.seen_sk(last_seen, state.account_id),
+        "active_sk": keys.active_sk(counts[30], state.account_id),
+        "name_sk": keys.name_sk(name, state.account_id),
+        "account_id": state.account_id,
+        "name": name,
+        "plan": plan if isinstance(plan, str) else None,
+        "traits_json": json.dumps(traits, sort_keys=True, default=str),
+        "first_seen": format_ts(state.first_seen) if state.first_seen else None,
+        "last_seen": last_seen,
+        "users_count": len(state.users),
+        "active_1d": counts[1],
+        "active_7d": counts[7],
+        "active_30d": counts[30],
+        "score": hs.score,
+        "band": hs.band,
+        "trend": hs.trend,
+        "model_version": hs.model_version,
+        "health_json": json.dumps({**hs.to_dict(), "as_of": None}, sort_keys=True),
+    }
+
+
+def load_catalog(store: ViewStore, tenant_id: str) -> catalog.CatalogState:
+    """The tenant's catalog assembled from its head and per-day items (retention re-applied)."""
+    pk = keys.catalog_pk(tenant_id)
+    heads, _ = store.query_prefix(pk, keys.CATALOG_NAME_PREFIX)
+    days, _ = store.query_prefix(pk, keys.DAY_PREFIX)
+    entries: dict[str, dict[str, Any]] = {}
+    for b in heads:
+        data = dict(b.data)
+        entries[data.pop("name")] = data
+    for b in days:
+        day, name = b.sk[len(keys.DAY_PREFIX):].split("#", 1)
+        entries.setdefault(name, {}).setdefault("days", {})[day] = b.data
+    state = catalog.CatalogState.from_dict({"entries": {n: e for n, e in entries.items() if "first_seen" in e}})
+    return catalog.merge(state, catalog.empty())
+
+
+def user_link(state: user.UserState) -> dict[str, Any]:
+    traits = {k: thaw(v.value) for k, v in state.traits.items()}
+    return {
+        "user_id": state.user_key,
+        "name": traits.get("name") if isinstance(traits.get("name"), str) else None,
+        "email": traits.get("email") if isinstance(traits.get("email"), str) else None,
+        "traits_json": json.dumps(traits, sort_keys=True, default=str),
+        "first_seen": format_ts(state.first_seen) if state.first_seen else None,
+    }

@@ -1,0 +1,123 @@
+"""The stream handler: DynamoDB stream records of the day tables -> the view table.
+
+:func:`on_day_table_records` is the Lambda entry point (an Event Source Mapping on every day
+table's stream) and the function the local runtime invokes, with the same event. Each record is a
+packed chunk (:mod:`chalicelib.chunks`); Powertools' ``BatchProcessor`` decodes and validates
+records one by one (a corrupt chunk or an invalid event fails only its record and is reported in
+``batchItemFailures``), then the whole batch of good records is folded in memory and written once
+by the :class:`streams.writer.ViewWriter`. A storage failure fails the invocation, so the mapping
+retries/bisects the batch; re-applying it is a no-op.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
+from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import (
+    DynamoDBRecord,
+    DynamoDBRecordEventName,
+)
+
+from chalicelib import keys
+from chalicelib.chunks import decode_chunk_body
+from chalicelib.db import get_client
+from chalicelib.log import logger, metrics
+from chalicelib.scoremodels import ScoreModelStore
+from chalicelib.search import get_indexer
+from chalicelib.settings import get_settings
+from chalicelib.versions import active_view_version
+from chalicelib.views import ViewStore
+from projections.events import Event
+from streams.alerts import Outbox
+from streams.writer import ViewWriter, WriteReport
+
+__all__ = ["PoisonRecordError", "decode_record", "get_writer", "handle_batch", "on_day_table_records"]
+
+
+class _Writers:
+    """``get_writer(version=None, prefix=None)``: the process-wide view writer for a view version
+    (default: the active one), built once; ``get_writer.cache_clear()`` forgets them."""
+
+    def __call__(self, version: int | None = None, prefix: str | None = None) -> ViewWriter:
+        if version is None:
+            version = active_view_version(get_client(), get_settings().control_table)
+        return _writer(version, prefix)
+
+    def cache_clear(self) -> None:
+        _writer.cache_clear()
+
+
+get_writer = _Writers()
+
+
+@lru_cache(maxsize=4)
+def _writer(version: int, prefix: str | None) -> ViewWriter:
+    s = get_settings()
+    p = s.table_prefix if prefix is None else prefix
+    client = get_client()
+    return ViewWriter(ViewStore(client, keys.view_table_name(p, version)),
+                      ScoreModelStore(client, keys.control_table_name(p)),
+                      Outbox(client, keys.control_table_name(p)), get_indexer(version))
+
+
+def decode_record(record: DynamoDBRecord) -> tuple[str, list[Event]]:
+    """A stream record -> ``(tenant_id, events)``. Raises ValueError on a poison record."""
+    if record.event_name not in (DynamoDBRecordEventName.INSERT, DynamoDBRecordEventName.MODIFY):
+        return "", []
+    image = record.dynamodb.new_image if record.dynamodb else {}
+    if not image:
+        raise ValueError("record has no NewImage (stream view type must include new images)")
+    try:
+        tenant, body = image["tenant"], image["body"]
+    except KeyError as exc:
+        raise ValueError(f"record is not a chunk: missing {exc}") from exc
+    return str(tenant), [Event.from_wire(e) for e in decode_chunk_body(body, image.get("pk"))]
+
+
+def handle_batch(records: list[dict[str, Any]], context: Any = None, *, writer: ViewWriter | None = None,
+                 now: datetime | None = None) -> tuple[dict[str, Any], WriteReport]:
+    """Process one batch; returns the partial-batch response and what was written."""
+    collected: dict[str, list[Event]] = {}
+
+    def record_handler(record: DynamoDBRecord) -> None:
+        tenant, events = decode_record(record)
+        if events:
+            collected.setdefault(tenant, []).extend(events)
+
+    processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
+    with processor(records=records, handler=record_handler, lambda_context=context):
+        processor.process()
+    report = (writer or get_writer()).record(collected, now or datetime.now(UTC))
+    response: dict[str, Any] = dict(processor.response())
+    if response.get("batchItemFailures"):
+        logger.warning("poison records in batch", extra={"failures": response["batchItemFailures"]})
+    return response, report
+
+
+@metrics.log_metrics
+def on_day_table_records(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda entry point (DynamoDB Streams event source mapping, ReportBatchItemFailures)."""
+    records = event.get("Records", [])
+    response, report = handle_batch(records, context)
+    metrics.add_metric(name="EventsProjected", unit=MetricUnit.Count, value=report.events)
+    metrics.add_metric(name="ViewWriteUnits", unit=MetricUnit.Count, value=report.write_units)
+    metrics.add_metric(name="AlertsRaised", unit=MetricUnit.Count, value=report.alerts)
+    logger.info("batch projected", extra={"records": len(records), "events": report.events,
+                                          "write_units": report.write_units, "writes": report.writes,
+                                          "accounts": report.accounts})
+    failed = [f.get("itemIdentifier") for f in response.get("batchItemFailures", [])]
+    if failed and len(records) > 1:
+        # Reporting a poison record makes the mapping retry it *with every record behind it* (and count a
+        # retry), so once retries run out good records would be dead-lettered too. A function error lets the
+        # mapping bisect (our mappings all set BisectBatchOnFunctionError) until the poison record is alone;
+        # the good records are applied already, and re-applying them writes nothing.
+        raise PoisonRecordError(f"{len(failed)} poison record(s) in a batch of {len(records)}: {failed}")
+    return response
+
+
+class PoisonRecordError(Exception):
+    """A batch holds records that cannot be decoded (raised so the mapping bisects down to them)."""

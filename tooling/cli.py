@@ -1,0 +1,328 @@
+"""The ``streamfold`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from chalicelib import db, services, tables
+from chalicelib.log import logger
+from chalicelib.settings import get_settings
+from chalicelib.versions import active_view_version
+from streams import replay
+from streams.alerts import AlertDeliverer, Outbox
+from streams.backend import swap
+from streams.dlq import redrive
+from streams.local_backend import LocalMappingBackend
+from streams.mapping import Mapping
+from streams.rescore import rescore_all
+from streams.status import status_report
+from streams.store import ControlStore
+from tooling import bench
+from tooling.demo import KEY_FEATURES, send
+from tooling.dynamodb_local import DynamoDBLocal, DynamoDBLocalError
+from tooling.loops import Periodic
+from tooling.mappings import LocalMappings
+from tooling.stack import Component, LocalStack, read_stack_file, use_endpoint
+
+__all__ = ["build_parser", "main", "storage"]
+
+DEMO_TENANT_FILE = "demo-tenant.json"
+
+
+@contextlib.contextmanager
+def storage() -> Iterator[dict[str, Any] | None]:
+    """Make DynamoDB reachable: the configured endpoint, a running ``streamfold up``, or a
+    temporary DynamoDB Local on the persistent ``.data`` database. Yields the running stack info."""
+    s = get_settings()
+    if s.dynamodb_endpoint:
+        yield read_stack_file(s.data_dir)
+        return
+    info = read_stack_file(s.data_dir)
+    if info:
+        use_endpoint(info["endpoint"], info.get("prefix"))
+        yield info
+        return
+    with DynamoDBLocal(db_path=s.data_dir / "dynamodb") as ddb:
+        use_endpoint(ddb.endpoint)
+        tables.ensure_control_table(db.get_client(), s.table_prefix)
+        yield None
+
+
+def local_components() -> list[Callable[[LocalStack], Component]]:
+    """Components ``streamfold up`` starts besides storage and HTTP: the local event source mappings,
+    alert delivery every 2 s, and the hourly rescoring (AWS runs the last two on schedules)."""
+
+    def alerts(stack: LocalStack) -> Component:
+        deliverer = AlertDeliverer(Outbox(db.get_client(), get_settings().control_table), services.tenants())
+        return Periodic("alerts", deliverer.deliver_all, 2.0)
+
+    def rescorer(stack: LocalStack) -> Component:
+        return Periodic("rescore", lambda: logger.info("rescored", extra={"written": rescore_all()}), 3600.0)
+
+    return [LocalMappings, alerts, rescorer]
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    stack = LocalStack(port=args.port, in_memory=args.in_memory, components=local_components())
+    try:
+        stack.start()
+    except DynamoDBLocalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"streamfold is up: {stack.http.url}  (DynamoDB: {get_settings().dynamodb_endpoint})", flush=True)
+    if args.demo:
+        try:
+            creds = ensure_demo_tenant()
+            print("sending demo traffic through segment-analytics-python ...", flush=True)
+            counts = send(stack.http.url, creds["write_key"])
+            print(f"demo sent: {json.dumps(counts)}", flush=True)
+            print_where_to_look(stack.http.url, creds)
+        except Exception as exc:
+            print(f"demo failed: {exc}", file=sys.stderr, flush=True)
+    print("Ctrl-C to stop.", flush=True)
+    stack.wait()
+    return 0
+
+
+def print_where_to_look(url: str, creds: dict[str, str]) -> None:
+    print("", flush=True)
+    print(f"  Dashboard:  {url}/", flush=True)
+    print(f"  API token:  {creds['api_token']}   (paste it into the dashboard sign-in)", flush=True)
+    print(f"  Write key:  {creds['write_key']}", flush=True)
+    print(f"  Try:        curl -H 'Authorization: Bearer {creds['api_token']}' {url}/api/accounts", flush=True)
+    print("", flush=True)
+
+
+def ensure_demo_tenant() -> dict[str, str]:
+    """The demo tenant's credentials (created once, kept under .data/)."""
+    s = get_settings()
+    path = s.data_dir / DEMO_TENANT_FILE
+    if path.exists():
+        creds = json.loads(path.read_text())
+        if services.tenants().get(creds["tenant_id"]) is not None:
+            return creds
+    creds = services.tenants().create("Acme Analytics (demo)")
+
+    services.tenants().put_settings(creds["tenant_id"], {"key_features": KEY_FEATURES})
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(creds))
+    return creds
+
+
+def cmd_tenant_create(args: argparse.Namespace) -> int:
+    with storage():
+        print(json.dumps(services.tenants().create(args.name)))
+    return 0
+
+
+def cmd_tenant_list(args: argparse.Namespace) -> int:
+    with storage():
+        for t in services.tenants().list():
+            print(json.dumps({"tenant_id": t.tenant_id, "name": t.name}))
+    return 0
+
+
+def cmd_tenant_set(args: argparse.Namespace) -> int:
+    with storage():
+        store = services.tenants()
+        if store.get(args.tenant_id) is None:
+            print(f"error: no tenant {args.tenant_id!r}", file=sys.stderr)
+            return 2
+        settings = store.get_settings(args.tenant_id)
+        if args.webhook_url is not None:
+            if args.webhook_url and not args.webhook_url.startswith(("http://", "https://")):
+                print("error: --webhook-url must be an http(s) URL", file=sys.stderr)
+                return 2
+            settings["webhook_url"] = args.webhook_url
+        if args.key_features is not None:
+            settings["key_features"] = [f.strip() for f in args.key_features.split(",") if f.strip()]
+        store.put_settings(args.tenant_id, settings)
+        print(json.dumps({"tenant_id": args.tenant_id, **settings}))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+
+    with storage() as info:
+        url = args.url or (info or {}).get("url")
+        if not url:
+            print("error: no running stack; start `streamfold up` first or pass --url", file=sys.stderr)
+            return 2
+        creds = ensure_demo_tenant()
+    counts = send(url, creds["write_key"], accounts=args.accounts, days=args.days)
+    print(json.dumps(counts))
+    print_where_to_look(url, creds)
+    return 0
+
+
+def _parts() -> tuple[ControlStore, LocalMappingBackend]:
+    store = ControlStore(db.get_client(), get_settings().control_table)
+    return store, LocalMappingBackend(store, db.get_client(), db.get_streams_client(), poll=0.1)
+
+
+def _select(backend: LocalMappingBackend, args: argparse.Namespace) -> list[Mapping]:
+    if getattr(args, "uuid", None):
+        m = backend.get(args.uuid)
+        return [m] if m else []
+    return backend.list(function_name=getattr(args, "function", None))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+
+    with storage():
+        store, _ = _parts()
+        print(json.dumps({"mappings": status_report(store)}, indent=2))
+    return 0
+
+
+def cmd_mappings(args: argparse.Namespace) -> int:
+
+    with storage():
+        store, backend = _parts()
+        selected = _select(backend, args)
+        if args.mappings_cmd != "list" and not selected:
+            print("error: no matching mapping", file=sys.stderr)
+            return 2
+        for m in selected:
+            if args.mappings_cmd == "swap":
+                m = swap(backend, m.uuid, to=args.to, timeout=args.timeout)
+            elif args.mappings_cmd == "disable":
+                if m.state not in ("Disabled", "Disabling"):
+                    backend.update(m.uuid, enabled=False)
+                m = backend.wait_for_state(m.uuid, "Disabled", args.timeout)
+            elif args.mappings_cmd == "enable":
+                if m.state not in ("Enabled", "Enabling"):
+                    backend.update(m.uuid, enabled=True)
+                m = backend.wait_for_state(m.uuid, "Enabled", args.timeout)
+            print(json.dumps(m.to_dict()))
+    return 0
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+
+    with storage():
+        store, backend = _parts()
+        for m in _select(backend, args):
+            if args.dlq_cmd == "list":
+                for d in store.dead_letters(m.uuid):
+                    info = d.info["DDBStreamBatchInfo"]
+                    print(json.dumps({"mapping": m.uuid, "id": d.id, "condition": d.condition,
+                                      "records": info["batchSize"], "shard": info["shardId"],
+                                      "first": info["startSequenceNumber"], "last": info["endSequenceNumber"],
+                                      "error": d.info["responseContext"].get("error"),
+                                      "redrive_attempts": d.redrive_attempts, "stored": d.records is not None}))
+            else:
+                r = redrive(store, m, db.get_streams_client())
+                print(json.dumps({"mapping": m.uuid, "function": m.function_name, "delivered": r.delivered,
+                                  "failed": r.failed, "records": r.records}))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+
+    if args.projection != "view":
+        print(f"error: unknown projection {args.projection!r} (the single-table view is `view`)", file=sys.stderr)
+        return 2
+    with storage():
+        client, prefix = db.get_client(), get_settings().table_prefix
+        active = active_view_version(client, get_settings().control_table, cached=False)
+        out: dict[str, Any] = {"active_before": active}
+        if not args.no_rebuild:
+            out["rebuild"] = vars(replay.rebuild(client, prefix, args.version))
+        if args.compare:
+            other = args.against if args.against is not None else active
+            cmp = replay.compare(client, prefix, other, args.version)
+            out["compare"] = cmp.to_dict()
+            if args.promote and not cmp.equal and not args.force:
+                print(json.dumps(out, indent=2))
+                print("not promoting: versions differ (use --force after checking the differences)", file=sys.stderr)
+                return 1
+        if args.promote:
+            out["promote"] = vars(replay.promote(client, prefix, args.version))
+            out["active_after"] = args.version
+        print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+def _register_streams(subparsers: Any) -> None:
+    """``status``, ``mappings``, ``replay`` and ``dlq``."""
+    st = subparsers.add_parser("status", help="mappings, shard checkpoints, iterator age / lag")
+    st.set_defaults(func=cmd_status)
+
+    mp = subparsers.add_parser("mappings", help="list / swap / disable / enable the local mappings")
+    msub = mp.add_subparsers(dest="mappings_cmd", required=True)
+    for name, help_ in (("list", "show mappings"), ("swap", "blue/green retarget keeping the position"),
+                        ("disable", "disable and wait for Disabled"), ("enable", "enable and wait for Enabled")):
+        p = msub.add_parser(name, help=help_)
+        p.add_argument("--uuid", help="one mapping (default: all mappings of --function)")
+        p.add_argument("--function", default=None if name == "list" else "projector",
+                       help="function name (base or name:colour)")
+        p.add_argument("--timeout", type=float, default=60.0)
+        if name == "swap":
+            p.add_argument("--to", required=True, choices=["blue", "green"])
+        p.set_defaults(func=cmd_mappings)
+
+    rp = subparsers.add_parser("replay", help="rebuild a projection version from the day tables, compare, promote")
+    rp.add_argument("projection", help="projection to rebuild: `view` (accounts, users, catalog, scores)")
+    rp.add_argument("--version", type=int, required=True, help="target view version (table <prefix>view-vN)")
+    rp.add_argument("--compare", action="store_true", help="diff against the active version (or --against)")
+    rp.add_argument("--against", type=int, default=None)
+    rp.add_argument("--promote", action="store_true", help="make it active, then catch up with the newest days")
+    rp.add_argument("--force", action="store_true", help="promote even if the comparison found differences")
+    rp.add_argument("--no-rebuild", action="store_true", help="only compare / promote")
+    rp.set_defaults(func=cmd_replay)
+
+    dq = subparsers.add_parser("dlq", help="dead-lettered batches of the local mappings")
+    dsub = dq.add_subparsers(dest="dlq_cmd", required=True)
+    for name, help_ in (("list", "list dead-lettered batches"),
+                        ("redrive", "send them to the mapping's current function again")):
+        p = dsub.add_parser(name, help=help_)
+        p.add_argument("--uuid")
+        p.add_argument("--function", default=None)
+        p.set_defaults(func=cmd_dlq)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="streamfold", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start the local stack (DynamoDB Local, mappings, HTTP server)")
+    up.add_argument("--port", type=int, default=8080)
+    up.add_argument("--in-memory", action="store_true", help="keep DynamoDB Local in memory")
+    up.add_argument("--demo", action="store_true", help="send the demo history once the stack is up")
+    up.set_defaults(func=cmd_up)
+
+    tenant = sub.add_parser("tenant", help="manage tenants").add_subparsers(dest="tenant_cmd", required=True)
+    tc = tenant.add_parser("create", help="create a tenant; prints its tenant_id, write_key and api_token")
+    tc.add_argument("name")
+    tc.set_defaults(func=cmd_tenant_create)
+    tenant.add_parser("list").set_defaults(func=cmd_tenant_list)
+    ts = tenant.add_parser("set", help="tenant settings: alert webhook URL, key features of the score model")
+    ts.add_argument("tenant_id")
+    ts.add_argument("--webhook-url", help="where score alerts are POSTed locally (empty string: none)")
+    ts.add_argument("--key-features", help="comma-separated event names (default model's breadth factor)")
+    ts.set_defaults(func=cmd_tenant_set)
+
+    demo = sub.add_parser("demo", help="send a realistic usage history through the Segment SDK")
+    demo.add_argument("--url", help="base URL of the ingest API (default: the running stack)")
+    demo.add_argument("--accounts", type=int, default=200)
+    demo.add_argument("--days", type=int, default=30)
+    demo.set_defaults(func=cmd_demo)
+
+    _register_streams(sub)
+    bench.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
