@@ -17,7 +17,6 @@ What moto (5.2.5) lacks, and how these tests deal with it:
 from __future__ import annotations
 
 import io
-import json
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -212,7 +211,7 @@ def test_missing_bucket_alarm_topic_or_stage(aws: dict[str, Any], capsys: pytest
 
 
 def test_code_paths_point_at_the_uploaded_zip() -> None:
-    template = {"Resources": {
+    template: dict[str, Any] = {"Resources": {
         "Sam": {"Type": "AWS::Serverless::Function", "Properties": {"CodeUri": "./deployment.zip"}},
         "Plain": {"Type": "AWS::Lambda::Function", "Properties": {"Code": "./deployment.zip"}},
         "Inline": {"Type": "AWS::Lambda::Function", "Properties": {"Code": {"ZipFile": "x"}}},

@@ -159,7 +159,7 @@ Resources:
 
 
 def _change(logical_id: str, rtype: str, action: str, replacement: str | None = None,
-            details: list[tuple[str, str]] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+            details: tuple[tuple[str, str], ...] | list[tuple[str, str]] = ()) -> dict[str, Any]:
     rc: dict[str, Any] = {"Action": action, "LogicalResourceId": logical_id, "ResourceType": rtype,
                           "Scope": ["Properties"] if details else [], "Details": []}
     if action != "Add":
