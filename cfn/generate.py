@@ -31,6 +31,9 @@ from chalicelib import keys, tables
 __all__ = [
     "PREFIX_PLACEHOLDER",
     "STORAGE_EXPORTS",
+    "COLOURS",
+    "OUTBOX_DRAIN",
+    "alias_id",
     "app_function_names",
     "cfn_resource_name",
     "chalice_config",
@@ -56,6 +59,16 @@ STREAM_FAILURES_SUFFIX = "stream-failures"
 # ``streams.functions`` locally); the rotation function maps new day tables to it.
 PROJECTOR = "projector"
 ROTATION = "rotate_tables"
+# The scheduled function that drains the score-alert outbox to SNS (``app.py``: ``on_outbox_schedule``).
+# Its resources are emitted only once the app defines it, so the merged template never dangles.
+OUTBOX_DRAIN = "on_outbox_schedule"
+# Blue/green: every deploy publishes a projector version; the mappings target one of these aliases.
+COLOURS = ("blue", "green")
+# Rotation lifecycle defaults (environment of the rotation function, overridable per stack).
+INFREQUENT_ACCESS_AFTER_DAYS = "7"
+RETENTION_DAYS = "400"
+# Alarm thresholds.
+ITERATOR_AGE_ALARM_MS = 600_000  # 10 minutes behind the stream, for 5 minutes in a row
 
 # Output name -> export suffix; exported as ``<storage stack name>-<suffix>``.
 STORAGE_EXPORTS = (
@@ -135,8 +148,11 @@ def storage_template() -> dict[str, Any]:
         "Resources": {
             "ControlTable": _retained_table(control),
             "ViewTable": _retained_table(view),
+            # Retained like the tables: a replaced topic would silently drop every subscription.
             "AlertsTopic": {
                 "Type": "AWS::SNS::Topic",
+                "DeletionPolicy": "Retain",
+                "UpdateReplacePolicy": "Retain",
                 "Properties": {
                     "TopicName": _sub(PREFIX_PLACEHOLDER + ALERTS_TOPIC_SUFFIX),
                     "DisplayName": "streamfold score alerts",
@@ -212,11 +228,177 @@ def _import(export: str) -> dict[str, Any]:
     return {"Fn::ImportValue": _sub("${StorageStackName}-" + export)}
 
 
+def alias_id(colour: str) -> str:
+    """Logical id of the projector alias of one colour (``ProjectorBlueAlias``)."""
+    return f"{cfn_resource_name(PROJECTOR)}{colour.capitalize()}Alias"
+
+
+def _alarm(description: str, namespace: str, metric: str, dimensions: list[dict[str, Any]], *, statistic: str,
+           period: int, evaluation_periods: int, threshold: float) -> dict[str, Any]:
+    return {
+        "Type": "AWS::CloudWatch::Alarm",
+        "Properties": {
+            "AlarmDescription": _sub("${AWS::StackName}: " + description),
+            "Namespace": namespace,
+            "MetricName": metric,
+            "Dimensions": dimensions,
+            "Statistic": statistic,
+            "Period": period,
+            "EvaluationPeriods": evaluation_periods,
+            "DatapointsToAlarm": evaluation_periods,
+            "Threshold": threshold,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+            "TreatMissingData": "notBreaching",
+            "AlarmActions": [{"Ref": "AlarmTopicArn"}],
+            "OKActions": [{"Ref": "AlarmTopicArn"}],
+        },
+    }
+
+
+def _table_prefix_sub(template: str) -> dict[str, Any]:
+    """``Fn::Sub`` with ``${Prefix}`` = the storage stack's exported table prefix."""
+    return {"Fn::Sub": [template, {"Prefix": _import("TablePrefix")}]}
+
+
+def _projector_resources(projector_id: str) -> dict[str, Any]:
+    """A version per release and the two aliases the day tables' mappings target.
+
+    ``ProjectorRelease`` (deploy passes the SHA-256 of the zip) is the version's description, so a
+    new release replaces the ``AWS::Lambda::Version`` resource = publishes a new version; the old
+    version is retained (an alias may still point at it). The alias named by ``TargetColour`` gets
+    the new version; the other keeps ``BlueVersion``/``GreenVersion`` (empty on the first deploy:
+    then both get it). Mappings are never in this stack: see ``tooling/guard.py``.
+    """
+    version_id = f"{projector_id}Version"
+    resources: dict[str, Any] = {
+        version_id: {
+            "Type": "AWS::Lambda::Version",
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": {
+                "FunctionName": {"Ref": projector_id},
+                "Description": _sub("streamfold projector release ${ProjectorRelease}"),
+            },
+        },
+    }
+    new_version = {"Fn::GetAtt": [version_id, "Version"]}
+    for colour in COLOURS:
+        pinned = {"Ref": f"{colour.capitalize()}Version"}
+        resources[alias_id(colour)] = {
+            "Type": "AWS::Lambda::Alias",
+            "Properties": {
+                "FunctionName": {"Ref": projector_id},
+                "Name": colour,
+                "Description": f"streamfold projector, {colour} side of blue/green (mappings target an alias)",
+                "FunctionVersion": {"Fn::If": [
+                    f"NewVersionTo{colour.capitalize()}", new_version,
+                    {"Fn::If": [f"{colour.capitalize()}VersionPinned", pinned, new_version]},
+                ]},
+            },
+        }
+        # IteratorAge per alias = per mapping target; Maximum = the mapping furthest behind.
+        resources[f"{alias_id(colour)}IteratorAgeAlarm"] = _alarm(
+            f"projector:{colour} mappings are more than {ITERATOR_AGE_ALARM_MS // 60000} minutes behind their stream",
+            "AWS/Lambda", "IteratorAge",
+            [{"Name": "FunctionName", "Value": {"Ref": projector_id}},
+             {"Name": "Resource", "Value": _sub(f"${{{projector_id}}}:{colour}")}],
+            statistic="Maximum", period=60, evaluation_periods=5, threshold=ITERATOR_AGE_ALARM_MS)
+    resources[f"{projector_id}ThrottlesAlarm"] = _alarm(
+        f"Lambda {projector_id} is throttled (mappings fall behind)", "AWS/Lambda", "Throttles",
+        [{"Name": "FunctionName", "Value": {"Ref": projector_id}}],
+        statistic="Sum", period=300, evaluation_periods=1, threshold=1)
+    return resources
+
+
+def _rotation_role(projector_id: str | None) -> dict[str, Any]:
+    """Least privilege for the rotation function: create, tier, export and delete *day tables only*."""
+    partition_region_account = "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}"
+    day_tables = _table_prefix_sub(partition_region_account + ":table/${Prefix}" + keys.EVENTS_INFIX + "*")
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "Logs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": _sub("arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:*"),
+        },
+        {
+            "Sid": "ListTables",
+            "Effect": "Allow",
+            "Action": ["dynamodb:ListTables"],
+            "Resource": "*",
+        },
+        {
+            "Sid": "DayTableLifecycle",
+            "Effect": "Allow",
+            "Action": [
+                "dynamodb:CreateTable", "dynamodb:DescribeTable", "dynamodb:TagResource",
+                "dynamodb:DescribeContinuousBackups", "dynamodb:UpdateContinuousBackups",
+                # TableClass -> STANDARD_INFREQUENT_ACCESS after INFREQUENT_ACCESS_AFTER_DAYS
+                "dynamodb:UpdateTable",
+                # past retention: export (when a bucket is configured), then delete
+                "dynamodb:ExportTableToPointInTime", "dynamodb:DeleteTable",
+            ],
+            "Resource": day_tables,
+        },
+        {
+            "Sid": "DayTableExports",
+            "Effect": "Allow",
+            "Action": ["dynamodb:DescribeExport"],
+            "Resource": _table_prefix_sub(partition_region_account + ":table/${Prefix}"
+                                          + keys.EVENTS_INFIX + "*/export/*"),
+        },
+        {
+            "Sid": "DayTableStreams",
+            "Effect": "Allow",
+            "Action": ["dynamodb:DescribeStream"],
+            "Resource": _table_prefix_sub(partition_region_account + ":table/${Prefix}"
+                                          + keys.EVENTS_INFIX + "*/stream/*"),
+        },
+        {
+            "Sid": "ReadEventSourceMappings",
+            "Effect": "Allow",
+            "Action": ["lambda:ListEventSourceMappings", "lambda:GetEventSourceMapping"],
+            "Resource": "*",
+        },
+    ]
+    if projector_id is not None:
+        statements.append({
+            # Day tables are mapped to the projector (an alias of it) and nothing else.
+            "Sid": "MapDayTablesToProjector",
+            "Effect": "Allow",
+            "Action": ["lambda:CreateEventSourceMapping", "lambda:DeleteEventSourceMapping"],
+            "Resource": "*",
+            "Condition": {"ArnLike": {"lambda:FunctionArn": _sub(
+                "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:${" + projector_id + "}*")}},
+        })
+    export_statement = {
+        "Sid": "WriteExports",
+        "Effect": "Allow",
+        "Action": ["s3:PutObject", "s3:AbortMultipartUpload", "s3:PutObjectAcl"],
+        "Resource": _table_prefix_sub("arn:${AWS::Partition}:s3:::${ExportBucketName}/${Prefix}*"),
+    }
+    statements.append({"Fn::If": ["HasExportBucket", export_statement, {"Ref": "AWS::NoValue"}]})
+    return {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "Description": "streamfold rotation: day tables only (create, Standard-IA, export, delete)",
+            "AssumeRolePolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+                               "Action": "sts:AssumeRole"}],
+            },
+            "Policies": [{"PolicyName": "rotate-day-tables",
+                          "PolicyDocument": {"Version": "2012-10-17", "Statement": statements}}],
+        },
+    }
+
+
 def compute_extras_template() -> dict[str, Any]:
     """Template merged into ``chalice package`` output (``--merge-template``)."""
     config = chalice_config()
     api_stage = config.get("api_gateway_stage", "api")
     function_ids = _function_ids()
+    projector_id = cfn_resource_name(PROJECTOR) if PROJECTOR in function_ids.values() else None
     resources: dict[str, Any] = {
         # Name the REST API after the stack (the OpenAPI title is the API name on import), so the
         # ApiName metric dimension is unique per stage instead of "streamfold" for every stage.
@@ -241,6 +423,12 @@ def compute_extras_template() -> dict[str, Any]:
                 "OKActions": [{"Ref": "AlarmTopicArn"}],
             },
         },
+        # Records the mappings gave up on (after retries / MaximumRecordAgeInSeconds): any is news.
+        "StreamFailureQueueDepthAlarm": _alarm(
+            "records failed projection and are in the stream on-failure queue", "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+            [{"Name": "QueueName", "Value": _table_prefix_sub("${Prefix}" + STREAM_FAILURES_SUFFIX)}],
+            statistic="Maximum", period=300, evaluation_periods=1, threshold=1),
     }
     env_from_storage = {
         "STREAMFOLD_ALERTS_TOPIC_ARN": _import("AlertsTopicArn"),
@@ -249,9 +437,24 @@ def compute_extras_template() -> dict[str, Any]:
     for function_id, name in function_ids.items():
         resources[f"{function_id}ErrorsAlarm"] = _errors_alarm(function_id)
         env = dict(env_from_storage)
-        if name == ROTATION and PROJECTOR in function_ids.values():
-            env["STREAMFOLD_PROJECTOR_FUNCTION"] = {"Ref": cfn_resource_name(PROJECTOR)}
-        resources[function_id] = {"Properties": {"Environment": {"Variables": env}}}
+        props: dict[str, Any] = {"Environment": {"Variables": env}}
+        if name == ROTATION:
+            if projector_id is not None:
+                # New day tables are mapped to the live alias (``LiveColour``), never the bare function.
+                env["STREAMFOLD_PROJECTOR_FUNCTION"] = {"Fn::If": [
+                    "LiveIsBlue", {"Ref": alias_id("blue")}, {"Ref": alias_id("green")}]}
+            env["STREAMFOLD_IA_AFTER_DAYS"] = {"Ref": "InfrequentAccessAfterDays"}
+            env["STREAMFOLD_RETENTION_DAYS"] = {"Ref": "RetentionDays"}
+            env["STREAMFOLD_EXPORT_BUCKET"] = {"Ref": "ExportBucketName"}
+            props["Role"] = {"Fn::GetAtt": ["RotateTablesRole", "Arn"]}
+            resources["RotateTablesRole"] = _rotation_role(projector_id)
+        if name == OUTBOX_DRAIN:
+            # One drain at a time: delivery is marked with a conditional update, so a second
+            # concurrent drain would only race for the same alerts.
+            props["ReservedConcurrentExecutions"] = 1
+        resources[function_id] = {"Properties": props}
+    if projector_id is not None:
+        resources.update(_projector_resources(projector_id))
     if config.get("log_retention_in_days") or any(
         stage.get("log_retention_in_days") for stage in config.get("stages", {}).values()
     ):
@@ -260,6 +463,19 @@ def compute_extras_template() -> dict[str, Any]:
         resources["ApiHandlerLogGroup"] = {
             "Properties": {"LogGroupName": _sub("/aws/lambda/${APIHandler}")},
         }
+    outputs: dict[str, Any] = {}
+    if projector_id is not None:
+        outputs = {
+            "ProjectorFunctionName": {"Description": "Projector function (mappings target its aliases)",
+                                      "Value": {"Ref": projector_id}},
+            "ProjectorVersion": {"Description": "Version published by this deploy",
+                                 "Value": {"Fn::GetAtt": [f"{projector_id}Version", "Version"]}},
+            "LiveColour": {"Description": "Alias new day tables are mapped to", "Value": {"Ref": "LiveColour"}},
+        }
+        for colour in COLOURS:
+            outputs[f"Projector{colour.capitalize()}AliasArn"] = {
+                "Description": f"ARN of the {colour} alias", "Value": {"Ref": alias_id(colour)}}
+    colour_param = {"Type": "String", "AllowedValues": list(COLOURS), "Default": COLOURS[0]}
     return {
         "Description": "streamfold compute (Chalice). Extras generated by `python -m cfn.generate`; do not edit.",
         "Parameters": {
@@ -272,8 +488,39 @@ def compute_extras_template() -> dict[str, Any]:
                 "Default": "streamfold-storage",
                 "Description": "Name of the deployed cfn/storage.json stack whose exports this stack imports",
             },
+            "ProjectorRelease": {
+                "Type": "String",
+                "Default": "initial",
+                "Description": "Identifies the projector code (deploy passes the zip's SHA-256); "
+                               "a new value publishes a new version",
+            },
+            "TargetColour": dict(colour_param, Description="Alias that gets the version this deploy publishes"),
+            "LiveColour": dict(colour_param, Description="Alias the day tables' mappings target "
+                                                         "(rotation maps new tables to it)"),
+            "BlueVersion": {"Type": "String", "Default": "",
+                            "Description": "Version blue keeps when it is not the target ('' = the new one)"},
+            "GreenVersion": {"Type": "String", "Default": "",
+                             "Description": "Version green keeps when it is not the target ('' = the new one)"},
+            "InfrequentAccessAfterDays": {"Type": "String", "Default": INFREQUENT_ACCESS_AFTER_DAYS,
+                                          "AllowedPattern": "^[0-9]+$",
+                                          "Description": "Day tables older than this move to "
+                                                         "STANDARD_INFREQUENT_ACCESS"},
+            "RetentionDays": {"Type": "String", "Default": RETENTION_DAYS, "AllowedPattern": "^[0-9]+$",
+                              "Description": "Day tables older than this are exported (if a bucket is set) "
+                                             "and deleted; 0 keeps them forever"},
+            "ExportBucketName": {"Type": "String", "Default": "",
+                                 "Description": "S3 bucket for day-table exports before deletion ('' = none)"},
+        },
+        "Conditions": {
+            "NewVersionToBlue": {"Fn::Equals": [{"Ref": "TargetColour"}, "blue"]},
+            "NewVersionToGreen": {"Fn::Equals": [{"Ref": "TargetColour"}, "green"]},
+            "BlueVersionPinned": {"Fn::Not": [{"Fn::Equals": [{"Ref": "BlueVersion"}, ""]}]},
+            "GreenVersionPinned": {"Fn::Not": [{"Fn::Equals": [{"Ref": "GreenVersion"}, ""]}]},
+            "LiveIsBlue": {"Fn::Equals": [{"Ref": "LiveColour"}, "blue"]},
+            "HasExportBucket": {"Fn::Not": [{"Fn::Equals": [{"Ref": "ExportBucketName"}, ""]}]},
         },
         "Resources": resources,
+        "Outputs": outputs,
     }
 
 

@@ -183,7 +183,7 @@ def test_compute_extras_cover_every_function() -> None:
     api = resources["Api5xxAlarm"]["Properties"]
     assert api["MetricName"] == "5XXError"
     assert {"Name": "Stage", "Value": generate.chalice_config()["api_gateway_stage"]} in api["Dimensions"]
-    assert set(extras["Parameters"]) == {"AlarmTopicArn", "StorageStackName"}
+    assert {"AlarmTopicArn", "StorageStackName", "TargetColour", "LiveColour"} <= set(extras["Parameters"])
 
 
 def _allowed(policy: dict[str, Any], action: str, resource: str) -> bool:
