@@ -22,7 +22,7 @@ from streams.mapping import Mapping
 from streams.rescore import rescore_all
 from streams.status import status_report
 from streams.store import ControlStore
-from tooling import bench
+from tooling import bench, deploy, guard
 from tooling.demo import KEY_FEATURES, send
 from tooling.dynamodb_local import DynamoDBLocal, DynamoDBLocalError
 from tooling.loops import Periodic
@@ -316,10 +316,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     _register_streams(sub)
     bench.register(sub)
+    sub.add_parser("guard", add_help=False,
+                   help="refuse template changes that would reset a stream position (OLD NEW | --change-set FILE)")
+    sub.add_parser("deploy", add_help=False, help="package and deploy to AWS: --stage NAME [--dry-run]")
     return p
 
 
+# Sub-commands with a parser of their own: ``streamfold guard ...`` is ``tooling.guard.main([...])``.
+PASS_THROUGH: dict[str, Callable[[list[str]], int]] = {"guard": guard.main, "deploy": deploy.main}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in PASS_THROUGH:
+        return PASS_THROUGH[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -33,8 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import boto3
 from botocore.exceptions import ClientError, WaiterError
 
+from cfn import package
+from chalicelib import tables
+from streams.aws_backend import AwsMappingBackend
+from streams.rotation import MappingSettings
 from tooling import guard
 
 __all__ = ["BuildResult", "Clients", "DeployError", "DeployResult", "build_with_chalice", "deploy", "main"]
@@ -118,7 +123,6 @@ Printer = Callable[[str], None]
 
 def build_with_chalice(out_dir: Path, stage: str) -> BuildResult:
     """``python -m cfn.package``: vendor the shared packages, then ``chalice package --merge-template``."""
-    from cfn import package
 
     package.vendor_packages()
     package.chalice_package(out_dir.resolve(), stage)
@@ -301,7 +305,6 @@ def _colour_of(function_name: str, projector: str, versions: dict[str, str]) -> 
 
 def _day_streams(ddb: Any, prefix: str) -> list[tuple[str, str]]:
     """(table, stream ARN) of every day table, oldest first."""
-    from chalicelib import tables
 
     out = []
     for _day, name in tables.list_event_tables(ddb, prefix):
@@ -325,10 +328,6 @@ def _live_colour(mappings_by_stream: dict[str, list[Any]], projector: str | None
 
 
 def _mapping_settings() -> Any:
-    try:  # the settings' home after the layers restructuring
-        from streams.rotation import MappingSettings  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        from chalicelib.rotation import MappingSettings
     return MappingSettings
 
 
@@ -347,7 +346,6 @@ def _retarget(backend: Any, uuid: str, function_name: str, timeout: float) -> No
 def _sync_mappings(clients: Clients, result: DeployResult, streams: list[tuple[str, str]],
                    mappings_by_stream: dict[str, list[Any]], projector: str, versions: dict[str, str],
                    dlq_arn: str, out: Printer, poll: float, timeout: float) -> None:
-    from streams.aws_backend import AwsMappingBackend
 
     backend = AwsMappingBackend(clients.lambda_, poll=poll)
     live = result.live_colour
@@ -410,7 +408,6 @@ def deploy(stage: str, dry_run: bool = False, allow_position_reset: bool = False
         DeployError: a step failed (nothing after it ran).
     """
     if clients is None:
-        import boto3
 
         clients = Clients.from_session(boto3.session.Session())
     bucket = bucket or os.environ.get("STREAMFOLD_ARTIFACT_BUCKET")
@@ -543,7 +540,6 @@ def _physical_id(cfn: Any, stack: str, existing: dict[str, Any] | None) -> str |
 
 
 def _mappings(clients: Clients, stream_arn: str, poll: float) -> list[Any]:
-    from streams.aws_backend import AwsMappingBackend
 
     return [m for m in AwsMappingBackend(clients.lambda_, poll=poll).list(event_source_arn=stream_arn)
             if m.state != "Deleting"]
@@ -562,7 +558,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--parameter", action="append", default=[], metavar="KEY=VALUE",
                         help="extra compute parameter, e.g. RetentionDays=400 or ExportBucketName=b")
     args = parser.parse_args(argv)
-    import boto3
 
     extra = dict(p.split("=", 1) for p in args.parameter)
     try:

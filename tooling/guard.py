@@ -110,7 +110,8 @@ def load_template(path: Path | str) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
-        from cfnlint.decode import cfn_yaml  # a dev dependency; only needed for YAML templates
+        # deferred: heavy optional dependency, cfn-lint (dev) is only needed for YAML templates
+        from cfnlint.decode import cfn_yaml
 
         data = cfn_yaml.loads(text)
     if not isinstance(data, dict):

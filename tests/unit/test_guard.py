@@ -11,6 +11,7 @@ import pytest
 
 from cfn import generate
 from tooling import guard
+from tooling.cli import main as streamfold
 
 STREAM = "arn:aws:dynamodb:us-east-1:123456789012:table/streamfold-events-20260101/stream/2026-01-01T00:00:00.000"
 OTHER_STREAM = "arn:aws:dynamodb:us-east-1:123456789012:table/streamfold-events-20260102/stream/2026-01-02T00:00:00.000"
@@ -256,3 +257,12 @@ def test_main_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert exc.value.code == 2
     assert guard.main(["--change-set", str(tmp_path / "missing.json")]) == 2
     assert "cannot read input" in capsys.readouterr().err
+
+
+def test_streamfold_cli_passes_guard_through(tmp_path: Path) -> None:
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(_with_mapping(_compute())))
+    new = tmp_path / "new.json"
+    new.write_text(json.dumps(_with_mapping(_compute(), StartingPosition="LATEST")))
+    assert streamfold(["guard", str(old), str(old)]) == 0
+    assert streamfold(["guard", str(old), str(new)]) != 0
