@@ -54,6 +54,7 @@ from streams.poller import RuntimeOptions
 from streams.runtime import LocalRuntime
 from streams.store import ControlStore
 from streams.writer import ViewWriter
+from tooling import ceilings
 from tooling.dynamodb_local import DynamoDBLocal
 from tooling.mappings import DEFAULT_PROJECTOR_MAPPING
 from tooling.server import LocalHttpServer
@@ -79,10 +80,16 @@ class Workload:
     backfill_events: int
     baseline_events: int
     lag_probes: int
+    ceiling_events: int = 2000  # ingest API vs raw BatchWriteItem
+    ceiling_threads: int = 2
+    replay_events: int = 5000  # generated straight into a day table, then replayed and queried
+    replay_accounts: int = 200
+    eventsourcing_events: int = 3000
 
     @classmethod
     def full(cls) -> Workload:
-        return cls({1: 300, 10: 2000, 100: 10000}, 300, 10000, 30.0, 40, 6, 10000, 10000, 3000, 30)
+        return cls({1: 300, 10: 2000, 100: 10000}, 300, 10000, 30.0, 40, 6, 10000, 10000, 3000, 30,
+                   20000, 4, 1_000_000, 10_000, 50_000)
 
     @classmethod
     def quick(cls) -> Workload:
@@ -435,6 +442,7 @@ def _lag_phase(endpoint: str, w: Workload) -> dict[str, Any]:
     samples.sort()
     return {"probes": len(samples), "timeouts": timeouts, "poll_interval_s": options.poll_interval,
             "p50_ms": round(_pct(samples, 50), 1), "p95_ms": round(_pct(samples, 95), 1),
+            "p99_ms": round(_pct(samples, 99), 1),
             "max_ms": round(max(samples), 1) if samples else None,
             "samples_ms": [round(s, 1) for s in samples]}
 
@@ -527,7 +535,16 @@ def run(quick: bool = False, endpoint: str | None = None, log: Any = None,
                                 "backfill": backfill["redelivered"]}
         say("local mapping lag: ingest 200 OK -> SUMMARY item ...")
         report["lag"] = _lag_phase(ep, w)
+        say(f"ceilings: ingest API vs raw BatchWriteItem ({w.ceiling_events} events, {w.ceiling_threads} threads) ...")
+        report["ceilings"] = {"ingest": ceilings.ingest_vs_raw(ep, w.ceiling_events, threads=w.ceiling_threads)}
+        say(f"ceilings: replay of {w.replay_events} events vs raw Scan, then the query API over "
+            f"{w.replay_accounts} accounts ...")
+        report["ceilings"]["replay"] = ceilings.replay_vs_scan(ep, w.replay_events, w.replay_accounts)
+        say(f"baseline: the eventsourcing library folding {w.eventsourcing_events} events ...")
+        report["ceilings"]["eventsourcing"] = ceilings.eventsourcing_baseline(w.eventsourcing_events,
+                                                                               w.replay_accounts)
     report["seconds"] = round(time.perf_counter() - started, 1)
+    report["summary"] = ceilings.summarise(report)
     return report
 
 
@@ -569,7 +586,18 @@ def table(report: dict[str, Any]) -> str:
     lag = report["lag"]
     rows += ["", (f"local mapping lag (200 OK -> SUMMARY, poll {lag['poll_interval_s']} s): "
                   f"p50 {lag['p50_ms']} ms, p95 {lag['p95_ms']} ms, max {lag['max_ms']} ms "
-                  f"over {lag['probes']} probes"), f"total {report['seconds']} s"]
+                  f"over {lag['probes']} probes")]
+    c = report.get("ceilings", {})
+    if c:
+        i, r, e = c["ingest"], c["replay"], c["eventsourcing"]
+        rows += ["", "against ceilings and baselines (same run)",
+                 f"  ingest API {i['api_events_per_s']} ev/s vs raw BatchWriteItem {i['raw_batch_write_events_per_s']}"
+                 f" ev/s ({i['threads']} threads): {i['ingest_vs_raw']}x",
+                 f"  replay {r['replay_events_per_s']} ev/s vs raw Scan {r['scan_events_per_s']} ev/s: "
+                 f"{r['replay_vs_scan']}x; peak RSS {r['replay_rss_mb']} MB over {r['events']} events",
+                 f"  query p99 {r['query']['p99_ms']} ms over {r['accounts']} accounts",
+                 f"  eventsourcing library (POPO): {e['events_per_s']} ev/s"]
+    rows += ["", "summary: " + json.dumps(report.get("summary", {})), f"total {report['seconds']} s"]
     return "\n".join(rows)
 
 
@@ -580,6 +608,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         report = run(quick=args.quick, log=lambda m: print(m, file=sys.stderr, flush=True))
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    if args.chart:
+        ceilings.chart(report, args.chart)
     print(table(report))
     return 0
 
@@ -589,4 +619,5 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("bench", help="measure write units per event and lag (docs/PERFORMANCE.md)")
     p.add_argument("--quick", action="store_true", help="small workload, about a minute")
     p.add_argument("--out", help="write the JSON report to this file")
+    p.add_argument("--chart", help="draw the PNG chart of docs/PERFORMANCE.md to this file")
     p.set_defaults(func=cmd_bench)

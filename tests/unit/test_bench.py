@@ -5,14 +5,20 @@ from __future__ import annotations
 import argparse
 import math
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from tooling import bench
+from tooling import ceilings as ceilings_module
 
 TINY = bench.Workload(ingest_events={1: 5, 10: 20, 100: 100}, baseline_put_events=5, http_events=50,
                       http_seconds=5.0, accounts=3, users_per_account=2, live_events=60, backfill_events=60,
-                      baseline_events=30, lag_probes=2)
+                      baseline_events=30, lag_probes=2, ceiling_events=200, ceiling_threads=2, replay_events=500,
+                      replay_accounts=20, eventsourcing_events=300)
+
+SUMMARY_KEYS = {"append_wru_per_event", "projection_wru_per_event", "total_wru_per_event", "ingest_vs_raw",
+                "lag_p99_ms", "replay_vs_scan", "replay_events_per_s", "replay_rss_mb", "query_p99_ms"}
 
 
 def test_percentiles() -> None:
@@ -38,7 +44,7 @@ def test_register_adds_the_bench_command() -> None:
 
 
 @pytest.mark.timeout(120)
-def test_report_shape_on_a_tiny_workload(ddb_endpoint: str) -> None:
+def test_report_shape_on_a_tiny_workload(ddb_endpoint: str, tmp_path: Path) -> None:
     report = bench.run(endpoint=ddb_endpoint, workload=TINY)
     assert set(report) >= {"date", "machine", "workload", "ingest", "projector", "redelivery", "lag", "seconds"}
     by_size = report["ingest"]["by_batch_size"]
@@ -58,3 +64,14 @@ def test_report_shape_on_a_tiny_workload(ddb_endpoint: str) -> None:
     assert report["lag"]["probes"] == TINY.lag_probes and report["lag"]["timeouts"] == 0
     text = bench.table(report)
     assert "WCU/event" in text and "p95" in text
+    # The headline numbers: exactly the keys, every one a number measured in this run.
+    assert set(report["summary"]) == SUMMARY_KEYS
+    assert all(isinstance(v, float | int) and not math.isnan(v) for v in report["summary"].values())
+    ceilings = report["ceilings"]
+    assert ceilings["ingest"]["failures"] == 0 and ceilings["ingest"]["events"] == TINY.ceiling_events
+    assert ceilings["replay"]["events"] >= TINY.replay_events and ceilings["replay"]["replay_rss_mb"] > 0
+    assert ceilings["replay"]["query"]["samples"] > 0
+    assert ceilings["eventsourcing"]["counted"] == ceilings["eventsourcing"]["events"]
+    png = tmp_path / "bench.png"
+    ceilings_module.chart(report, str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

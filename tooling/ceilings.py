@@ -1,0 +1,395 @@
+"""Benchmark phases that put streamfold's figures beside their ceilings and beside what a user would pick.
+
+Every speed here is a ratio against a reference measured in the same run, on the same DynamoDB Local
+(the machines are shared and noisy); write units and bytes are exact.
+
+* :func:`ingest_vs_raw` — events/s through the real HTTP API (durable when acknowledged) against a
+  bare boto3 ``BatchWriteItem`` writing one item per event, same number of threads.
+* :func:`replay_vs_scan` — the workload is generated straight into a day table (packed chunks, so it
+  fits the time); a raw parallel ``Scan`` of that table, then a replay of it into a fresh view version
+  run in a child process (its peak RSS is the replay's own), then the query API over the rebuilt view:
+  p50/p99 of the account list (each sort order) and of an account page's calls.
+* :func:`eventsourcing_baseline` — the Python ``eventsourcing`` library (POPO recorder) folding the same
+  events into the same per-account counts: the single-box alternative.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import resource
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from app import app
+from chalicelib import db, keys, services, tables
+from chalicelib.chunks import pack_chunks
+from chalicelib.versions import VIEW_VERSION, set_active_view_version
+from streams import replay
+from tooling.server import LocalHttpServer
+from tooling.stack import use_endpoint
+
+__all__ = ["eventsourcing_baseline", "generate_events", "ingest_vs_raw", "percentile", "replay_vs_scan"]
+
+FEATURES = ("Report Created", "Dashboard Viewed", "Export Downloaded", "Filter Applied", "Alert Configured",
+            "Invite Sent", "Integration Connected", "Comment Added")
+SORTS = ("score", "last_seen", "active_users", "name")
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Linear-interpolated percentile of ``values`` (NaN when empty)."""
+    s = sorted(values)
+    if not s:
+        return float("nan")
+    k = (len(s) - 1) * pct / 100
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def generate_events(n: int, accounts: int, users_per_account: int, now: datetime, seed: int = 3,
+                    days: int = 7) -> Iterator[dict[str, Any]]:
+    """Normalised events as ingest stores them: ``identify`` + ``group`` for every user, then ``n`` tracks
+    spread over ``accounts`` and the last ``days`` days (half of them without ``context.groupId``)."""
+    rng = random.Random(seed)
+    received = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    for a in range(accounts):
+        for u in range(users_per_account):
+            uid = f"u{a:05d}-{u:02d}"
+            yield {"type": "identify", "messageId": f"id-{uid}", "userId": uid, "anonymousId": None,
+                   "timestamp": received, "receivedAt": received, "traits": {"email": f"{uid}@example.com"},
+                   "context": {}, "properties": {}}
+            yield {"type": "group", "messageId": f"gr-{uid}", "userId": uid, "anonymousId": None,
+                   "groupId": f"acct-{a:05d}", "timestamp": received, "receivedAt": received,
+                   "traits": {"name": f"Account {a}", "plan": rng.choice(["free", "pro", "enterprise"]),
+                              "seats": users_per_account + 2}, "context": {}, "properties": {}}
+    for i in range(n):
+        a = rng.randrange(accounts)
+        uid = f"u{a:05d}-{rng.randrange(users_per_account):02d}"
+        ts = (now - timedelta(seconds=rng.randrange(days * 86400))).isoformat(timespec="milliseconds")
+        ctx: dict[str, Any] = {"library": {"name": "analytics-python", "version": "2.3.2"}}
+        if i % 2:
+            ctx["groupId"] = f"acct-{a:05d}"
+        yield {"type": "track", "messageId": f"m{seed}-{i}", "userId": uid, "anonymousId": None,
+               "event": rng.choice(FEATURES), "timestamp": ts.replace("+00:00", "Z"), "receivedAt": received,
+               "properties": {"path": f"/app/reports/{rng.randrange(10000)}", "rows": rng.randrange(1000)},
+               "context": ctx}
+
+
+def _fresh_prefix(endpoint: str, name: str) -> str:
+    prefix = f"bench{uuid.uuid4().hex[:6]}-{name}-"
+    use_endpoint(endpoint, prefix)
+    client = db.get_client()
+    tables.ensure_control_table(client, prefix)
+    tables.ensure_event_tables(client, prefix, tables.utc_today())
+    return prefix
+
+
+def _in_threads(threads: int, jobs: list[Any], fn: Callable[[Any], None]) -> float:
+    """Run ``fn`` over ``jobs`` on ``threads`` threads; seconds taken."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(fn, jobs))
+    return time.perf_counter() - started
+
+
+# --- ingest against its ceiling --------------------------------------------------------------------
+
+
+def ingest_vs_raw(endpoint: str, events: int, threads: int = 4, per_request: int = 100) -> dict[str, Any]:
+    """HTTP API events/s (plain JSON client, ``per_request`` events per request) vs BatchWriteItem, 1 item/event."""
+    # deferred: heavy optional dependency, only the HTTP phases need it
+    import requests
+
+    prefix = _fresh_prefix(endpoint, "ceiling")
+    client = db.get_client()
+    tenant = services.tenants().create("bench-ceiling")
+    now = datetime.now(UTC)
+    wire = [{k: v for k, v in e.items() if k not in ("receivedAt", "anonymousId")}
+            for e in generate_events(events, 200, 5, now, seed=5, days=1) if e["type"] == "track"][:events]
+    for i, e in enumerate(wire):
+        e["messageId"] = f"ceil-{i}"
+    requests_ = [wire[i:i + per_request] for i in range(0, len(wire), per_request)]
+    server = LocalHttpServer(app, port=0).start()
+    local = threading.local()
+    failures: list[int] = []
+
+    def post(batch: list[dict[str, Any]]) -> None:
+        session = getattr(local, "s", None) or requests.Session()
+        local.s = session
+        r = session.post(f"{server.url}/v1/batch", json={"batch": batch}, auth=(tenant["write_key"], ""), timeout=60)
+        if r.status_code != 200:
+            failures.append(r.status_code)
+
+    try:
+        post(requests_[0][:1])  # warm-up: imports, clients, the day table
+        api_s = _in_threads(threads, requests_, post)
+    finally:
+        server.stop()
+
+    raw_table = f"{prefix}raw-events"
+    tables.ensure_table(client, {"TableName": raw_table, "BillingMode": "PAY_PER_REQUEST",
+                                 "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+                                 "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}]})
+    puts = [[{"PutRequest": {"Item": {"pk": {"S": f"{tenant['tenant_id']}#{e['messageId']}"},
+                                      "event": {"S": json.dumps(e, separators=(",", ":"))}}}} for e in wire[i:i + 25]]
+            for i in range(0, len(wire), 25)]
+
+    def write(batch: list[dict[str, Any]]) -> None:
+        request = {raw_table: batch}
+        while request:
+            request = client.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
+
+    raw_s = _in_threads(threads, puts, write)
+    api_rate, raw_rate = len(wire) / api_s, len(wire) / raw_s
+    return {"events": len(wire), "threads": threads, "events_per_request": per_request, "failures": len(failures),
+            "api_events_per_s": round(api_rate, 1), "raw_batch_write_events_per_s": round(raw_rate, 1),
+            "ingest_vs_raw": round(api_rate / raw_rate, 3),
+            "reference": "boto3 BatchWriteItem, one item per event (25 per call), same threads, same DynamoDB Local"}
+
+
+# --- replay against a raw scan, then the query API over the rebuilt view ---------------------------
+
+
+def _write_chunks(client: Any, table: str, tenant_id: str, events: Iterator[dict[str, Any]], now: datetime,
+                  per_chunk: int = 100, threads: int = 4) -> int:
+    batch: list[dict[str, Any]] = []
+    puts: list[list[dict[str, Any]]] = []
+    pending: list[dict[str, Any]] = []
+    n = 0
+    for e in events:
+        batch.append(e)
+        n += 1
+        if len(batch) == per_chunk:
+            pending += [{"PutRequest": {"Item": it}} for it in pack_chunks(tenant_id, batch, now)]
+            batch = []
+        if len(pending) >= 25:
+            puts.append(pending[:25])
+            pending = pending[25:]
+    if batch:
+        pending += [{"PutRequest": {"Item": it}} for it in pack_chunks(tenant_id, batch, now)]
+    puts += [pending[i:i + 25] for i in range(0, len(pending), 25)]
+
+    def write(chunk: list[dict[str, Any]]) -> None:
+        request = {table: chunk}
+        while request:
+            request = client.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
+
+    _in_threads(threads, puts, write)
+    return n
+
+
+def _raw_scan(client: Any, table: str, segments: int) -> tuple[int, int, float]:
+    """Items and events (``n`` attribute) of a parallel scan, and the seconds it took."""
+    counts: list[tuple[int, int]] = []
+
+    def one(segment: int) -> None:
+        items = events = 0
+        for it in db.items(client, "scan", TableName=table, Segment=segment, TotalSegments=segments):
+            items += 1
+            events += int(it.get("n", {}).get("N", "0"))
+        counts.append((items, events))
+
+    seconds = _in_threads(segments, list(range(segments)), one)
+    return sum(c[0] for c in counts), sum(c[1] for c in counts), seconds
+
+
+def replay_vs_scan(endpoint: str, events: int, accounts: int, *, users_per_account: int = 3,
+                   query_samples: int = 40) -> dict[str, Any]:
+    """Generate, scan, replay (child process: rate and peak RSS), then query the rebuilt view."""
+    prefix = _fresh_prefix(endpoint, "replay")
+    client = db.get_client()
+    tenant = services.tenants().create("bench-replay")
+    now = datetime.now(UTC)
+    table = keys.events_table_name(prefix, now)
+    started = time.perf_counter()
+    stored = _write_chunks(client, table, tenant["tenant_id"],
+                           generate_events(events, accounts, users_per_account, now), now)
+    generate_s = time.perf_counter() - started
+    segments = replay.SCAN_SEGMENTS if hasattr(replay, "SCAN_SEGMENTS") else 1
+    chunks, scanned, scan_s = _raw_scan(client, table, segments)
+    version = VIEW_VERSION + 100  # a version nobody else uses
+    proc = subprocess.run([sys.executable, "-m", "tooling.ceilings", "replay", endpoint, prefix, str(version)],
+                          capture_output=True, text=True, timeout=3600, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"replay child failed: {proc.stderr[-2000:]}")
+    child = json.loads(proc.stdout.strip().splitlines()[-1])
+    scan_rate = scanned / scan_s
+    out: dict[str, Any] = {
+        "events": stored, "accounts": accounts, "chunks": chunks, "generate_s": round(generate_s, 1),
+        "scan_segments": segments, "scan_events_per_s": round(scan_rate, 1),
+        "replay_events_per_s": round(child["events_per_s"], 1), "replay_seconds": round(child["seconds"], 1),
+        "replay_vs_scan": round(child["events_per_s"] / scan_rate, 3), "replay_rss_mb": round(child["rss_mb"], 1),
+        "replay_write_units": child["write_units"], "replay_writes": child["writes"],
+    }
+    set_active_view_version(client, keys.control_table_name(prefix), version)
+    services.reset()
+    out["query"] = _query_latency(tenant, query_samples)
+    return out
+
+
+def _query_latency(tenant: dict[str, str], samples: int) -> dict[str, Any]:
+    # deferred: heavy optional dependency, only the HTTP phases need it
+    import requests
+
+    server = LocalHttpServer(app, port=0).start()
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {tenant['api_token']}"
+    out: dict[str, Any] = {}
+    try:
+        def timed(path: str) -> tuple[float, Any]:
+            t = time.perf_counter()
+            r = session.get(f"{server.url}{path}", timeout=30)
+            ms = (time.perf_counter() - t) * 1000
+            r.raise_for_status()
+            return ms, r.json()
+
+        _, first = timed("/api/accounts?limit=50")  # warm-up
+        ids = [a["account_id"] for a in first["items"]]
+        all_ms: list[float] = []
+        for sort in SORTS:
+            ms = [timed(f"/api/accounts?limit=50&sort={sort}")[0] for _ in range(samples)]
+            all_ms += ms
+            out[f"accounts_sort_{sort}"] = {"p50_ms": round(percentile(ms, 50), 2),
+                                            "p99_ms": round(percentile(ms, 99), 2)}
+        page: list[float] = []
+        for i in range(samples):
+            aid = ids[i % len(ids)]
+            for suffix in ("", "/score", "/usage?days=30", "/users", "/timeline"):
+                page.append(timed(f"/api/accounts/{aid}{suffix}")[0])
+        out["account_page_calls"] = {"p50_ms": round(percentile(page, 50), 2), "p99_ms": round(percentile(page, 99), 2)}
+        out["p99_ms"] = round(percentile(all_ms + page, 99), 2)
+        out["samples"] = len(all_ms) + len(page)
+    finally:
+        server.stop()
+    return out
+
+
+def _replay_child(endpoint: str, prefix: str, version: int) -> None:
+    use_endpoint(endpoint, prefix)
+    started = time.perf_counter()
+    stats = replay.rebuild(db.get_client(), prefix, version)
+    seconds = time.perf_counter() - started
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+    print(json.dumps({"events": stats.events, "seconds": seconds, "events_per_s": stats.events / seconds,
+                      "rss_mb": rss_mb, "write_units": stats.write_units, "writes": stats.writes}))
+
+
+# --- the single-box alternative --------------------------------------------------------------------
+
+
+def eventsourcing_baseline(events: int, accounts: int) -> dict[str, Any]:
+    """The ``eventsourcing`` library (POPO recorder) folding the same tracks into per-account counts."""
+    # deferred: heavy optional dependency, a baseline only the benchmark uses
+    from eventsourcing.application import Application
+    from eventsourcing.domain import Aggregate, event
+
+    class AccountUsage(Aggregate):  # type: ignore[misc]
+        def __init__(self, account_id: str) -> None:
+            self.account_id = account_id
+            self.counts: dict[str, int] = {}
+
+        @event("Used")  # type: ignore[misc]
+        def used(self, name: str) -> None:
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    class Usage(Application):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+            self.ids: dict[str, Any] = {}
+
+        def track(self, account_id: str, name: str) -> None:
+            if account_id not in self.ids:
+                agg = AccountUsage(account_id)
+                self.ids[account_id] = agg.id
+            else:
+                agg = self.repository.get(self.ids[account_id])
+            agg.used(name)
+            self.save(agg)
+
+    tracks = [(e["context"].get("groupId") or "acct-" + e["userId"][1:6], e["event"])
+              for e in generate_events(events, accounts, 1, datetime.now(UTC), seed=9) if e["type"] == "track"]
+    app_ = Usage()
+    started = time.perf_counter()
+    for account_id, name in tracks:
+        app_.track(account_id, name)
+    seconds = time.perf_counter() - started
+    total = sum(sum(app_.repository.get(i).counts.values()) for i in app_.ids.values())
+    return {"library": "eventsourcing (POPO recorder, in memory)", "events": len(tracks), "counted": total,
+            "events_per_s": round(len(tracks) / seconds, 1), "seconds": round(seconds, 2),
+            "note": "one process, no durability across restarts, no stream, no per-tenant API"}
+
+
+def summarise(report: dict[str, Any]) -> dict[str, float]:
+    """The headline numbers of a ``streamfold bench`` report (the issue's ``summary`` keys)."""
+    ingest = report["ingest"]["by_batch_size"]["100"]["wcu_per_event"]
+    projection = report["projector"]["live"]["wcu_per_event"]
+    ceilings = report.get("ceilings", {})
+    rep = ceilings.get("replay", {})
+    return {
+        "append_wru_per_event": ingest,
+        "projection_wru_per_event": projection,
+        "total_wru_per_event": round(ingest + projection, 4),
+        "ingest_vs_raw": ceilings.get("ingest", {}).get("ingest_vs_raw", float("nan")),
+        "lag_p99_ms": report["lag"].get("p99_ms", float("nan")),
+        "replay_vs_scan": rep.get("replay_vs_scan", float("nan")),
+        "replay_events_per_s": rep.get("replay_events_per_s", float("nan")),
+        "replay_rss_mb": rep.get("replay_rss_mb", float("nan")),
+        "query_p99_ms": rep.get("query", {}).get("p99_ms", float("nan")),
+    }
+
+
+def chart(report: dict[str, Any], path: str) -> None:
+    """A PNG: lag distribution; throughput against ceilings and baselines; cost per event."""
+    # deferred: heavy optional dependency, only `streamfold bench --chart` draws
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4.5))
+    lag = report["lag"].get("samples_ms", [])
+    ax1.hist(lag, bins=20, color="#4c72b0")
+    ax1.set_title("Lag: HTTP 200 -> visible (ms)")
+    ax1.set_xlabel("ms")
+    ax1.set_ylabel("probes")
+    c = report.get("ceilings", {})
+    bars = {}
+    if "ingest" in c:
+        bars["ingest API"] = c["ingest"]["api_events_per_s"]
+        bars["raw BatchWrite"] = c["ingest"]["raw_batch_write_events_per_s"]
+    if "replay" in c:
+        bars["replay"] = c["replay"]["replay_events_per_s"]
+        bars["raw Scan"] = c["replay"]["scan_events_per_s"]
+    if "eventsourcing" in c:
+        bars["eventsourcing lib"] = c["eventsourcing"]["events_per_s"]
+    ax2.barh(list(bars), list(bars.values()), color=["#4c72b0", "#999999", "#55a868", "#999999", "#c44e52"][:len(bars)])
+    ax2.set_title("Throughput, same run (events/s)")
+    curve = report.get("projector", {}).get("cost_curve") or []
+    if curve:
+        ax3.plot([p["events_per_account_day"] for p in curve], [p["wcu_per_event"] for p in curve], marker="o")
+        ax3.set_xscale("log")
+    else:
+        names = ["live", "live_small_batches", "backfill"]
+        ax3.bar(names, [report["projector"][n]["wcu_per_event"] for n in names], color="#4c72b0")
+        ax3.bar(names, [report["projector"][n]["baseline_wcu_per_event"] for n in names], color="none",
+                edgecolor="#c44e52", label="per-event UpdateItem baseline")
+        ax3.legend()
+    ax3.set_title("View write units per event")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "replay":
+        _replay_child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    else:
+        print("usage: python -m tooling.ceilings replay ENDPOINT PREFIX VERSION", file=sys.stderr)
+        sys.exit(2)
