@@ -85,11 +85,14 @@ class Workload:
     replay_events: int = 5000  # generated straight into a day table, then replayed and queried
     replay_accounts: int = 200
     eventsourcing_events: int = 3000
+    load_rate: float = 200.0  # sustained events/s through the HTTP API for the lag-under-load phase
+    load_seconds: float = 10.0
+    load_accounts: int = 1000
 
     @classmethod
     def full(cls) -> Workload:
         return cls({1: 300, 10: 2000, 100: 10000}, 300, 10000, 30.0, 40, 6, 10000, 10000, 3000, 30,
-                   20000, 4, 1_000_000, 10_000, 50_000)
+                   20000, 4, 1_000_000, 10_000, 50_000, 1000.0, 60.0, 10_000)
 
     @classmethod
     def quick(cls) -> Workload:
@@ -540,6 +543,11 @@ def run(quick: bool = False, endpoint: str | None = None, log: Any = None,
         say(f"ceilings: replay of {w.replay_events} events vs raw Scan, then the query API over "
             f"{w.replay_accounts} accounts ...")
         report["ceilings"]["replay"] = ceilings.replay_vs_scan(ep, w.replay_events, w.replay_accounts)
+        say(f"lag under load: {w.load_rate} events/s for {w.load_seconds} s over {w.load_accounts} accounts, "
+            "streamfold then the naive per-event design ...")
+        report["load"] = {"streamfold": ceilings.lag_under_load(ep, w.load_rate, w.load_seconds, w.load_accounts),
+                          "naive": ceilings.lag_under_load(ep, w.load_rate, w.load_seconds, w.load_accounts,
+                                                           naive=True)}
         say(f"baseline: the eventsourcing library folding {w.eventsourcing_events} events ...")
         report["ceilings"]["eventsourcing"] = ceilings.eventsourcing_baseline(w.eventsourcing_events,
                                                                                w.replay_accounts)
@@ -597,6 +605,9 @@ def table(report: dict[str, Any]) -> str:
                  f"{r['replay_vs_scan']}x; peak RSS {r['replay_rss_mb']} MB over {r['events']} events",
                  f"  query p99 {r['query']['p99_ms']} ms over {r['accounts']} accounts",
                  f"  eventsourcing library (POPO): {e['events_per_s']} ev/s"]
+        for name, ld in report.get("load", {}).items():
+            rows.append(f"  lag under load ({name}): {ld['achieved_events_per_s']} ev/s for {ld['seconds']} s: "
+                        f"p50 {ld['p50_ms']} ms, p99 {ld['p99_ms']} ms, {ld['probes_lost']} probes not seen")
     rows += ["", "summary: " + json.dumps(report.get("summary", {})), f"total {report['seconds']} s"]
     return "\n".join(rows)
 

@@ -28,11 +28,25 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate, event
+
 from app import app
 from chalicelib import db, keys, services, tables
-from chalicelib.chunks import pack_chunks
+from chalicelib.chunks import decode_chunk_body, pack_chunks
 from chalicelib.versions import VIEW_VERSION, set_active_view_version
 from streams import replay
+from streams.functions import FunctionRegistry
+from streams.functions import registry as default_registry
+from streams.local_backend import LocalMappingBackend
+from streams.mapping import family_source_arn
+from streams.poller import RuntimeOptions
+from streams.runtime import LocalRuntime
+from streams.store import ControlStore
+from tooling.mappings import DEFAULT_PROJECTOR_MAPPING
 from tooling.server import LocalHttpServer
 from tooling.stack import use_endpoint
 
@@ -281,14 +295,146 @@ def _replay_child(endpoint: str, prefix: str, version: int) -> None:
                       "rss_mb": rss_mb, "write_units": stats.write_units, "writes": stats.writes}))
 
 
+# --- lag under sustained load, ours and the naive design ----------------------------------------
+
+
+def naive_handler(client: Any, table: str) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+    """The design a user would build first with the same packages: Powertools ``BatchProcessor`` calling one
+    ``UpdateItem`` per event per view item (counter per account/day/name, ``last_seen`` on account and user,
+    and a per-account summary marker the lag probe looks for). Not idempotent; counted for comparison."""
+
+
+    units: list[float] = []
+
+    def on_record(record: Any) -> None:
+        image = record.dynamodb.new_image
+        tenant = image["tenant"]
+        for ev in decode_chunk_body(image["body"]):
+            if ev.get("type") not in ("track", "page", "screen"):
+                continue
+            acct = (ev.get("context") or {}).get("groupId") or "unattributed"
+            pk = keys.account_pk(tenant, acct)
+            for key, expr, values in (
+                ({"pk": {"S": pk}, "sk": {"S": f"DAY#{ev['timestamp'][:10]}#{ev.get('event')}"}}, "ADD events :one",
+                 {":one": {"N": "1"}}),
+                ({"pk": {"S": pk}, "sk": {"S": keys.SUMMARY_SK}}, "SET last_seen = :t", {":t": {"S": ev["timestamp"]}}),
+                ({"pk": {"S": keys.user_pk(tenant, ev.get("userId") or "anon")}, "sk": {"S": keys.HEAD_SK}},
+                 "SET last_seen = :t", {":t": {"S": ev["timestamp"]}}),
+            ):
+                resp = client.update_item(TableName=table, Key=key, UpdateExpression=expr,
+                                          ExpressionAttributeValues=values, ReturnConsumedCapacity="TOTAL")
+                units.append(float(resp.get("ConsumedCapacity", {}).get("CapacityUnits", 0.0)))
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return dict(process_partial_response(event=event, record_handler=on_record,
+                                             processor=BatchProcessor(event_type=EventType.DynamoDBStreams),
+                                             context=context))
+
+    handler.units = units  # type: ignore[attr-defined]
+    return handler
+
+
+def lag_under_load(endpoint: str, rate: float, seconds: float, accounts: int, *, naive: bool = False,
+                   per_request: int = 100) -> dict[str, Any]:
+    """Sustained ``rate`` events/s for ``seconds`` over ``accounts`` through the HTTP API, mappings polling
+    4 times a second; each request carries one probe event for a fresh account, and the lag of a request is
+    from its HTTP 200 to that account's SUMMARY item existing in the view."""
+    # deferred: heavy optional dependency, only the HTTP phases need it
+    import requests
+
+
+    prefix = _fresh_prefix(endpoint, "naive" if naive else "load")
+    client = db.get_client()
+    view = tables.ensure_view_table(client, prefix, VIEW_VERSION)
+    tenant = services.tenants().create("bench-load")
+    store = ControlStore(client, keys.control_table_name(prefix))
+    functions = default_registry
+    settings = dict(DEFAULT_PROJECTOR_MAPPING)
+    naive_fn = None
+    if naive:
+        functions = FunctionRegistry()
+        naive_fn = naive_handler(client, view)
+        functions.register("naive", naive_fn)
+        settings["function_name"] = "naive"
+    LocalMappingBackend(store, client, db.get_streams_client()).create(
+        event_source_arn=family_source_arn(prefix), **settings)
+    runtime = LocalRuntime(store, client, db.get_streams_client(), RuntimeOptions(poll_interval=0.25),
+                           functions).start()
+    server = LocalHttpServer(app, port=0).start()
+    rng = random.Random(17)
+    pending: dict[str, float] = {}
+    lags: list[float] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set() or pending:
+            with lock:
+                todo = list(pending)[:100]
+            if todo:
+                found = db.batch_get(client, view, [{"pk": {"S": keys.account_pk(tenant["tenant_id"], a)},
+                                                     "sk": {"S": keys.SUMMARY_SK}} for a in todo], projection="pk")
+                seen = {f["pk"]["S"].rsplit("#A#", 1)[1] for f in found}
+                now_ = time.perf_counter()
+                with lock:
+                    for a in seen:
+                        lags.append((now_ - pending.pop(a)) * 1000)
+            if stop.is_set() and time.perf_counter() > deadline_drain:
+                return
+            time.sleep(0.02)
+
+    deadline_drain = float("inf")
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    session = requests.Session()
+    sent = requests_sent = 0
+    interval = per_request / rate
+    started = time.perf_counter()
+    try:
+        while time.perf_counter() - started < seconds:
+            due = started + requests_sent * interval
+            if (wait := due - time.perf_counter()) > 0:
+                time.sleep(wait)
+            ts = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            probe = f"probe-{requests_sent:06d}"
+            batch: list[dict[str, Any]] = [
+                {"type": "track", "userId": f"u{rng.randrange(accounts * 3)}", "event": rng.choice(FEATURES),
+                 "timestamp": ts, "messageId": f"load-{requests_sent}-{i}",
+                 "context": {"groupId": probe if i == 0 else f"acct-{rng.randrange(accounts):05d}"}}
+                for i in range(per_request)]
+            r = session.post(f"{server.url}/v1/batch", json={"batch": batch}, auth=(tenant["write_key"], ""),
+                             timeout=60)
+            r.raise_for_status()
+            with lock:
+                pending[probe] = time.perf_counter()
+            requests_sent += 1
+            sent += per_request
+        send_s = time.perf_counter() - started
+        deadline_drain = time.perf_counter() + 60
+        stop.set()
+        watcher.join(65)
+    finally:
+        server.stop()
+        runtime.stop()
+    out: dict[str, Any] = {"design": "naive per-event UpdateItem" if naive else "streamfold",
+                           "target_events_per_s": rate, "achieved_events_per_s": round(sent / send_s, 1),
+                           "seconds": round(send_s, 1), "accounts": accounts, "requests": requests_sent,
+                           "probes_seen": len(lags), "probes_lost": len(pending),
+                           "p50_ms": round(percentile(lags, 50), 1), "p99_ms": round(percentile(lags, 99), 1),
+                           "max_ms": round(max(lags), 1) if lags else None,
+                           "samples_ms": [round(x, 1) for x in lags]}
+    if naive_fn is not None:
+        u = naive_fn.units  # type: ignore[attr-defined]
+        out["write_units_per_event"] = round(sum(u) / max(1, len(u) // 3), 3)
+    return out
+
+
 # --- the single-box alternative --------------------------------------------------------------------
 
 
 def eventsourcing_baseline(events: int, accounts: int) -> dict[str, Any]:
     """The ``eventsourcing`` library (POPO recorder) folding the same tracks into per-account counts."""
     # deferred: heavy optional dependency, a baseline only the benchmark uses
-    from eventsourcing.application import Application
-    from eventsourcing.domain import Aggregate, event
 
     class AccountUsage(Aggregate):  # type: ignore[misc]
         def __init__(self, account_id: str) -> None:
@@ -337,7 +483,7 @@ def summarise(report: dict[str, Any]) -> dict[str, float]:
         "projection_wru_per_event": projection,
         "total_wru_per_event": round(ingest + projection, 4),
         "ingest_vs_raw": ceilings.get("ingest", {}).get("ingest_vs_raw", float("nan")),
-        "lag_p99_ms": report["lag"].get("p99_ms", float("nan")),
+        "lag_p99_ms": report.get("load", {}).get("streamfold", {}).get("p99_ms", float("nan")),
         "replay_vs_scan": rep.get("replay_vs_scan", float("nan")),
         "replay_events_per_s": rep.get("replay_events_per_s", float("nan")),
         "replay_rss_mb": rep.get("replay_rss_mb", float("nan")),
@@ -348,15 +494,18 @@ def summarise(report: dict[str, Any]) -> dict[str, float]:
 def chart(report: dict[str, Any], path: str) -> None:
     """A PNG: lag distribution; throughput against ceilings and baselines; cost per event."""
     # deferred: heavy optional dependency, only `streamfold bench --chart` draws
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4.5))
-    lag = report["lag"].get("samples_ms", [])
-    ax1.hist(lag, bins=20, color="#4c72b0")
-    ax1.set_title("Lag: HTTP 200 -> visible (ms)")
+    load = report.get("load", {})
+    for name, colour in (("streamfold", "#4c72b0"), ("naive", "#c44e52")):
+        if load.get(name, {}).get("samples_ms"):
+            ax1.hist(load[name]["samples_ms"], bins=20, color=colour, alpha=0.6, label=name)
+    if not load:
+        ax1.hist(report["lag"].get("samples_ms", []), bins=20, color="#4c72b0", label="idle")
+    ax1.legend()
+    ax1.set_title("Lag under load: HTTP 200 -> visible (ms)")
     ax1.set_xlabel("ms")
     ax1.set_ylabel("probes")
     c = report.get("ceilings", {})

@@ -15,7 +15,8 @@ from tooling import ceilings as ceilings_module
 TINY = bench.Workload(ingest_events={1: 5, 10: 20, 100: 100}, baseline_put_events=5, http_events=50,
                       http_seconds=5.0, accounts=3, users_per_account=2, live_events=60, backfill_events=60,
                       baseline_events=30, lag_probes=2, ceiling_events=200, ceiling_threads=2, replay_events=500,
-                      replay_accounts=20, eventsourcing_events=300)
+                      replay_accounts=20, eventsourcing_events=300, load_rate=100.0, load_seconds=3.0,
+                      load_accounts=50)
 
 SUMMARY_KEYS = {"append_wru_per_event", "projection_wru_per_event", "total_wru_per_event", "ingest_vs_raw",
                 "lag_p99_ms", "replay_vs_scan", "replay_events_per_s", "replay_rss_mb", "query_p99_ms"}
@@ -72,6 +73,10 @@ def test_report_shape_on_a_tiny_workload(ddb_endpoint: str, tmp_path: Path) -> N
     assert ceilings["replay"]["events"] >= TINY.replay_events and ceilings["replay"]["replay_rss_mb"] > 0
     assert ceilings["replay"]["query"]["samples"] > 0
     assert ceilings["eventsourcing"]["counted"] == ceilings["eventsourcing"]["events"]
+    for design in ("streamfold", "naive"):
+        load = report["load"][design]
+        assert load["requests"] > 0 and load["probes_seen"] + load["probes_lost"] == load["requests"]
+    assert report["load"]["streamfold"]["probes_lost"] == 0
     png = tmp_path / "bench.png"
     ceilings_module.chart(report, str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
