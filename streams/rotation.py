@@ -24,6 +24,7 @@ import boto3
 from chalicelib import db, tables
 from chalicelib.log import logger
 from chalicelib.settings import get_settings
+from streams.mapping_settings import PROJECTOR_MAPPING
 
 __all__ = [
     "LambdaMappingBackend",
@@ -55,14 +56,14 @@ class MappingSettings:
 
     function_name: str
     on_failure_arn: str
-    batch_size: int = 100
-    # Coalescing: the projector writes each touched item once per invocation, so fuller batches
-    # cost fewer write units per event (docs/PERFORMANCE.md); 5 s of extra lag is fine for dashboards.
-    batching_window_seconds: int = 5
-    bisect_on_error: bool = True
-    maximum_retry_attempts: int = 3
-    maximum_record_age_seconds: int = 86400
-    starting_position: str = "TRIM_HORIZON"
+    # Defaults: the one source of mapping settings (``streams.mapping_settings``), shared with the
+    # local runtime.
+    batch_size: int = PROJECTOR_MAPPING.batch_size
+    batching_window_seconds: int = PROJECTOR_MAPPING.maximum_batching_window_in_seconds
+    bisect_on_error: bool = PROJECTOR_MAPPING.bisect_batch_on_function_error
+    maximum_retry_attempts: int = PROJECTOR_MAPPING.maximum_retry_attempts
+    maximum_record_age_seconds: int = PROJECTOR_MAPPING.maximum_record_age_in_seconds
+    starting_position: str = PROJECTOR_MAPPING.starting_position
 
     def create_request(self, stream_arn: str) -> dict[str, Any]:
         """The ``CreateEventSourceMapping`` request for one day table's stream."""
@@ -76,7 +77,7 @@ class MappingSettings:
             "BisectBatchOnFunctionError": self.bisect_on_error,
             "MaximumRetryAttempts": self.maximum_retry_attempts,
             "MaximumRecordAgeInSeconds": self.maximum_record_age_seconds,
-            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+            "FunctionResponseTypes": list(PROJECTOR_MAPPING.function_response_types),
             "DestinationConfig": {"OnFailure": {"Destination": self.on_failure_arn}},
         }
 
