@@ -12,8 +12,12 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from chalicelib.settings import reset_settings
 from streams.aws_backend import AwsMappingBackend
 from streams.backend import MappingBackend, MappingBusy, SwapFailed, swap, swap_verified
+from streams.mapping_settings import PROJECTOR_MAPPING
+from streams.status import mapping_status
+from tooling.cli import main
 
 REGION = "us-east-1"
 
@@ -148,3 +152,39 @@ def test_swap_to_a_missing_alias_fails_and_keeps_the_mapping(aws: dict[str, Any]
     assert err.value.report.rolled_back
     after = backend.get(m.uuid)
     assert after is not None and after.state == "Enabled" and _qualifier(aws, m.uuid) == aws["versions"][0]
+
+
+def test_cli_swaps_and_reports_aws_mappings(aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """`streamfold mappings swap --to green` and `streamfold status` on AWS (STREAMFOLD_STAGE set)."""
+    monkeypatch.setenv("STREAMFOLD_STAGE", "dev")
+    monkeypatch.setenv("STREAMFOLD_PROJECTOR_FUNCTION", "projector")
+    monkeypatch.setenv("STREAMFOLD_TABLE_PREFIX", "streamfold-")
+    monkeypatch.delenv("STREAMFOLD_DYNAMODB_ENDPOINT", raising=False)
+    reset_settings()
+    try:
+        backend = AwsMappingBackend(aws["lambda"], poll=0.01)
+        m = backend.create(event_source_arn=aws["stream_arn"], function_name="projector:blue",
+                           **PROJECTOR_MAPPING.create_args())
+        assert main(["mappings", "swap", "--to", "green", "--poll", "0.01", "--timeout", "5"]) == 0
+        out, err = capsys.readouterr()
+        [line] = out.strip().splitlines()
+        swapped = json.loads(line)
+        assert swapped["UUID"] == m.uuid and swapped["State"] == "Enabled"
+        assert swapped["Swap"]["to_function"] == "projector:green" and swapped["Swap"]["rolled_back"] is False
+        assert f"{m.uuid}: disable requested" in err and "verified: uuid unchanged" in err
+        assert _qualifier(aws, m.uuid) == aws["versions"][1]
+
+        assert main(["mappings", "swap", "--to", "green", "--poll", "0.01"]) == 0  # already green: no-op
+        assert "already targets green" in capsys.readouterr().err
+
+        assert main(["status"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        [entry] = report["mappings"]
+        assert report["backend"] == "aws" and entry["uuid"] == m.uuid
+        assert entry["table"] == "streamfold-events-20260101" and entry["runtime"] == "aws-lambda"
+        assert (entry["batch_size"], entry["batching_window_s"], entry["maximum_record_age_s"]) == (100, 5, 86400)
+        assert mapping_status() == report["mappings"]  # what /api/status reports on AWS
+    finally:
+        monkeypatch.undo()
+        reset_settings()
