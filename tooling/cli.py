@@ -16,7 +16,7 @@ from chalicelib import db, services, tables
 from chalicelib.log import logger
 from chalicelib.settings import get_settings
 from chalicelib.versions import active_view_version
-from streams import replay
+from streams import replay, rotation
 from streams.alerts import AlertDeliverer, Outbox
 from streams.aws_backend import AwsMappingBackend
 from streams.backend import MappingBackend, SwapFailed, SwapReport, swap_verified
@@ -59,7 +59,8 @@ def storage() -> Iterator[dict[str, Any] | None]:
 
 def local_components() -> list[Callable[[LocalStack], Component]]:
     """Components ``streamfold up`` starts besides storage and HTTP: the local event source mappings,
-    alert delivery every 2 s, and the hourly rescoring (AWS runs the last two on schedules)."""
+    alert delivery every 2 s, the hourly rescoring and the hourly day-table rotation (AWS runs the
+    last three on schedules)."""
 
     def alerts(stack: LocalStack) -> Component:
         deliverer = AlertDeliverer(Outbox(db.get_client(), get_settings().control_table), services.tenants())
@@ -68,7 +69,12 @@ def local_components() -> list[Callable[[LocalStack], Component]]:
     def rescorer(stack: LocalStack) -> Component:
         return Periodic("rescore", lambda: logger.info("rescored", extra={"written": rescore_all()}), 3600.0)
 
-    return [LocalMappings, alerts, rescorer]
+    def rotator(stack: LocalStack) -> Component:
+        # The same rotation as the hourly AWS schedule: tomorrow's table, and the lifecycle
+        # (STREAMFOLD_RETENTION_DAYS deletes old local tables; no export, no table classes locally).
+        return Periodic("rotation", lambda: logger.info("rotated", extra=rotation.run().to_dict()), 3600.0)
+
+    return [LocalMappings, alerts, rescorer, rotator]
 
 
 def cmd_up(args: argparse.Namespace) -> int:

@@ -117,3 +117,11 @@ def test_dlq_list_and_redrive(prefix: str, ddb: Any, capsys: pytest.CaptureFixtu
     assert result["delivered"] == len(listed) and result["failed"] == 0 and result["records"] == 3
     assert [r.dynamodb.keys["pk"] for r in echo_handler.handled[before:]] == keys  # type: ignore[index,union-attr]
     assert store.dead_letters(m.uuid) == []
+
+
+def test_up_runs_rotation_on_a_timer() -> None:
+    names = []
+    for factory in local_components()[1:]:
+        comp = factory(_Stack())  # type: ignore[arg-type]
+        names.append((comp.name, comp.interval))  # type: ignore[attr-defined]
+    assert ("rotation", 3600.0) in names
