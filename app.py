@@ -15,6 +15,7 @@ from chalicelib.ingest import decode_body, parse_request
 from chalicelib.openapi import document
 from chalicelib.static import serve
 from streams import handler, rotation
+from streams.alerts import drain_outbox
 from streams.rescore import rescore_all
 from streams.status import mapping_status
 
@@ -219,3 +220,12 @@ def rotate_tables(event):  # type: ignore[no-untyped-def]
     """Create today's and tomorrow's event tables and their stream mappings (idempotent)."""
     return rotation.run().to_dict()
 # --- end scheduled functions (rotation) ---
+
+
+# --- scheduled functions (score-alert outbox) ---
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES))
+def on_outbox_schedule(event):  # type: ignore[no-untyped-def]
+    """Publish pending score alerts to SNS once each; failed ones stay pending for the next run."""
+    return drain_outbox()

@@ -17,16 +17,22 @@ import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
+import boto3
 from botocore.exceptions import ClientError
 
-from chalicelib import keys
-from chalicelib.db import items
+from chalicelib import keys, services
+from chalicelib.db import get_client, items
 from chalicelib.log import logger
+from chalicelib.settings import get_settings
 from chalicelib.views import from_ddb, to_ddb
 from projections.events import format_ts
 from projections.health import HealthScore
 
-__all__ = ["AlertDeliverer", "Outbox", "alert_id"]
+__all__ = ["AlertDeliverer", "AlertDeliveryError", "Outbox", "alert_id", "drain_outbox"]
+
+
+class AlertDeliveryError(RuntimeError):
+    """Some alerts could not be sent this run; they stay pending and the next run retries them."""
 
 
 class Outbox:
@@ -51,12 +57,22 @@ class Outbox:
                        "alert_json": json.dumps(body, sort_keys=True), "alert_id": aid})
 
     def pending(self, tenant_id: str, limit: int = 100) -> list[dict[str, Any]]:
-        resp = self.client.query(TableName=self.table, KeyConditionExpression="pk = :p",
-                                 FilterExpression="#s = :pending", ExpressionAttributeNames={"#s": "status"},
-                                 ExpressionAttributeValues={":p": {"S": keys.outbox_pk(tenant_id)},
-                                                            ":pending": {"S": "pending"}},
-                                 ConsistentRead=True, Limit=limit)
-        return [from_ddb(i) for i in resp["Items"]]
+        """Up to ``limit`` pending alerts, oldest first.
+
+        Reads every page: DynamoDB applies ``Limit`` *before* the filter, so a single page of
+        ``Limit=limit`` would see only the oldest (long delivered) alerts once there are more than
+        ``limit`` of them, and newer pending ones would never be sent.
+        """
+        out: list[dict[str, Any]] = []
+        for item in items(self.client, "query", TableName=self.table, KeyConditionExpression="pk = :p",
+                          FilterExpression="#s = :pending", ExpressionAttributeNames={"#s": "status"},
+                          ExpressionAttributeValues={":p": {"S": keys.outbox_pk(tenant_id)},
+                                                     ":pending": {"S": "pending"}},
+                          ConsistentRead=True):
+            out.append(from_ddb(item))
+            if len(out) >= limit:
+                break
+        return out
 
     def all(self, tenant_id: str) -> list[dict[str, Any]]:
         found = items(self.client, "query", TableName=self.table, KeyConditionExpression="pk = :p",
@@ -87,6 +103,7 @@ class AlertDeliverer:
         self.sns = sns_client
         self.topic_arn = topic_arn
         self.timeout = timeout
+        self.failed = 0  # attempts that failed since this deliverer was built (they stay pending)
 
     def deliver_tenant(self, tenant_id: str) -> int:
         settings = self.tenants.get_settings(tenant_id)
@@ -110,6 +127,7 @@ class AlertDeliverer:
                     continue  # no destination configured yet: keep it pending
             except (urllib.error.URLError, OSError, ClientError) as exc:
                 logger.warning("alert delivery failed", extra={"alert_id": item["alert_id"], "error": str(exc)})
+                self.failed += 1
                 continue
             if self.outbox.mark(item, "delivered"):
                 sent += 1
@@ -123,3 +141,26 @@ def alert_id(tenant_id: str, account_id: str, kind: str, prev: HealthScore | Non
     raw = f"{tenant_id}|{account_id}|{kind}|{prev.score if prev else ''}|{prev.band if prev else ''}|" \
           f"{new.score}|{new.band}|{new.model_version}"
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+def drain_outbox(sns_client: Any = None) -> dict[str, int]:
+    """One run of the scheduled outbox drain on AWS (``app.on_outbox_schedule``, every minute).
+
+    Publishes every pending alert of every tenant to ``STREAMFOLD_ALERTS_TOPIC_ARN`` once and marks
+    it delivered (conditional update, so a concurrent or repeated run never publishes it again).
+    An alert whose publish fails stays pending and is retried by the next run; the run then raises
+    :class:`AlertDeliveryError` so the function's Errors alarm fires while SNS keeps failing.
+    Without a topic (locally) alerts go to tenant webhooks, as ``streamfold up`` does.
+    """
+    settings = get_settings()
+    if sns_client is None and settings.alerts_topic_arn:
+        sns_client = boto3.session.Session().client("sns", region_name=settings.region)
+    deliverer = AlertDeliverer(Outbox(get_client(), settings.control_table), services.tenants(),
+                               sns_client=sns_client, topic_arn=settings.alerts_topic_arn)
+    delivered = deliverer.deliver_all()
+    result = {"delivered": delivered, "failed": deliverer.failed}
+    logger.info("outbox drained", extra=result)
+    if deliverer.failed:
+        raise AlertDeliveryError(f"{deliverer.failed} alert(s) not delivered, {delivered} delivered; "
+                                 "they stay pending and the next run retries them")
+    return result

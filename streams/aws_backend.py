@@ -83,6 +83,40 @@ class AwsMappingBackend:
                 raise TimeoutError(f"mapping {mapping_uuid} is {m.state}, not {state}, after {timeout}s")
             time.sleep(self.poll)
 
+    def positions(self, mapping_uuid: str) -> dict[str, Any]:
+        """What identifies the position: Lambda has no API for an ESM's shard checkpoints.
+
+        The position lives inside the mapping, so it is kept as long as the *same* mapping (UUID,
+        source, starting position) is retargeted, never deleted and re-created; that is what a
+        swap can verify on AWS. ``LastProcessingResult`` is reported alongside.
+        """
+        try:
+            resp = self.client.get_event_source_mapping(UUID=mapping_uuid)
+        except self.client.exceptions.ResourceNotFoundException:
+            return {}
+        return {"uuid": resp.get("UUID"), "event_source_arn": resp.get("EventSourceArn"),
+                "starting_position": resp.get("StartingPosition"), "state": resp.get("State"),
+                "last_processing_result": resp.get("LastProcessingResult")}
+
+    def targets(self, mapping: Mapping, function_name: str) -> bool:
+        """``projector:green`` is targeted when the mapping names that alias or the version it points to
+        (moto, and ARNs resolved elsewhere, report ``projector:<version>``)."""
+        if mapping.function_name == function_name:
+            return True
+        name, qualifier = split_function(function_name)
+        got_name, got_qualifier = split_function(mapping.function_name)
+        if got_name != name or qualifier is None or got_qualifier is None:
+            return False
+        try:
+            alias = self.client.get_alias(FunctionName=name, Name=qualifier)
+        except self.client.exceptions.ResourceNotFoundException:
+            return False
+        return bool(alias.get("FunctionVersion") == got_qualifier)
+
+    def restore_positions(self, mapping_uuid: str, snapshot: dict[str, Any]) -> bool:
+        """Impossible on AWS: a mapping's shard positions cannot be set through the API."""
+        return False
+
     @staticmethod
     def _mapping(resp: dict[str, Any]) -> Mapping:
         d = dict(resp)

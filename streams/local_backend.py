@@ -112,6 +112,30 @@ class LocalMappingBackend:
                 raise TimeoutError(f"mapping {mapping_uuid} is {m.state}, not {state}, after {timeout}s")
             time.sleep(self.poll)
 
+    def positions(self, mapping_uuid: str) -> dict[str, Any]:
+        """Every shard checkpoint of the mapping (``"<stream ARN>#<shard>" -> sequence number``)."""
+        m = self._require(mapping_uuid)
+        return {"uuid": m.uuid, "event_source_arn": m.event_source_arn, "starting_position": m.starting_position,
+                "checkpoints": {f"{c.stream_arn}#{c.shard_id}": c.sequence_number
+                                for c in self.store.checkpoints(mapping_uuid)}}
+
+    def targets(self, mapping: Mapping, function_name: str) -> bool:
+        return mapping.function_name == function_name
+
+    def restore_positions(self, mapping_uuid: str, snapshot: dict[str, Any]) -> bool:
+        """Write ``snapshot``'s checkpoints back (the mapping is disabled: the runtime reloads them on enable)."""
+        m = self._require(mapping_uuid)
+        if m.state != "Disabled":
+            return False
+        existing = {f"{c.stream_arn}#{c.shard_id}": c for c in self.store.checkpoints(mapping_uuid)}
+        for key, seq in snapshot.get("checkpoints", {}).items():
+            cp = existing.get(key)
+            stream_arn, shard_id = key.rsplit("#", 1)
+            restored = Checkpoint(stream_arn, shard_id, seq, cp.parent_shard_id if cp else None,
+                                  finished=cp.finished if cp else False)
+            self.store.put_checkpoint(mapping_uuid, restored, owner=None)
+        return True
+
     # --- helpers ----------------------------------------------------------------------------
     def ensure(self, *, event_source_arn: str, function_name: str, **create_args: Any) -> Mapping:
         """The mapping of this source to this function's name (any colour); created if missing."""

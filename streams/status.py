@@ -8,12 +8,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import boto3
+
 from chalicelib.db import get_client
 from chalicelib.settings import get_settings
+from streams.aws_backend import AwsMappingBackend
 from streams.mapping import table_name_of
 from streams.store import ControlStore
 
-__all__ = ["mapping_status", "status_report"]
+__all__ = ["aws_status_report", "mapping_status", "status_report"]
 
 
 def status_report(store: ControlStore) -> list[dict[str, Any]]:
@@ -35,6 +38,35 @@ def status_report(store: ControlStore) -> list[dict[str, Any]]:
     return out
 
 
+def aws_status_report(lambda_client: Any, prefix: str) -> list[dict[str, Any]]:
+    """The Lambda Event Source Mappings of this prefix's day tables (on AWS).
+
+    Lambda exposes no shard checkpoints or lag per mapping: ``records_behind``,
+    ``iterator_age_ms`` and ``dead_letters`` are ``None`` here (the ``IteratorAge`` metric per alias
+    and the on-failure queue's depth are in CloudWatch, with alarms); ``last_processing_result``
+    is what Lambda reports.
+    """
+    day_tables = f"{prefix}events-"
+    out: list[dict[str, Any]] = []
+    for m in AwsMappingBackend(lambda_client).list():
+        if ":table/" not in m.event_source_arn or not table_name_of(m.event_source_arn).startswith(day_tables):
+            continue
+        out.append({
+            "uuid": m.uuid, "function": m.function_name, "state": m.state, "source": m.event_source_arn,
+            "table": table_name_of(m.event_source_arn), "runtime": "aws-lambda", "batch_size": m.batch_size,
+            "batching_window_s": m.maximum_batching_window_in_seconds,
+            "maximum_record_age_s": m.maximum_record_age_in_seconds, "maximum_retry_attempts": m.maximum_retry_attempts,
+            "bisect": m.bisect_batch_on_function_error, "on_failure": m.on_failure_destination,
+            "last_processing_result": m.extra.get("LastProcessingResult"),
+            "records_behind": None, "iterator_age_ms": None, "dead_letters": None, "shards": [],
+        })
+    return sorted(out, key=lambda e: (e["table"], e["uuid"]))
+
+
 def mapping_status() -> list[dict[str, Any]]:
-    """:func:`status_report` of the configured control table."""
-    return status_report(ControlStore(get_client(), get_settings().control_table))
+    """:func:`status_report` of the configured control table; on AWS, :func:`aws_status_report`."""
+    settings = get_settings()
+    if not settings.is_local:
+        return aws_status_report(boto3.session.Session().client("lambda", region_name=settings.region),
+                                 settings.table_prefix)
+    return status_report(ControlStore(get_client(), settings.control_table))

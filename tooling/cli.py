@@ -5,22 +5,26 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
+
+import boto3
 
 from chalicelib import db, services, tables
 from chalicelib.log import logger
 from chalicelib.settings import get_settings
 from chalicelib.versions import active_view_version
-from streams import replay
+from streams import replay, rotation
 from streams.alerts import AlertDeliverer, Outbox
-from streams.backend import swap
+from streams.aws_backend import AwsMappingBackend
+from streams.backend import MappingBackend, SwapFailed, SwapReport, swap_verified
 from streams.dlq import redrive
 from streams.local_backend import LocalMappingBackend
 from streams.mapping import Mapping
 from streams.rescore import rescore_all
-from streams.status import status_report
+from streams.status import aws_status_report, status_report
 from streams.store import ControlStore
 from tooling import bench, deploy, guard
 from tooling.demo import KEY_FEATURES, send
@@ -55,7 +59,8 @@ def storage() -> Iterator[dict[str, Any] | None]:
 
 def local_components() -> list[Callable[[LocalStack], Component]]:
     """Components ``streamfold up`` starts besides storage and HTTP: the local event source mappings,
-    alert delivery every 2 s, and the hourly rescoring (AWS runs the last two on schedules)."""
+    alert delivery every 2 s, the hourly rescoring and the hourly day-table rotation (AWS runs the
+    last three on schedules)."""
 
     def alerts(stack: LocalStack) -> Component:
         deliverer = AlertDeliverer(Outbox(db.get_client(), get_settings().control_table), services.tenants())
@@ -64,7 +69,12 @@ def local_components() -> list[Callable[[LocalStack], Component]]:
     def rescorer(stack: LocalStack) -> Component:
         return Periodic("rescore", lambda: logger.info("rescored", extra={"written": rescore_all()}), 3600.0)
 
-    return [LocalMappings, alerts, rescorer]
+    def rotator(stack: LocalStack) -> Component:
+        # The same rotation as the hourly AWS schedule: tomorrow's table, and the lifecycle
+        # (STREAMFOLD_RETENTION_DAYS deletes old local tables; no export, no table classes locally).
+        return Periodic("rotation", lambda: logger.info("rotated", extra=rotation.run().to_dict()), 3600.0)
+
+    return [LocalMappings, alerts, rescorer, rotator]
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -165,15 +175,51 @@ def _parts() -> tuple[ControlStore, LocalMappingBackend]:
     return store, LocalMappingBackend(store, db.get_client(), db.get_streams_client(), poll=0.1)
 
 
-def _select(backend: LocalMappingBackend, args: argparse.Namespace) -> list[Mapping]:
+def on_aws(args: argparse.Namespace) -> bool:
+    """``--aws``, or ``STREAMFOLD_STAGE`` set (the deployed stage), and no ``--local``."""
+    if getattr(args, "local", False):
+        return False
+    return bool(getattr(args, "aws", False) or os.environ.get("STREAMFOLD_STAGE"))
+
+
+def _aws_lambda() -> Any:
+    return boto3.session.Session().client("lambda", region_name=get_settings().region)
+
+
+def aws_projector_function(explicit: str | None) -> str | None:
+    """The deployed projector's name: ``--function``, ``STREAMFOLD_PROJECTOR_FUNCTION``, or the
+    ``ProjectorFunctionName`` output of stack ``streamfold-$STREAMFOLD_STAGE``."""
+    if explicit and explicit != "projector":
+        return explicit
+    if os.environ.get("STREAMFOLD_PROJECTOR_FUNCTION"):
+        return os.environ["STREAMFOLD_PROJECTOR_FUNCTION"]
+    stage = os.environ.get("STREAMFOLD_STAGE")
+    if stage:
+        cfn = boto3.session.Session().client("cloudformation", region_name=get_settings().region)
+        for stack in cfn.describe_stacks(StackName=f"streamfold-{stage}")["Stacks"]:
+            for out in stack.get("Outputs", []):
+                if out["OutputKey"] == "ProjectorFunctionName":
+                    return str(out["OutputValue"])
+    return explicit
+
+
+def _select(backend: MappingBackend, args: argparse.Namespace) -> list[Mapping]:
     if getattr(args, "uuid", None):
         m = backend.get(args.uuid)
         return [m] if m else []
     return backend.list(function_name=getattr(args, "function", None))
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
+
+def cmd_status(args: argparse.Namespace) -> int:
+    if on_aws(args):
+        prefix = get_settings().table_prefix
+        print(json.dumps({"backend": "aws", "mappings": aws_status_report(_aws_lambda(), prefix)}, indent=2,
+                         default=str))
+        return 0
     with storage():
         store, _ = _parts()
         print(json.dumps({"mappings": status_report(store)}, indent=2))
@@ -181,25 +227,59 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_mappings(args: argparse.Namespace) -> int:
-
+    if on_aws(args):
+        args.function = aws_projector_function(args.function)
+        return _mappings(AwsMappingBackend(_aws_lambda(), poll=args.poll), args)
     with storage():
-        store, backend = _parts()
-        selected = _select(backend, args)
-        if args.mappings_cmd != "list" and not selected:
-            print("error: no matching mapping", file=sys.stderr)
-            return 2
-        for m in selected:
-            if args.mappings_cmd == "swap":
-                m = swap(backend, m.uuid, to=args.to, timeout=args.timeout)
-            elif args.mappings_cmd == "disable":
-                if m.state not in ("Disabled", "Disabling"):
-                    backend.update(m.uuid, enabled=False)
-                m = backend.wait_for_state(m.uuid, "Disabled", args.timeout)
-            elif args.mappings_cmd == "enable":
-                if m.state not in ("Enabled", "Enabling"):
-                    backend.update(m.uuid, enabled=True)
-                m = backend.wait_for_state(m.uuid, "Enabled", args.timeout)
-            print(json.dumps(m.to_dict()))
+        _, backend = _parts()
+        return _mappings(backend, args)
+
+
+def _mappings(backend: MappingBackend, args: argparse.Namespace) -> int:
+    selected = _select(backend, args)
+    if args.mappings_cmd != "list" and not selected:
+        _err("error: no matching mapping")
+        return 2
+    if args.mappings_cmd == "swap":
+        return _swap_all(backend, selected, args)
+    for m in selected:
+        if args.mappings_cmd == "disable":
+            if m.state not in ("Disabled", "Disabling"):
+                backend.update(m.uuid, enabled=False)
+            m = backend.wait_for_state(m.uuid, "Disabled", args.timeout)
+        elif args.mappings_cmd == "enable":
+            if m.state not in ("Enabled", "Enabling"):
+                backend.update(m.uuid, enabled=True)
+            m = backend.wait_for_state(m.uuid, "Enabled", args.timeout)
+        print(json.dumps(m.to_dict(), default=str))
+    return 0
+
+
+def _swap_all(backend: MappingBackend, selected: list[Mapping], args: argparse.Namespace) -> int:
+    """Swap every selected mapping; if one fails it is rolled back, and so are the ones already swapped."""
+    done: list[tuple[Mapping, SwapReport]] = []
+    for m in selected:
+        if backend.targets(m, f"{m.function_base_name}:{args.to}"):
+            _err(f"{m.uuid}: already targets {args.to}; nothing to do")
+            print(json.dumps(m.to_dict(), default=str))
+            continue
+        try:
+            report = swap_verified(backend, m.uuid, args.to, timeout=args.timeout, say=_err)
+        except SwapFailed as exc:
+            _err(f"error: {exc}")
+            print(json.dumps({"Swap": exc.report.to_dict()}, default=str))
+            for earlier, rep in reversed(done):
+                back = rep.from_function.partition(":")[2] or "blue"
+                if back not in ("blue", "green"):  # AWS may report the version: return to the other colour
+                    back = "blue" if args.to == "green" else "green"
+                _err(f"{earlier.uuid}: rolling back to {back} (another mapping failed)")
+                swap_verified(backend, earlier.uuid, back, timeout=args.timeout, say=_err)
+            return 1
+        done.append((m, report))
+        assert report.mapping is not None
+        summary = report.to_dict()
+        summary.pop("mapping")
+        print(json.dumps({**report.mapping.to_dict(), "Swap": summary}, default=str))
     return 0
 
 
@@ -249,12 +329,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_target(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--aws", action="store_true",
+                   help="the Lambda event source mappings of the AWS account (default when STREAMFOLD_STAGE is set)")
+    g.add_argument("--local", action="store_true", help="the local runtime's mappings even if STREAMFOLD_STAGE is set")
+
+
 def _register_streams(subparsers: Any) -> None:
     """``status``, ``mappings``, ``replay`` and ``dlq``."""
     st = subparsers.add_parser("status", help="mappings, shard checkpoints, iterator age / lag")
+    _add_target(st)
     st.set_defaults(func=cmd_status)
 
-    mp = subparsers.add_parser("mappings", help="list / swap / disable / enable the local mappings")
+    mp = subparsers.add_parser("mappings", help="list / swap / disable / enable the mappings (local or --aws)")
     msub = mp.add_subparsers(dest="mappings_cmd", required=True)
     for name, help_ in (("list", "show mappings"), ("swap", "blue/green retarget keeping the position"),
                         ("disable", "disable and wait for Disabled"), ("enable", "enable and wait for Enabled")):
@@ -263,6 +351,8 @@ def _register_streams(subparsers: Any) -> None:
         p.add_argument("--function", default=None if name == "list" else "projector",
                        help="function name (base or name:colour)")
         p.add_argument("--timeout", type=float, default=60.0)
+        p.add_argument("--poll", type=float, default=1.0, help="seconds between state polls on AWS")
+        _add_target(p)
         if name == "swap":
             p.add_argument("--to", required=True, choices=["blue", "green"])
         p.set_defaults(func=cmd_mappings)

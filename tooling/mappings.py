@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Protocol
 
 from chalicelib import db
@@ -9,6 +10,7 @@ from chalicelib.log import logger
 from chalicelib.settings import Settings
 from streams.local_backend import LocalMappingBackend
 from streams.mapping import Mapping, family_source_arn
+from streams.mapping_settings import PROJECTOR_MAPPING
 from streams.poller import RuntimeOptions
 from streams.runtime import LocalRuntime
 from streams.store import ControlStore
@@ -23,24 +25,23 @@ class StackLike(Protocol):
 
 __all__ = ["DEFAULT_PROJECTOR_MAPPING", "LocalMappings"]
 
-DEFAULT_PROJECTOR_MAPPING: dict[str, Any] = {
-    "function_name": "projector:blue",
-    # Wait up to a second to fill a batch: fewer, fuller projector invocations (cheaper writes).
-    "maximum_batching_window_in_seconds": 1,
-    "starting_position": "TRIM_HORIZON",
-    "function_response_types": ["ReportBatchItemFailures"],
-    "bisect_batch_on_function_error": True,
-    "maximum_retry_attempts": 3,
-    "maximum_record_age_in_seconds": -1,
-}
+# The settings AWS uses (streams.mapping_settings), so the local runtime runs what production runs.
+DEFAULT_PROJECTOR_MAPPING: dict[str, Any] = {"function_name": "projector:blue", **PROJECTOR_MAPPING.create_args()}
 
 
 class LocalMappings:
-    """Ensure the default ``projector`` mapping for the stack's prefix and run every mapping."""
+    """Ensure the default ``projector`` mapping for the stack's prefix and run every mapping.
 
-    def __init__(self, stack: StackLike, options: RuntimeOptions | None = None) -> None:
+    An existing projector mapping (kept under ``.data/``) whose settings differ from
+    :data:`~streams.mapping_settings.PROJECTOR_MAPPING` (plus ``mapping_overrides``) is updated in
+    place: same UUID, same checkpoints.
+    """
+
+    def __init__(self, stack: StackLike, options: RuntimeOptions | None = None,
+                 mapping_overrides: dict[str, Any] | None = None) -> None:
         self.stack = stack
         self.options = options or RuntimeOptions()
+        self.mapping_overrides = dict(mapping_overrides or {})
         self.runtime: LocalRuntime | None = None
         self.mapping: Mapping | None = None
 
@@ -48,8 +49,16 @@ class LocalMappings:
         settings = self.stack.settings
         store = ControlStore(db.get_client(), settings.control_table)
         backend = LocalMappingBackend(store, db.get_client(), db.get_streams_client())
+        wanted = dataclasses.replace(PROJECTOR_MAPPING, **self.mapping_overrides)
         self.mapping = backend.ensure(event_source_arn=family_source_arn(settings.table_prefix),
-                                      **DEFAULT_PROJECTOR_MAPPING)
+                                      function_name=DEFAULT_PROJECTOR_MAPPING["function_name"],
+                                      **wanted.create_args())
+        changed = wanted.update_args(self.mapping)
+        if changed:
+            backend.wait_for_state(self.mapping.uuid, self.mapping.state if self.mapping.state in (
+                "Enabled", "Disabled") else ("Enabled" if self.mapping.enabled else "Disabled"), 30.0)
+            self.mapping = backend.update(self.mapping.uuid, **changed)
+            logger.info("projector mapping settings updated", extra={"mapping": self.mapping.uuid, **changed})
         self.runtime = LocalRuntime(store, db.get_client(), db.get_streams_client(), self.options).start()
         logger.info("local event source mappings running", extra={"projector_mapping": self.mapping.uuid})
         return self

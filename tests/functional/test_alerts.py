@@ -13,11 +13,13 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from app import app, on_outbox_schedule
 from chalicelib import db, keys, services
+from chalicelib.settings import reset_settings
 from chalicelib.versions import VIEW_VERSION
 from projections.events import Event
 from streams import handler as stream_handler
-from streams.alerts import AlertDeliverer, Outbox
+from streams.alerts import AlertDeliverer, AlertDeliveryError, Outbox
 from tests.functional.test_projector import fresh_projector, ingest, stream_records, summary, wire
 from tests.helpers.streams import day_table
 
@@ -206,3 +208,85 @@ def test_first_activity_after_identity_only_data_raises_no_alert(tenant: dict[st
     stats = proj.record({tid: usage}, now)
     assert stats.alerts == 0
     assert proj.outbox.all(tid) == []
+
+
+# --- the scheduled outbox drain on AWS (app.on_outbox_schedule, moto SNS) ------------------------
+
+SCHEDULED_EVENT = {"version": "0", "id": "7bf73129-1428-4cd3-a780-95db273d1602", "detail-type": "Scheduled Event",
+                   "source": "aws.events", "account": "123456789012", "time": "2025-03-09T23:01:00Z",
+                   "region": "us-east-1", "resources": [], "detail": {}}
+
+
+def _sqs_inbox(sns: Any, sqs: Any, topic: str) -> str:
+    queue = sqs.create_queue(QueueName="alerts-inbox")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    return str(queue)
+
+
+def _received(sqs: Any, queue: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    while True:
+        batch = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        if not batch:
+            return out
+        for m in batch:
+            out.append(json.loads(m["Body"]))
+            sqs.delete_message(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"])
+
+
+def test_scheduled_drain_publishes_each_alert_once_and_retries_failures(
+        prefix: str, tenant: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    [source] = [s for s in app.event_sources if s.name == "on_outbox_schedule"]
+    assert source.schedule_expression.to_string() == "rate(1 minute)"  # type: ignore[attr-defined]
+    tid = tenant["tenant_id"]
+    proj = stream_handler.get_writer(VIEW_VERSION, prefix)
+    t0 = datetime.now(UTC)
+    project(prefix, tid, healthy_history(t0), t0)
+    assert proj.rescore(tid, [ACCOUNT], t0 + timedelta(days=40)) == 1
+    [pending] = outbox(prefix).pending(tid)
+
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(var, "testing")
+    with mock_aws():
+        sns = boto3.client("sns", region_name="us-east-1")
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        # SNS down (the topic is gone): nothing is marked, the run fails loudly (Errors alarm).
+        monkeypatch.setenv("STREAMFOLD_ALERTS_TOPIC_ARN", "arn:aws:sns:us-east-1:123456789012:missing")
+        reset_settings()
+        with pytest.raises(AlertDeliveryError, match="1 alert"):
+            on_outbox_schedule(SCHEDULED_EVENT, None)  # type: ignore[no-untyped-call]
+        assert [i["status"] for i in outbox(prefix).all(tid)] == ["pending"]
+
+        topic = sns.create_topic(Name=f"{prefix}score-alerts")["TopicArn"]
+        queue = _sqs_inbox(sns, sqs, topic)
+        monkeypatch.setenv("STREAMFOLD_ALERTS_TOPIC_ARN", topic)
+        reset_settings()
+        # The next minute's run retries it: published once, then never again.
+        assert on_outbox_schedule(SCHEDULED_EVENT, None) == {"delivered": 1, "failed": 0}  # type: ignore[no-untyped-call]
+        assert on_outbox_schedule(SCHEDULED_EVENT, None) == {"delivered": 0, "failed": 0}  # type: ignore[no-untyped-call]
+        messages = _received(sqs, queue)
+    reset_settings()
+    [envelope] = messages
+    assert json.loads(envelope["Message"])["alert_id"] == pending["alert_id"]
+    assert envelope["MessageAttributes"]["alert_id"]["Value"] == pending["alert_id"]
+    assert envelope["MessageAttributes"]["tenant_id"]["Value"] == tid
+    [item] = outbox(prefix).all(tid)
+    assert item["status"] == "delivered" and item["alert_id"] == pending["alert_id"]
+
+
+def test_pending_alerts_behind_many_delivered_ones_are_found(prefix: str, tenant: dict[str, str]) -> None:
+    """DynamoDB applies Limit before the filter: 150 old delivered alerts must not hide a new one."""
+    tid, box = tenant["tenant_id"], outbox(prefix)
+    client = db.get_client()
+    pk = {"S": keys.outbox_pk(tid)}
+    requests = [{"PutRequest": {"Item": {"pk": pk, "sk": {"S": f"2020-01-01T00:00:{i:03d}#a{i}"},
+                                         "status": {"S": "delivered"}, "alert_id": {"S": f"a{i}"},
+                                         "alert_json": {"S": "{}"}}}} for i in range(150)]
+    for start in range(0, len(requests), 25):
+        client.batch_write_item(RequestItems={box.table: requests[start:start + 25]})
+    client.put_item(TableName=box.table, Item={"pk": {"S": keys.outbox_pk(tid)}, "sk": {"S": "2030-01-01#new"},
+                                               "status": {"S": "pending"}, "alert_id": {"S": "new"},
+                                               "alert_json": {"S": "{}"}})
+    assert [i["alert_id"] for i in box.pending(tid)] == ["new"]
+    assert len(box.pending(tid, limit=1)) == 1

@@ -120,11 +120,12 @@ def test_existing_mapping_to_another_colour_is_not_duplicated(aws: Aws) -> None:
                                         StartingPosition="TRIM_HORIZON")
     result = rotate(aws.ddb, aws.lam, PREFIX, NOW, mapping_settings=aws.settings)
     assert result.created_tables == []
-    # Heals the half-done state: tomorrow's table existed without a mapping.
+    # Heals the half-done state: tomorrow's table existed without a mapping. It follows the function
+    # today's mapping targets (after a swap), not the configured one.
     assert result.created_mappings == [aws.stream_arn(_day(1))]
     by_stream = {m["EventSourceArn"]: m["FunctionArn"] for m in aws.mappings()}
     assert by_stream == {aws.stream_arn(_day(0)): aws.functions["projector-green"],
-                         aws.stream_arn(_day(1)): aws.functions["projector-blue"]}
+                         aws.stream_arn(_day(1)): aws.functions["projector-green"]}
 
 
 def test_mapping_settings_from_environment(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,6 +150,72 @@ def test_half_configured_environment_is_an_error() -> None:
         rotation.settings_from_env({"STREAMFOLD_PROJECTOR_FUNCTION": "projector"})
     settings = rotation.settings_from_env({"STREAMFOLD_PROJECTOR_FUNCTION": "p", "STREAMFOLD_DLQ_ARN": "arn:q"})
     assert settings == MappingSettings(function_name="p", on_failure_arn="arn:q")
+
+
+def test_new_tables_follow_the_colour_of_todays_mapping(aws: Aws) -> None:
+    """After `streamfold mappings swap --to green`, tomorrow's table is mapped to green too."""
+    rotate(aws.ddb, aws.lam, PREFIX, NOW, mapping_settings=aws.settings)  # blue is live
+    today = {m["EventSourceArn"]: m for m in aws.mappings()}[aws.stream_arn(_day(0))]
+    aws.lam.update_event_source_mapping(UUID=today["UUID"], FunctionName="projector-green")
+    later = rotate(aws.ddb, aws.lam, PREFIX, NOW + timedelta(hours=1), mapping_settings=aws.settings)
+    # It is the next day now: tomorrow's (blue, made yesterday) is today's; the day after follows it.
+    assert later.created_mappings == [aws.stream_arn(_day(2))]
+    by_stream = {m["EventSourceArn"]: m["FunctionArn"] for m in aws.mappings()}
+    assert by_stream[aws.stream_arn(_day(2))] == aws.functions["projector-blue"]
+    aws.lam.update_event_source_mapping(UUID={m["EventSourceArn"]: m for m in aws.mappings()}[
+        aws.stream_arn(_day(2))]["UUID"], FunctionName="projector-green")  # today, two days on
+    last = rotate(aws.ddb, aws.lam, PREFIX, NOW + timedelta(days=1, hours=1), mapping_settings=aws.settings)
+    assert last.created_mappings == [aws.stream_arn(_day(3))]
+    assert {m["EventSourceArn"]: m["FunctionArn"] for m in aws.mappings()}[aws.stream_arn(_day(3))] == \
+        aws.functions["projector-green"]
+
+
+def _old_tables(ddb: Any, ages: list[int]) -> list[str]:
+    names = []
+    for age in ages:
+        tables.ensure_table(ddb, tables.events_table_spec(PREFIX, NOW.date() - timedelta(days=age)))
+        names.append(_day(-age))
+    return names
+
+
+def test_lifecycle_infrequent_access_export_then_delete(aws: Aws) -> None:
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="sf-exports")
+    recent, cold, expired = _old_tables(aws.ddb, [7, 8, 31])
+    for name in (recent, cold, expired):
+        aws.ddb.update_continuous_backups(TableName=name,
+                                          PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True})
+    expired_stream = aws.stream_arn(expired)
+    aws.lam.create_event_source_mapping(EventSourceArn=expired_stream, FunctionName="projector-blue",
+                                        StartingPosition="TRIM_HORIZON")
+    life = rotation.Lifecycle(ia_after_days=7, retention_days=30, export_bucket="sf-exports")
+
+    first = rotate(aws.ddb, aws.lam, PREFIX, NOW, mapping_settings=aws.settings, lifecycle=life)
+    assert first.infrequent_access == [cold]  # 8 days old; 7 days is not "older than 7"
+    assert first.exports_started == [expired] and first.deleted_tables == []  # deleted once exported
+    [export] = aws.ddb.list_exports(TableArn=aws.ddb.describe_table(TableName=expired)["Table"]["TableArn"])[
+        "ExportSummaries"]
+    desc = aws.ddb.describe_export(ExportArn=export["ExportArn"])["ExportDescription"]
+    assert desc["S3Bucket"] == "sf-exports" and desc["S3Prefix"].startswith(PREFIX)
+
+    second = rotate(aws.ddb, aws.lam, PREFIX, NOW + timedelta(minutes=5), mapping_settings=aws.settings,
+                    lifecycle=life)
+    if desc["ExportStatus"] == "COMPLETED":  # moto finishes exports at once; AWS takes minutes
+        assert second.deleted_tables == [expired] and len(second.deleted_mappings) == 1
+    else:
+        assert second.exports_pending == [expired]
+    assert second.exports_started == []  # never a second export
+    remaining = [name for _day, name in tables.list_event_tables(aws.ddb, PREFIX)]
+    assert expired not in remaining and {recent, cold, _day(0), _day(1)} <= set(remaining)
+    assert expired_stream not in {m["EventSourceArn"] for m in aws.mappings()}
+
+
+def test_lifecycle_from_environment() -> None:
+    assert rotation.lifecycle_from_env({}) == rotation.Lifecycle(7, 400, None)
+    assert rotation.lifecycle_from_env({"STREAMFOLD_IA_AFTER_DAYS": "3", "STREAMFOLD_RETENTION_DAYS": "0",
+                                        "STREAMFOLD_EXPORT_BUCKET": "b"}) == rotation.Lifecycle(3, 0, "b")
+    with pytest.raises(RotationError, match="whole number"):
+        rotation.lifecycle_from_env({"STREAMFOLD_RETENTION_DAYS": "-1"})
 
 
 class RecordingBackend:
@@ -205,6 +272,24 @@ def test_local_rotation_creates_the_next_day_once(ddb: Any, prefix: str) -> None
     second = rotate(ddb, None, prefix, now)
     assert (second.created_tables, second.created_mappings) == ([], [])
     assert [name for _day, name in tables.list_event_tables(ddb, prefix)] == [existing, today, tomorrow]
+
+
+def test_local_lifecycle_moves_to_ia_and_deletes_past_retention(ddb: Any, prefix: str) -> None:
+    now = datetime.now(UTC)
+    old = [tables.utc_today(now) - timedelta(days=age) for age in (2, 10)]
+    for day in old:
+        tables.ensure_table(ddb, tables.events_table_spec(prefix, day))
+    cold, expired = (keys.events_table_name(prefix, day) for day in old)
+    result = rotate(ddb, None, prefix, now, lifecycle=rotation.Lifecycle(ia_after_days=1, retention_days=5))
+    assert result.deleted_tables == [expired] and result.exports_started == []  # no export locally
+    # DynamoDB Local has no table classes (UpdateTable answers "Nothing to update"): IA is AWS-only.
+    assert result.infrequent_access == []
+    assert ddb.describe_table(TableName=cold)["Table"]["TableStatus"] == "ACTIVE"
+    again = rotate(ddb, None, prefix, now, lifecycle=rotation.Lifecycle(ia_after_days=1, retention_days=5))
+    assert (again.infrequent_access, again.deleted_tables) == ([], [])
+    assert expired not in [name for _day, name in tables.list_event_tables(ddb, prefix)]
+    # 0 = keep forever
+    assert rotate(ddb, None, prefix, now, lifecycle=rotation.Lifecycle(0, 0)).deleted_tables == []
 
 
 def test_scheduled_function_runs_locally(ddb: Any, prefix: str) -> None:

@@ -11,6 +11,7 @@ from chalicelib.settings import get_settings
 from streams import functions
 from streams.functions import FunctionRegistry
 from streams.mapping import family_source_arn
+from streams.mapping_settings import PROJECTOR_MAPPING
 from tests.helpers.echo import EchoHandler, echo_handler
 from tests.helpers.streams import FAST, day_table, local_parts, put_events, wait_until
 from tooling.cli import local_components, main
@@ -43,8 +44,11 @@ def test_up_component_ensures_default_projector_mapping(prefix: str) -> None:
         m = comp.mapping
         assert m is not None and m.function_name == "projector:blue"
         assert m.event_source_arn == family_source_arn(prefix)
+        # The settings AWS uses (one source: streams.mapping_settings), not local-only ones.
         assert (m.starting_position, m.reports_item_failures, m.bisect_batch_on_function_error,
-                m.maximum_retry_attempts, m.maximum_record_age_in_seconds) == ("TRIM_HORIZON", True, True, 3, -1)
+                m.maximum_retry_attempts, m.maximum_record_age_in_seconds, m.batch_size,
+                m.maximum_batching_window_in_seconds) == ("TRIM_HORIZON", True, True, 3, 86400, 100, 5)
+        assert PROJECTOR_MAPPING.update_args(m) == {}
         store, backend, _, _ = local_parts(prefix)
         wait_until(lambda: backend.get(m.uuid).state == "Enabled")  # type: ignore[union-attr]
     finally:
@@ -53,6 +57,21 @@ def test_up_component_ensures_default_projector_mapping(prefix: str) -> None:
     again.stop()
     assert again.mapping is not None and again.mapping.uuid == m.uuid
     assert [x.uuid for x in backend.list(function_name="projector")] == [m.uuid]
+
+
+def test_up_component_brings_an_old_mapping_to_the_shared_settings(prefix: str, ddb: Any) -> None:
+    """A mapping kept under .data/ from before (1 s window, no maximum age) is updated in place."""
+    store, backend, _, src = local_parts(prefix)
+    old = backend.create(event_source_arn=src, function_name="projector:green", maximum_batching_window_in_seconds=1,
+                         maximum_record_age_in_seconds=-1, bisect_batch_on_function_error=True,
+                         maximum_retry_attempts=3, function_response_types=["ReportBatchItemFailures"])
+    comp = LocalMappings(_Stack(), FAST, mapping_overrides={"batch_size": 50}).start()
+    comp.stop()
+    m = backend.get(old.uuid)
+    assert m is not None and comp.mapping is not None and comp.mapping.uuid == old.uuid
+    assert m.function_name == "projector:green"  # the live colour is kept
+    assert (m.maximum_batching_window_in_seconds, m.maximum_record_age_in_seconds, m.batch_size) == (5, 86400, 50)
+    assert [x.uuid for x in backend.list(function_name="projector")] == [old.uuid]
 
 
 def test_mappings_commands_disable_enable_swap_and_status(prefix: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -98,3 +117,11 @@ def test_dlq_list_and_redrive(prefix: str, ddb: Any, capsys: pytest.CaptureFixtu
     assert result["delivered"] == len(listed) and result["failed"] == 0 and result["records"] == 3
     assert [r.dynamodb.keys["pk"] for r in echo_handler.handled[before:]] == keys  # type: ignore[index,union-attr]
     assert store.dead_letters(m.uuid) == []
+
+
+def test_up_runs_rotation_on_a_timer() -> None:
+    names = []
+    for factory in local_components()[1:]:
+        comp = factory(_Stack())  # type: ignore[arg-type]
+        names.append((comp.name, comp.interval))  # type: ignore[attr-defined]
+    assert ("rotation", 3600.0) in names

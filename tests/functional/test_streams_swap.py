@@ -13,9 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chalicelib import tables
-from streams.backend import swap
+from streams.backend import SwapFailed, swap, swap_verified
 from streams.functions import FunctionRegistry
+from streams.mapping_settings import PROJECTOR_MAPPING
 from streams.poller import HostCrash
+from streams.store import Checkpoint
 from tests.helpers.echo import EchoHandler
 from tests.helpers.streams import day_table, local_parts, put_events, wait_until
 
@@ -125,3 +127,63 @@ def test_swap_and_crash_schedules_keep_position(prefix: str, ddb: Any, batch_siz
     else:
         assert repeats <= batch_size  # at most the batch in flight at the crash
     backend.delete(m.uuid)
+
+
+def test_verified_swap_under_continuous_ingest_reports_and_checks_checkpoints(prefix: str, ddb: Any) -> None:
+    reg, blue, green = _registry()
+    store, backend, runtime, src = local_parts(prefix, functions=reg)
+    m = backend.create(event_source_arn=src, function_name="projector:blue",
+                       **PROJECTOR_MAPPING.create_args(batch_size=5, maximum_batching_window_in_seconds=0))
+    keys = [f"v{i:04d}" for i in range(100)]
+    said: list[str] = []
+    with runtime():
+        writer = _writer(ddb, day_table(prefix), keys, 0.005)
+        wait_until(lambda: len(blue.handled) >= 10, message="blue has started")
+        report = swap_verified(backend, m.uuid, to="green", timeout=20, say=said.append)
+        writer.join()
+        wait_until(lambda: len(blue.handled_keys) + len(green.handled_keys) >= len(keys), message="all delivered")
+        time.sleep(0.3)
+    assert report.error is None and not report.rolled_back
+    assert report.mapping is not None and report.mapping.function_name == "projector:green"
+    [seq] = [v for k, v in report.before["checkpoints"].items() if f"table/{day_table(prefix)}/" in k]
+    assert seq == blue.handled_sequence_numbers[-1]  # checkpointed exactly past blue's last batch
+    n = len(report.before["checkpoints"])  # today's and tomorrow's table (one shard each)
+    assert n >= 2 and report.verified[0] == f"{n} shard checkpoint(s) unchanged"
+    assert said[0].endswith("disable requested") and said[-1].split(": ", 1)[1].startswith("verified")
+    assert 0 < len(blue.handled_keys) < len(keys) and green.handled_keys
+    assert blue.handled_keys + green.handled_keys == keys  # nothing lost, nothing twice, in order
+
+
+def test_position_reset_during_swap_is_detected_and_rolled_back(prefix: str, ddb: Any) -> None:
+    """A retarget that loses the position (as re-creating a mapping would) is caught while still
+    disabled; the checkpoints are put back, blue is enabled again and nothing is re-delivered."""
+    reg, blue, green = _registry()
+    store, backend, runtime, src = local_parts(prefix, functions=reg)
+    m = backend.create(event_source_arn=src, function_name="projector:blue",
+                       **PROJECTOR_MAPPING.create_args(batch_size=5, maximum_batching_window_in_seconds=0))
+    keys = [f"r{i:03d}" for i in range(40)]
+    orig_update = backend.update
+
+    def losing_update(uuid: str, **kw: Any):  # type: ignore[no-untyped-def]
+        out = orig_update(uuid, **kw)
+        if kw.get("function_name") == "projector:green":
+            for cp in store.checkpoints(uuid):  # the position is reset to TRIM_HORIZON
+                store.put_checkpoint(uuid, Checkpoint(cp.stream_arn, cp.shard_id, None), owner=None)
+        return out
+
+    backend.update = losing_update  # type: ignore[method-assign]
+    with runtime():
+        put_events(ddb, day_table(prefix), keys[:20])
+        wait_until(lambda: len(blue.handled_keys) >= 20, message="blue caught up")
+        with pytest.raises(SwapFailed, match="position moved while disabled") as err:
+            swap_verified(backend, m.uuid, to="green", timeout=20)
+        report = err.value.report
+        assert report.rolled_back
+        assert "rollback: shard checkpoints restored" in report.steps and report.steps[-1] == "rollback: Enabled"
+        put_events(ddb, day_table(prefix), keys[20:])
+        wait_until(lambda: len(blue.handled_keys) >= len(keys), message="all delivered")
+        time.sleep(0.3)
+    after = backend.get(m.uuid)
+    assert after is not None and (after.function_name, after.state) == ("projector:blue", "Enabled")
+    assert green.handled_keys == []
+    assert blue.handled_keys == keys  # nothing re-delivered after the rollback, nothing lost
