@@ -27,7 +27,7 @@ from tooling.demo import KEY_FEATURES, send
 from tooling.dynamodb_local import DynamoDBLocal, DynamoDBLocalError
 from tooling.loops import Periodic
 from tooling.mappings import LocalMappings
-from tooling.stack import Component, LocalStack, read_stack_file, use_endpoint
+from tooling.stack import Component, LocalStack, StackRunning, read_stack_file, use_endpoint
 
 __all__ = ["build_parser", "main", "storage"]
 
@@ -71,9 +71,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     stack = LocalStack(port=args.port, in_memory=args.in_memory, components=local_components())
     try:
         stack.start()
+    except StackRunning as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     except DynamoDBLocalError as exc:
+        stack.stop()
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BaseException:
+        stack.stop()
+        raise
     print(f"streamfold is up: {stack.http.url}  (DynamoDB: {get_settings().dynamodb_endpoint})", flush=True)
     if args.demo:
         try:
