@@ -134,6 +134,18 @@ def cmd_tenant_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tenant_revoke(args: argparse.Namespace) -> int:
+    secret = args.secret if args.secret != "-" else sys.stdin.readline().strip()
+    with storage():
+        revoked = services.tenants().revoke(secret)
+    if revoked is None:
+        print("error: no such write key or API token (already revoked?)", file=sys.stderr)
+        return 2
+    ttl = services.tenants().RESOLVE_TTL
+    print(json.dumps({**revoked, "revoked": True, "effective_within_s": ttl}))
+    return 0
+
+
 def cmd_tenant_set(args: argparse.Namespace) -> int:
     with storage():
         store = services.tenants()
@@ -309,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("name")
     tc.set_defaults(func=cmd_tenant_create)
     tenant.add_parser("list").set_defaults(func=cmd_tenant_list)
+    tr = tenant.add_parser("revoke", help="revoke a write key or API token (refused everywhere within 5 s)")
+    tr.add_argument("secret", help="the write key or API token to revoke (`-`: read it from stdin)")
+    tr.set_defaults(func=cmd_tenant_revoke)
     ts = tenant.add_parser("set", help="tenant settings: alert webhook URL, key features of the score model")
     ts.add_argument("tenant_id")
     ts.add_argument("--webhook-url", help="where score alerts are POSTed locally (empty string: none)")
