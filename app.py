@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from urllib.parse import unquote
 
-from chalice import Chalice, Rate
+from chalice import Chalice, CORSConfig, Rate
 from chalice.app import Request
 
 from chalicelib import services
@@ -13,17 +13,24 @@ from chalicelib.errors import ApiError, FieldError
 from chalicelib.http import basic_auth_user, bearer_token, handle_errors, json_response
 from chalicelib.ingest import decode_body, parse_request
 from chalicelib.openapi import document
+from chalicelib.settings import get_settings
 from chalicelib.static import serve
+from chalicelib.tenants import hash_secret
 from streams import handler, rotation
 from streams.alerts import drain_outbox
 from streams.rescore import rescore_all
-from streams.status import mapping_status
+from streams.status import tenant_status
 
 app = Chalice(app_name="streamfold")
 # Gzip request bodies must reach the function as bytes on API Gateway too.
 app.api.binary_types.extend(["application/json", "text/plain"])
 
 INGEST_TYPES = ["application/json", "text/plain", "application/octet-stream"]
+
+# The private API answers browsers of the dashboard's origin only (STREAMFOLD_DASHBOARD_ORIGIN, read when
+# the app is loaded: on AWS a Lambda environment variable, locally `streamfold up`'s own URL). The public
+# ingest API keeps `*`: Segment's browser SDK posts from every customer website, and a write key only writes.
+API_CORS = CORSConfig(allow_origin=get_settings().dashboard_origin, allow_headers=["Authorization"], max_age=600)
 
 
 def _request() -> Request:
@@ -41,6 +48,12 @@ def _ingest(kind: str):  # type: ignore[no-untyped-def]
     if not key:
         raise ApiError(401, "unauthorized", "missing write key: send it as the HTTP Basic user name or `writeKey`",
                        [FieldError("Authorization", "missing write key")], {"WWW-Authenticate": "Basic"})
+    limiter = services.rate_limiter()
+    verdict = limiter.take(hash_secret(key))
+    if not verdict.allowed:
+        raise ApiError(429, "rate_limited", f"too many requests for this write key; retry in {verdict.retry_after}s",
+                       [FieldError("Authorization", "rate limit of the write key", limit=limiter.describe())],
+                       {"Retry-After": str(verdict.retry_after)})
     tenant_id = services.tenants().resolve(key, "write")
     if tenant_id is None:
         raise ApiError(401, "unauthorized", "invalid write key", [FieldError("Authorization", "invalid write key")],
@@ -110,49 +123,49 @@ def _params() -> dict[str, str]:
     return dict(_request().query_params or {})
 
 
-@app.route("/api/accounts", methods=["GET"], cors=True)
+@app.route("/api/accounts", methods=["GET"], cors=API_CORS)
 @handle_errors
 def api_accounts():  # type: ignore[no-untyped-def]
     return json_response(services.query().list_accounts(_reader(), _params()))
 
 
-@app.route("/api/accounts/{account_id}", methods=["GET"], cors=True)
+@app.route("/api/accounts/{account_id}", methods=["GET"], cors=API_CORS)
 @handle_errors
 def api_account(account_id):  # type: ignore[no-untyped-def]
     return json_response(services.query().get_account(_reader(), unquote(account_id)))
 
 
-@app.route("/api/accounts/{account_id}/users", methods=["GET"], cors=True)
+@app.route("/api/accounts/{account_id}/users", methods=["GET"], cors=API_CORS)
 @handle_errors
 def api_account_users(account_id):  # type: ignore[no-untyped-def]
     return json_response(services.query().account_users(_reader(), unquote(account_id), _params()))
 
 
-@app.route("/api/accounts/{account_id}/timeline", methods=["GET"], cors=True)
+@app.route("/api/accounts/{account_id}/timeline", methods=["GET"], cors=API_CORS)
 @handle_errors
 def api_account_timeline(account_id):  # type: ignore[no-untyped-def]
     return json_response(services.query().account_timeline(_reader(), unquote(account_id), _params()))
 
 
-@app.route("/api/accounts/{account_id}/usage", methods=["GET"], cors=True)
+@app.route("/api/accounts/{account_id}/usage", methods=["GET"], cors=API_CORS)
 @handle_errors
 def api_account_usage(account_id):  # type: ignore[no-untyped-def]
     return json_response(services.query().account_usage(_reader(), unquote(account_id), _params()))
 
 
-@app.route("/api/accounts/{account_id}/score", methods=["GET"], cors=True)
+@app.route("/api/accounts/{account_id}/score", methods=["GET"], cors=API_CORS)
 @handle_errors
 def api_account_score(account_id):  # type: ignore[no-untyped-def]
     return json_response(services.query().account_score(_reader(), unquote(account_id), _params()))
 
 
-@app.route("/api/score-model", methods=["GET"], cors=True)
+@app.route("/api/score-model", methods=["GET"], cors=API_CORS)
 @handle_errors
 def api_score_model_get():  # type: ignore[no-untyped-def]
     return json_response(services.query().get_model(_reader()))
 
 
-@app.route("/api/score-model", methods=["PUT"], content_types=["application/json"], cors=True)
+@app.route("/api/score-model", methods=["PUT"], content_types=["application/json"], cors=API_CORS)
 @handle_errors
 def api_score_model_put():  # type: ignore[no-untyped-def]
     tenant_id = _reader()
@@ -161,20 +174,19 @@ def api_score_model_put():  # type: ignore[no-untyped-def]
     return json_response(services.query().put_model(tenant_id, body, handler.get_writer()))
 
 
-@app.route("/api/search", methods=["GET"], cors=True)
+@app.route("/api/search", methods=["GET"], cors=API_CORS)
 @handle_errors
 def api_search():  # type: ignore[no-untyped-def]
     return json_response(services.query().search(_reader(), _params()))
 
 
-@app.route("/api/status", methods=["GET"], cors=True)
+@app.route("/api/status", methods=["GET"], cors=API_CORS)
 @handle_errors
 def api_status():  # type: ignore[no-untyped-def]
-    _reader()
-    return json_response(services.query().status(mapping_status()))
+    return json_response(services.query().status(tenant_status(_reader())))
 
 
-@app.route("/api/openapi.json", methods=["GET"], cors=True)
+@app.route("/api/openapi.json", methods=["GET"], cors=API_CORS)
 @handle_errors
 def api_openapi():  # type: ignore[no-untyped-def]
     return json_response(document())

@@ -14,19 +14,31 @@ from botocore.config import Config
 
 from chalicelib.settings import get_settings
 
-__all__ = ["MAX_BATCH_GET", "batch_get", "client_kwargs", "get_client", "get_streams_client", "items", "reset_clients",
-           "table_names"]
+__all__ = ["API_TIMEOUTS", "MAX_BATCH_GET", "batch_get", "client_kwargs", "get_api_client", "get_client",
+           "get_streams_client", "items", "reset_clients", "table_names"]
+
+#: The HTTP API's client (ingest, query, tenants): it must answer — 503 with ``Retry-After`` — within a few
+#: seconds when DynamoDB hangs, never hold a request for minutes. Worst case ≈ attempts × (connect or read
+#: timeout) + backoff ≈ 6 s. DynamoDB's own p99 is tens of milliseconds, DynamoDB Local's hundreds.
+API_TIMEOUTS = {"connect_timeout": 1.0, "read_timeout": 2.5, "total_max_attempts": 2}
+
+#: Stream side, CLI and tooling: patient (long batches, table creation) but still bounded, so a frozen
+#: endpoint turns into an error the poller backs off from rather than a thread stuck forever.
+BACKGROUND_TIMEOUTS = {"connect_timeout": 5.0, "read_timeout": 30.0, "total_max_attempts": 8}
 
 _lock = threading.Lock()
 _clients: dict[str, Any] = {}
 
 
-def client_kwargs() -> dict[str, Any]:
+def client_kwargs(timeouts: dict[str, float] | None = None) -> dict[str, Any]:
     """Keyword arguments for boto3 clients talking to the configured DynamoDB endpoint."""
     s = get_settings()
+    t = timeouts or BACKGROUND_TIMEOUTS
     kwargs: dict[str, Any] = {
         "region_name": s.region,
-        "config": Config(retries={"max_attempts": 8, "mode": "standard"}, max_pool_connections=32),
+        "config": Config(retries={"total_max_attempts": int(t["total_max_attempts"]), "mode": "standard"},
+                         connect_timeout=t["connect_timeout"], read_timeout=t["read_timeout"],
+                         max_pool_connections=32),
     }
     if s.dynamodb_endpoint:
         kwargs["endpoint_url"] = s.dynamodb_endpoint
@@ -37,16 +49,23 @@ def client_kwargs() -> dict[str, Any]:
     return kwargs
 
 
-def _get(name: str) -> Any:
+def _get(name: str, role: str = "background") -> Any:
     with _lock:
-        if name not in _clients:
-            _clients[name] = boto3.session.Session().client(name, **client_kwargs())
-        return _clients[name]
+        key = f"{name}:{role}"
+        if key not in _clients:
+            timeouts = API_TIMEOUTS if role == "api" else BACKGROUND_TIMEOUTS
+            _clients[key] = boto3.session.Session().client(name, **client_kwargs(timeouts))
+        return _clients[key]
 
 
 def get_client() -> Any:
-    """The low-level ``dynamodb`` client."""
+    """The low-level ``dynamodb`` client (stream side, CLI, tooling: :data:`BACKGROUND_TIMEOUTS`)."""
     return _get("dynamodb")
+
+
+def get_api_client() -> Any:
+    """The ``dynamodb`` client of the HTTP API: short timeouts, one retry (:data:`API_TIMEOUTS`)."""
+    return _get("dynamodb", "api")
 
 
 def get_streams_client() -> Any:

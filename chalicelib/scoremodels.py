@@ -7,7 +7,7 @@ from typing import Any
 
 from chalicelib import keys
 from chalicelib.views import from_ddb, to_ddb
-from projections.health import ScoreModel, default_model
+from projections.health import MAX_COOLDOWN_HOURS, ScoreModel, default_model
 
 __all__ = ["ScoreModelStore"]
 
@@ -52,6 +52,8 @@ class ScoreModelStore:
         for _ in range(5):
             version = self.current(tenant_id).version + 1
             model = ScoreModel.from_dict({**data, "version": version})
+            if model.cooldown_hours > MAX_COOLDOWN_HOURS:
+                raise ValueError(f"cooldown_hours must be at most {MAX_COOLDOWN_HOURS} (a year)")
             try:
                 self._client.put_item(
                     TableName=self._table,

@@ -12,16 +12,17 @@ from functools import lru_cache
 from typing import Any
 
 from chalicelib import keys, tables, versions
-from chalicelib.db import get_client
+from chalicelib.db import get_api_client
 from chalicelib.ingest import Ingestor
 from chalicelib.query import QueryService
+from chalicelib.ratelimit import RateLimiter
 from chalicelib.scoremodels import ScoreModelStore
 from chalicelib.search import get_indexer, reset_indexers
 from chalicelib.settings import get_settings
 from chalicelib.tenants import TenantStore
 from chalicelib.views import ViewStore
 
-__all__ = ["active_version", "ingestor", "query", "reset", "tenants"]
+__all__ = ["active_version", "ingestor", "query", "rate_limiter", "reset", "tenants"]
 
 _lock = threading.Lock()
 
@@ -35,18 +36,25 @@ def _ensure_day_tables(client: Any, prefix: str, when: datetime) -> None:
 @lru_cache(maxsize=1)
 def tenants() -> TenantStore:
     """Tenants, write keys and API tokens (control table)."""
-    return TenantStore(get_client(), get_settings().control_table)
+    return TenantStore(get_api_client(), get_settings().control_table)
 
 
 @lru_cache(maxsize=1)
 def ingestor() -> Ingestor:
     """The public ingest path (day tables)."""
-    return Ingestor(get_client(), get_settings().table_prefix, ensure_tables=_ensure_day_tables)
+    return Ingestor(get_api_client(), get_settings().table_prefix, ensure_tables=_ensure_day_tables)
+
+
+@lru_cache(maxsize=1)
+def rate_limiter() -> RateLimiter:
+    """Token buckets per write key (``STREAMFOLD_INGEST_RATE`` / ``STREAMFOLD_INGEST_BURST``)."""
+    s = get_settings()
+    return RateLimiter(s.ingest_rate, s.ingest_burst)
 
 
 def active_version() -> int:
     """The view version the API reads and the stream handler writes (see :mod:`chalicelib.versions`)."""
-    return versions.active_view_version(get_client(), get_settings().control_table)
+    return versions.active_view_version(get_api_client(), get_settings().control_table)
 
 
 def query() -> QueryService:
@@ -57,7 +65,7 @@ def query() -> QueryService:
 @lru_cache(maxsize=4)
 def _query(version: int) -> QueryService:
     s = get_settings()
-    client = get_client()
+    client = get_api_client()
     return QueryService(ViewStore(client, keys.view_table_name(s.table_prefix, version)),
                         ScoreModelStore(client, s.control_table), search=get_indexer(version))
 
@@ -66,6 +74,7 @@ def reset() -> None:
     """Forget every cached service (after the endpoint or table prefix changes)."""
     tenants.cache_clear()
     ingestor.cache_clear()
+    rate_limiter.cache_clear()
     _query.cache_clear()
     versions.forget()
     reset_indexers()

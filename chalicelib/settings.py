@@ -10,9 +10,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Settings", "get_settings", "reset_settings", "PROJECT_ROOT"]
+__all__ = ["DEFAULT_DASHBOARD_ORIGIN", "DEFAULT_INGEST_BURST", "DEFAULT_INGEST_RATE", "PROJECT_ROOT", "Settings",
+           "get_settings", "reset_settings"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+DEFAULT_DASHBOARD_ORIGIN = "http://127.0.0.1:8080"  # `streamfold up`'s dashboard (same origin as its API)
+DEFAULT_INGEST_RATE = 50.0  # requests/s per write key; Segment SDKs send batches of up to 500 KB
+DEFAULT_INGEST_BURST = 200  # requests a quiet key may send at once (backfills, flushes after an outage)
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,8 @@ class Settings:
         region: AWS region name.
         data_dir: where the local stack keeps persistent state (DynamoDB Local files, search index).
         alerts_topic_arn: SNS topic for score alerts on AWS (locally alerts go to tenant webhooks).
+        dashboard_origin: the only origin allowed to call ``/api/*`` from a browser on another origin (CORS).
+        ingest_rate / ingest_burst: token bucket per write key (requests per second, bucket size).
     """
 
     dynamodb_endpoint: str | None
@@ -33,6 +40,9 @@ class Settings:
     data_dir: Path
     alerts_topic_arn: str | None
     opensearch_url: str | None
+    dashboard_origin: str = "http://127.0.0.1:8080"
+    ingest_rate: float = 50.0
+    ingest_burst: int = 200
 
     @property
     def control_table(self) -> str:
@@ -58,6 +68,9 @@ def get_settings() -> Settings:
             data_dir=Path(env.get("STREAMFOLD_DATA_DIR", str(PROJECT_ROOT / ".data"))),
             alerts_topic_arn=env.get("STREAMFOLD_ALERTS_TOPIC_ARN") or None,
             opensearch_url=env.get("OPENSEARCH_URL") or None,
+            dashboard_origin=env.get("STREAMFOLD_DASHBOARD_ORIGIN") or DEFAULT_DASHBOARD_ORIGIN,
+            ingest_rate=float(env.get("STREAMFOLD_INGEST_RATE") or DEFAULT_INGEST_RATE),
+            ingest_burst=int(env.get("STREAMFOLD_INGEST_BURST") or DEFAULT_INGEST_BURST),
         )
     return _settings
 

@@ -37,8 +37,10 @@ class Tenant:
 class TenantStore:
     """Tenant records and secret look-ups in the control table."""
 
-    #: Seconds a resolved secret is cached (per process); bounds how long a revoked secret keeps working.
-    RESOLVE_TTL = 30.0
+    #: Seconds a resolved secret is cached (per process). A revoked secret keeps working at most this
+    #: long in a process that resolved it just before (each API process / Lambda container has its own
+    #: cache); one control-table read per secret per process per 5 s is the price.
+    RESOLVE_TTL = 5.0
 
     def __init__(self, client: Any, table: str) -> None:
         self._client = client
@@ -82,6 +84,24 @@ class TenantStore:
             self._resolved.clear()
         self._resolved[key] = (time.monotonic(), tenant)
         return tenant
+
+    def revoke(self, secret: str) -> dict[str, str] | None:
+        """Delete a write key or API token; returns ``{"tenant_id", "kind"}`` of what was revoked, or ``None``.
+
+        This process forgets it at once; other processes within :attr:`RESOLVE_TTL` seconds.
+        """
+        if not secret or len(secret) > 512:
+            return None
+        digest = hash_secret(secret)
+        resp = self._client.delete_item(
+            TableName=self._table, Key={"pk": {"S": keys.secret_pk(digest)}, "sk": {"S": keys.SECRET_SK}},
+            ReturnValues="ALL_OLD")
+        old = resp.get("Attributes")
+        for kind in ("write", "read"):
+            self._resolved.pop((digest, kind), None)
+        if not old:
+            return None
+        return {"tenant_id": old["tenant_id"]["S"], "kind": old["kind"]["S"]}
 
     def _lookup(self, secret: str, kind: SecretKind) -> str | None:
         resp = self._client.get_item(

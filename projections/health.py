@@ -44,6 +44,7 @@ __all__ = [
     "DEFAULT_FACTORS",
     "FACTOR_NAMES",
     "FactorContribution",
+    "MAX_COOLDOWN_HOURS",
     "HealthScore",
     "ScoreModel",
     "band_change",
@@ -74,6 +75,7 @@ TREND_WINDOW_DAYS: Final = 14
 TREND_GROWTH: Final = Fraction(1, 5)
 TREND_DECLINE: Final = Fraction(-1, 2)
 TREND_LOOKBACK: Final = timedelta(days=7)
+MAX_COOLDOWN_HOURS: Final = 24 * 366  # a year: longer means "never alert again"; larger values are clamped
 
 _MODEL_FIELDS: Final = frozenset(
     {"version", "factors", "yellow_from", "green_from", "key_features", "alert_drop", "cooldown_hours"}
@@ -450,7 +452,9 @@ def band_change(
     """
     if prev is None:
         return None
-    if last_alert_at is not None and new.as_of - last_alert_at < timedelta(hours=model.cooldown_hours):
+    # Clamped: a model stored before the bound existed must not overflow timedelta and fail every batch.
+    cooldown = timedelta(hours=min(model.cooldown_hours, MAX_COOLDOWN_HOURS))
+    if last_alert_at is not None and new.as_of - last_alert_at < cooldown:
         return None
     if prev.band != new.band:
         return "band_changed"

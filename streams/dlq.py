@@ -56,6 +56,11 @@ def redrive(store: ControlStore, mapping: Mapping, streams: Any, functions: Func
     functions = functions or default_registry
     delivered = failed = count = 0
     for dead in store.dead_letters(mapping.uuid):
+        if dead.condition == "RecordsTrimmed":
+            # Nothing to send: the records left the stream unread. They stay listed until the view is
+            # rebuilt from the day tables (`streamfold replay`) and the dead letter is deleted by hand.
+            failed += 1
+            continue
         records = records_of(dead, streams)
         count += len(records)
         try:

@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
+import random
+import socket
 import threading
 import time
 import uuid as uuidlib
@@ -53,6 +56,8 @@ __all__ = [
     "ShardLag",
     "ShardState",
     "discover_streams",
+    "owner_is_dead",
+    "runtime_owner",
 ]
 
 
@@ -78,6 +83,8 @@ class RuntimeOptions:
         retry_base_delay / retry_max_delay: exponential backoff between retries of a batch.
         lease_seconds: how long a runtime's claim on a mapping lasts without renewal.
         gauge_interval: how often lag gauges are written to the checkpoint items.
+        error_base_delay / error_max_delay: backoff (full jitter) after a failed loop iteration — a
+            storage error, a timeout, a frozen DynamoDB — before the poller resumes from its checkpoints.
         clock: wall clock (epoch seconds) used for record ages; injectable for tests.
     """
 
@@ -87,6 +94,8 @@ class RuntimeOptions:
     retry_max_delay: float = 30.0
     lease_seconds: float = 15.0
     gauge_interval: float = 5.0
+    error_base_delay: float = 0.5
+    error_max_delay: float = 5.0
     clock: Callable[[], float] = time.time
 
 
@@ -128,6 +137,7 @@ class ShardState:
     next_attempt_at: float = 0.0
     first_buffered_at: float | None = None
     trimmed_errors: int = 0
+    trim_gap_after: str | None = None  # re-reading from TRIM_HORIZON after this position: check for a gap
 
     @property
     def key(self) -> tuple[str, str]:
@@ -170,10 +180,13 @@ class MappingPoller(threading.Thread):
         self.streams = streams
         self.options = options or RuntimeOptions()
         self.functions = functions or default_registry
-        self.owner = f"runtime-{uuidlib.uuid4().hex[:12]}"
+        self.owner = runtime_owner()
         self.mapping: Mapping | None = None
         self.shards: dict[tuple[str, str], ShardState] = {}
         self.crashed: BaseException | None = None
+        self.lease_lost = False
+        self.errors = 0
+        self.last_error: str | None = None
         self._stopping = threading.Event()
         self._kill = threading.Event()
         self._lock = threading.Lock()
@@ -198,22 +211,60 @@ class MappingPoller(threading.Thread):
         self._stopping.set()
 
     def run(self) -> None:
+        failures = 0
         try:
             while not self._stopping.is_set():
-                busy = self._step()
+                try:
+                    busy = self._step()
+                    failures = 0
+                except HostCrash:
+                    raise
+                except Exception as exc:
+                    # A storage blip, a timeout, a frozen DynamoDB, a conflict during a swap: back off,
+                    # forget what is in flight (it was not checkpointed, so it is read again) and resume.
+                    failures += 1
+                    self.errors += 1
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    delay = random.uniform(0.5, 1.0) * min(self.options.error_max_delay,
+                                                           self.options.error_base_delay * 2 ** min(failures - 1, 16))
+                    logger.warning("poller step failed; backing off, then resuming from the checkpoints",
+                                   extra={"mapping": self.uuid, "error": self.last_error, "failures": failures,
+                                          "delay_s": round(delay, 2)})
+                    self._recover()
+                    self._stopping.wait(delay)
+                    continue
                 if not busy:
                     self._stopping.wait(self._idle_wait())
         except HostCrash as exc:
             self.crashed = exc
-            logger.error("poller crashed (simulated host crash)", extra={"mapping": self.uuid})
+            if self.lease_lost:
+                logger.error("poller stopped: lease lost", extra={"mapping": self.uuid})
+            else:
+                logger.error("poller crashed (simulated host crash)", extra={"mapping": self.uuid})
             return
         except BaseException as exc:
             self.crashed = exc
             logger.exception("poller crashed", extra={"mapping": self.uuid})
+            if self._has_lease:
+                try:  # the process lives on: let the supervisor's next poller take over at once
+                    self.store.release_lease(self.uuid, self.owner)
+                except Exception:
+                    logger.exception("releasing the lease failed (it expires by itself)")
             return
         if not self._kill.is_set() and self._has_lease:
-            self._write_gauges(force=True)
-            self.store.release_lease(self.uuid, self.owner)
+            try:
+                self._write_gauges(force=True)
+                self.store.release_lease(self.uuid, self.owner)
+            except Exception:
+                logger.exception("releasing the lease failed (it expires by itself)", extra={"mapping": self.uuid})
+
+    def _recover(self) -> None:
+        """After a failed iteration: drop in-flight state, re-check the lease, reload checkpoints."""
+        with self._lock:
+            for s in self.shards.values():
+                s.reset_position()
+        self._loaded = False
+        self._lease_renewed_at = 0.0  # renew (or find it lost) before anything else
 
     def _idle_wait(self) -> float:
         now = time.monotonic()
@@ -274,6 +325,14 @@ class MappingPoller(threading.Thread):
         if self._has_lease and now - self._lease_renewed_at < self.options.lease_seconds / 3:
             return True
         ok = self.store.acquire_lease(self.uuid, self.owner, self.options.lease_seconds)
+        if not ok:
+            holder = self.store.lease_holder(self.uuid)
+            if holder is not None and owner_is_dead(holder):
+                # A runtime of this machine that was killed (kill -9) left its lease behind: take it now
+                # rather than after it expires, so a restarted `streamfold up` resumes at once.
+                ok = self.store.take_lease(self.uuid, self.owner, holder, self.options.lease_seconds)
+                if ok:
+                    logger.info("lease taken over from a dead runtime", extra={"mapping": self.uuid, "dead": holder})
         if ok and not self._has_lease:
             self._loaded = False  # someone else may have moved the checkpoints meanwhile
             logger.info("lease acquired", extra={"mapping": self.uuid, "owner": self.owner})
@@ -344,6 +403,7 @@ class MappingPoller(threading.Thread):
             if s.read_position is not None:
                 logger.warning("position trimmed from the stream; restarting at TRIM_HORIZON",
                                extra={"shard": s.shard_id, "position": s.read_position})
+                s.trim_gap_after = s.read_position
             kwargs["ShardIteratorType"] = "TRIM_HORIZON"
         try:
             return str(self.streams.get_shard_iterator(**kwargs)["ShardIterator"])
@@ -351,8 +411,22 @@ class MappingPoller(threading.Thread):
             s.finished = True
             return None
         except self.streams.exceptions.TrimmedDataAccessException:
-            s.trimmed_errors += 1
+            # AFTER_SEQUENCE_NUMBER refused: the position is older than the stream's retention (24 h).
+            s.trimmed_errors = 2
+            s.next_poll_at = 0.0
             return None
+
+    def _trim_gap(self, s: ShardState, records: list[DynamoDBStreamRecord]) -> list[DynamoDBStreamRecord]:
+        """First read after a TRIM_HORIZON restart: skip what was done; a gap becomes a dead letter."""
+        after, s.trim_gap_after = s.trim_gap_after, None
+        assert after is not None
+        done = [r for r in records if sequence_key(r["dynamodb"]["SequenceNumber"]) <= sequence_key(after)]
+        rest = records[len(done):]
+        if done:
+            return rest  # the position is still in the stream: nothing was lost
+        first = rest[0]["dynamodb"]["SequenceNumber"] if rest else None
+        self._dead_letter_trimmed(s, after, first)
+        return rest
 
     def _fetch(self, s: ShardState, mapping: Mapping) -> int:
         if s.end_reached or len(s.buffer) >= mapping.batch_size:
@@ -388,11 +462,13 @@ class MappingPoller(threading.Thread):
             return 0
         s.trimmed_errors = 0
         records = resp.get("Records", [])
-        for raw in records:
-            rec = to_lambda_record(raw, s.stream_arn)
+        converted = [to_lambda_record(raw, s.stream_arn) for raw in records]
+        if s.trim_gap_after is not None:
+            converted = self._trim_gap(s, converted)
+        for rec in converted:
             s.buffer.append((rec, len(json.dumps(rec))))
             s.read_position = rec["dynamodb"]["SequenceNumber"]
-        if records and s.first_buffered_at is None:
+        if converted and s.first_buffered_at is None:
             s.first_buffered_at = time.monotonic()
         s.more_behind = len(records) >= limit
         s.iterator = resp.get("NextShardIterator")
@@ -528,6 +604,31 @@ class MappingPoller(threading.Thread):
                               "shard": s.shard_id, "error": error})
         self._checkpoint(s, last["dynamodb"]["SequenceNumber"])
 
+    def _dead_letter_trimmed(self, s: ShardState, after: str, first_available: str | None) -> None:
+        """Records after ``after`` (up to ``first_available``) expired from the stream unread: say so."""
+        mapping = self.mapping
+        assert mapping is not None
+        now = datetime.now(UTC).isoformat()
+        error = (f"records after sequence number {after} were trimmed from the stream (retention) before they "
+                 f"were processed; first record still available: {first_available or 'none'}. The events are "
+                 "in their day table: rebuild with `streamfold replay view --version N --compare --promote`.")
+        on_failure: OnFailureRecord = {
+            "requestContext": {"requestId": str(uuidlib.uuid4()), "functionArn": mapping.function_name,
+                               "condition": "RecordsTrimmed", "approximateInvokeCount": 0},
+            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": None,
+                                "error": error},
+            "version": "1.0",
+            "timestamp": now,
+            "DDBStreamBatchInfo": {
+                "shardId": s.shard_id, "startSequenceNumber": after, "endSequenceNumber": first_available or "",
+                "approximateArrivalOfFirstRecord": now, "approximateArrivalOfLastRecord": now,
+                "batchSize": 0, "streamArn": s.stream_arn},
+            "Records": [],
+        }
+        self.store.put_dead_letter(self.uuid, on_failure)
+        logger.error("records trimmed from the stream before processing: dead letter written",
+                     extra={"mapping": self.uuid, "shard": s.shard_id, "after": after, "first": first_available})
+
     def _checkpoint(self, s: ShardState, sequence_number: str | None) -> None:
         if self._kill.is_set():
             raise _Killed()
@@ -544,6 +645,7 @@ class MappingPoller(threading.Thread):
         except LeaseLost:
             logger.error("lease lost; this poller stops", extra={"mapping": self.uuid})
             self._has_lease = False
+            self.lease_lost = True
             self._stopping.set()
             raise _Killed() from None
 
@@ -600,6 +702,31 @@ def _lowest_failure(response: Any, records: list[DynamoDBStreamRecord]) -> tuple
         i = positions[ident]
         lowest = i if lowest is None else min(lowest, i)
     return lowest, None
+
+
+def runtime_owner() -> str:
+    """A lease owner name that says where the runtime runs: ``runtime-<host>-<pid>-<random>``."""
+    return f"runtime-{socket.gethostname()}-{os.getpid()}-{uuidlib.uuid4().hex[:8]}"
+
+
+def owner_is_dead(owner: str) -> bool:
+    """True when ``owner`` names a runtime of this host whose process no longer exists."""
+    parts = owner.rsplit("-", 2)
+    if len(parts) != 3 or parts[0] != f"runtime-{socket.gethostname()}":
+        return False
+    try:
+        pid = int(parts[1])
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def discover_streams(ddb: Any, pattern: str) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""The local Event Source Mapping runtime: a supervisor starting one poller thread per mapping.
+"""The local Event Source Mapping runtime: a supervisor starting (and restarting) one poller thread per mapping.
 
 It plays the part of the Lambda service for local mappings: it settles state transitions
 (``Creating``/``Enabling``/``Updating`` -> ``Enabled``, ``Disabling`` -> ``Disabled`` once the
@@ -13,7 +13,7 @@ from typing import Any
 
 from chalicelib.log import logger
 from streams.functions import FunctionRegistry
-from streams.poller import MappingPoller, RuntimeOptions, ShardLag
+from streams.poller import HostCrash, MappingPoller, RuntimeOptions, ShardLag
 from streams.store import ControlStore
 
 __all__ = ["LocalRuntime"]
@@ -41,6 +41,7 @@ class LocalRuntime:
         self.functions = functions
         self.only = only
         self.pollers: dict[str, MappingPoller] = {}
+        self.restarts: dict[str, int] = {}
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -61,7 +62,12 @@ class LocalRuntime:
                 logger.exception("mapping rescan failed")
 
     def rescan(self) -> None:
-        """Start a poller for every mapping that has none (finished pollers are not restarted)."""
+        """Start a poller for every mapping that has none, and restart any that died.
+
+        Pollers back off and resume by themselves on errors; this is the second line: a poller thread
+        that ended anyway (an unexpected exception, a lost lease) is replaced on the next scan. Only a
+        simulated host crash (:class:`HostCrash`, tests) stays down.
+        """
         uuids = self.store.list_uuids()
         with self._lock:
             if self._stopping.is_set():
@@ -70,8 +76,15 @@ class LocalRuntime:
                 if self.only is not None and u not in self.only:
                     continue
                 p = self.pollers.get(u)
-                if p is not None and (p.is_alive() or p.crashed is not None):
-                    continue  # a crashed poller stays down, as a dead host would
+                if p is not None and (p.is_alive() or (isinstance(p.crashed, HostCrash) and not p.lease_lost)):
+                    continue  # a simulated host crash stays down, as a dead host would
+                if p is not None:
+                    # It died (an unexpected error) or lost its lease: a fresh poller resumes from the
+                    # checkpoints, or waits as a standby until the lease is free again.
+                    self.restarts[u] = self.restarts.get(u, 0) + 1
+                    logger.error("poller ended; supervisor restarts it",
+                                 extra={"mapping": u, "restarts": self.restarts[u],
+                                        "reason": repr(p.crashed) if p.crashed else "stopped"})
                 p = MappingPoller(u, self.store, self.ddb, self.streams, self.options, self.functions)
                 self.pollers[u] = p
                 p.start()

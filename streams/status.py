@@ -16,7 +16,7 @@ from streams.aws_backend import AwsMappingBackend
 from streams.mapping import table_name_of
 from streams.store import ControlStore
 
-__all__ = ["aws_status_report", "mapping_status", "status_report"]
+__all__ = ["aws_status_report", "mapping_status", "status_report", "tenant_status"]
 
 
 def status_report(store: ControlStore) -> list[dict[str, Any]]:
@@ -70,3 +70,35 @@ def mapping_status() -> list[dict[str, Any]]:
         return aws_status_report(boto3.session.Session().client("lambda", region_name=settings.region),
                                  settings.table_prefix)
     return status_report(ControlStore(get_client(), settings.control_table))
+
+
+def _tenant_of(record: Any) -> str | None:
+    image = record.get("dynamodb", {}).get("NewImage") or {}
+    tenant = image.get("tenant") or {}
+    return tenant.get("S") if isinstance(tenant, dict) else None
+
+
+def tenant_status(tenant_id: str) -> list[dict[str, Any]]:
+    """What one tenant may see of the pipeline (``GET /api/status``).
+
+    Mappings are shared infrastructure: their state, lag and iterator age say how fresh *this* tenant's
+    view is, and name no one, so they are shown. Dead letters are counted only where they hold this
+    tenant's records (``dead_letters`` = its dead-lettered records); other tenants' failures, the
+    control table's shard/sequence details and the runtime's lease owner (host, pid) are not shown.
+    A dead letter without stored records (a trimmed stream position) names no tenant and is counted
+    for the operator (``streamfold status``) only.
+    """
+    settings = get_settings()
+    if not settings.is_local:  # Lambda shows no per-tenant dead letters or lag: state only
+        return [{k: e[k] for k in ("uuid", "function", "state", "records_behind", "iterator_age_ms", "dead_letters")}
+                for e in mapping_status()]
+    store = ControlStore(get_client(), settings.control_table)
+    out = []
+    for m in sorted(store.list_mappings(), key=lambda m: m.created):
+        cps = store.checkpoints(m.uuid)
+        mine = sum(1 for d in store.dead_letters(m.uuid) for r in (d.records or []) if _tenant_of(r) == tenant_id)
+        out.append({"uuid": m.uuid, "function": m.function_name, "state": m.state,
+                    "records_behind": sum(c.records_behind for c in cps),
+                    "iterator_age_ms": max((c.iterator_age_ms for c in cps), default=0),
+                    "dead_letters": mine})
+    return out

