@@ -57,6 +57,7 @@ __all__ = [
     "MAX_EVENT_NAMES",
     "MAX_ID_BYTES",
     "MAX_PROPERTY_KEYS",
+    "MAX_TRAITS_BYTES",
     "CatalogCaps",
     "check_json_values",
     "loads_json",
@@ -86,6 +87,8 @@ MIN_FLOAT = 1e-130
 # Per-tenant caps on the catalog (documented defaults; an Ingestor can be built with others).
 MAX_EVENT_NAMES = 1000
 MAX_PROPERTY_KEYS = 2000
+# Traits are copied onto user and account items: capped per message (JSON bytes).
+MAX_TRAITS_BYTES = 16 * 1024
 # Events may be back-dated, down to the Unix epoch, but not dated far into the future (after clock-skew
 # correction).
 MAX_FUTURE = timedelta(hours=24)
@@ -567,7 +570,7 @@ class CatalogCaps:
         return {"pk": {"S": keys.tenant_pk(tenant_id)}, "sk": {"S": sk}}
 
     def _register(self, tenant_id: str, kind: str, new: list[str], fields: dict[str, str], known: set[str]) -> None:
-        prefix = f"CATALOG#{kind}#"
+        prefix = keys.catalog_cap_prefix(kind)
         found = batch_get(self._client, self._table, [self._key(tenant_id, prefix + n) for n in new],
                           projection="sk", consistent=True)
         known.update(f["sk"]["S"][len(prefix):] for f in found)
@@ -577,7 +580,7 @@ class CatalogCaps:
         while missing:
             part = missing[:99]  # TransactWriteItems takes 100 items: the counter and 99 names
             ops: list[dict[str, Any]] = [{"Update": {
-                "TableName": self._table, "Key": self._key(tenant_id, "CATALOG#COUNT"),
+                "TableName": self._table, "Key": self._key(tenant_id, keys.CATALOG_COUNT_SK),
                 "UpdateExpression": "ADD #c :n", "ConditionExpression": "attribute_not_exists(#c) OR #c <= :room",
                 "ExpressionAttributeNames": {"#c": attr},
                 "ExpressionAttributeValues": {":n": {"N": str(len(part))}, ":room": {"N": str(cap - len(part))}}}}]
@@ -655,6 +658,9 @@ class Ingestor:
             except ValueError as exc:
                 errors.append(FieldError(where or "body", f"cannot be stored: {exc}", index))
                 continue
+            if folded.traits and _json_bytes(ev["traits"]) > MAX_TRAITS_BYTES:
+                errors.append(FieldError(_path(where, "traits"), f"traits are {_json_bytes(ev['traits'])} bytes; the "
+                                         f"limit is {MAX_TRAITS_BYTES}", index, MAX_TRAITS_BYTES))
             name = folded.catalog_name
             if name is not None:
                 names.setdefault(name, _path(where, "event" if folded.type == "track" else "name"))

@@ -27,6 +27,7 @@ from chalicelib.ingest import (
     MAX_MESSAGE_BYTES,
     MAX_PROPERTY_KEYS,
     MAX_STORED_BYTES,
+    MAX_TRAITS_BYTES,
     CatalogCaps,
     Ingestor,
     decode_body,
@@ -152,6 +153,8 @@ BAD_BODIES: list[tuple[str, bytes, str, Any]] = [
      "batch[0].context.groupId", MAX_ID_BYTES),
     ("property key of 300 bytes", json.dumps({"batch": [track(1, properties={"k" * 300: 1})]}).encode(),
      "batch[0].properties", MAX_ID_BYTES),
+    ("traits of 20 KB", json.dumps({"batch": [{"type": "identify", "userId": "u", "traits": {"bio": "t" * 20_000}}]})
+     .encode(), "batch[0].traits", MAX_TRAITS_BYTES),
     ("sentAt year 9999, timestamp year 1 (skew overflow)",
      json.dumps({"batch": [track(1, timestamp="0001-01-01T00:00:00Z", sentAt="9999-12-31T23:59:59Z")]}).encode(),
      "batch[0].timestamp", None),
@@ -332,5 +335,5 @@ def test_per_tenant_caps_on_event_names_and_property_keys(prefix: str, ddb: Any)
 
 def test_default_caps_are_documented() -> None:
     text = (ROOT / "docs" / "RELIABILITY.md").read_text()
-    for value in (MAX_EVENT_NAMES, MAX_PROPERTY_KEYS, MAX_ID_BYTES, MAX_DEPTH, MAX_STORED_BYTES):
+    for value in (MAX_EVENT_NAMES, MAX_PROPERTY_KEYS, MAX_ID_BYTES, MAX_DEPTH, MAX_STORED_BYTES, MAX_TRAITS_BYTES):
         assert f"{value:,}" in text, value
