@@ -22,8 +22,10 @@ from streams.rescore import rescore_all
 from streams.status import tenant_status
 
 app = Chalice(app_name="streamfold")
-# Gzip request bodies must reach the function as bytes on API Gateway too.
-app.api.binary_types.extend(["application/json", "text/plain"])
+# No binary media type for JSON or text: with one, Chalice (and API Gateway) refuse every request whose
+# Accept header does not name it. Gzip request bodies are decompressed in front of the app instead: by
+# API Gateway's request decompression on AWS (`minimum_compression_size` in .chalice/config.json), by
+# tooling/server.py locally. `decode_body` still inflates a gzip body that reaches it (a direct invoke).
 
 INGEST_TYPES = ["application/json", "text/plain", "application/octet-stream"]
 

@@ -18,6 +18,9 @@ from chalicelib.log import logger
 __all__ = ["json_response", "handle_errors", "basic_auth_user", "bearer_token"]
 
 JSON = {"Content-Type": "application/json"}
+# DynamoDB errors that mean *we* sent an invalid request (a key too long, a forged cursor that got through):
+# never "retry later" — a 500 that is logged, so a test finds it, instead of a 503 a client retries forever.
+_OUR_BUG = frozenset({"ValidationException", "SerializationException"})
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -34,11 +37,17 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except ApiError as exc:
             return json_response(exc.body(), exc.status, exc.headers)
         except (ClientError, BotoCoreError) as exc:
-            logger.exception("storage error")
             code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else type(exc).__name__
+            if code in _OUR_BUG:
+                logger.exception("invalid storage request")
+                return json_response({"success": False, "code": "internal", "message": "internal error"}, 500)
+            logger.exception("storage error")
             return json_response({"success": False, "code": "unavailable",
                                   "message": f"storage temporarily unavailable ({code}); retry"},
                                  503, {"Retry-After": "1"})
+        except Exception:
+            logger.exception("unhandled error")
+            return json_response({"success": False, "code": "internal", "message": "internal error"}, 500)
 
     return wrapper
 

@@ -12,6 +12,8 @@ Control table (``<prefix>control``), one item family per access pattern::
     pk = MAPPINGS                  sk = <uuid>                    mapping directory
     pk = DLQ#<uuid>                sk = <failed at>#<id>          on-failure destination records
     pk = OUTBOX#<tenant_id>        sk = <alert id>                alerts to deliver
+    pk = TENANT#<tenant_id>        sk = CATALOG#COUNT             distinct event names / property keys admitted
+    pk = TENANT#<tenant_id>        sk = CATALOG#N#<name>          one admitted event name (P#<key>: property key)
 
 Event day tables (``<prefix>events-YYYYMMDD``) hold packed chunks::
 
@@ -192,3 +194,13 @@ __all__ += [
 CONFIG_PK = "CONFIG"
 ACTIVE_VIEW_SK = "ACTIVE_VIEW"
 __all__ += ["CONFIG_PK", "ACTIVE_VIEW_SK"]
+
+
+# --- per-tenant catalog caps (control table; chalicelib.ingest.CatalogCaps) ---------------------
+
+CATALOG_COUNT_SK = "CATALOG#COUNT"
+
+
+def catalog_cap_prefix(kind: str) -> str:
+    """Sort-key prefix of admitted event names (``kind`` "N") or property keys ("P")."""
+    return f"CATALOG#{kind}#"

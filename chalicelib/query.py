@@ -9,14 +9,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
 from chalicelib import keys, tables
 from chalicelib.db import batch_get, items
 from chalicelib.errors import ApiError, FieldError
-from chalicelib.scoremodels import ScoreModelStore
+from chalicelib.scoremodels import ModelFieldError, ScoreModelStore
 from chalicelib.search import SearchIndex
 from chalicelib.view_items import load_account
 from chalicelib.views import ViewStore, from_ddb
@@ -36,6 +37,8 @@ class Rescorer(Protocol):
 MAX_PAGE = 200
 MAX_ID = 256  # the longest id ingest accepts
 MAX_PARAM = 2048  # query parameter values (cursors are the longest legitimate ones)
+MAX_TIMELINE_SKIP = 100_000  # entries skipped inside one timeline bucket (a bucket holds far fewer)
+
 SORTS = {"score": "by_score", "last_seen": "by_seen", "active_users": "by_active", "name": "by_name"}
 DEFAULT_ORDER = {"score": "asc", "last_seen": "desc", "active_users": "desc", "name": "asc"}
 BANDS = ("red", "yellow", "green")
@@ -66,10 +69,37 @@ def encode_cursor(data: Any) -> str:
 def decode_cursor(raw: str | None) -> Any:
     if not raw:
         return None
+    if len(raw) > MAX_PARAM:
+        raise _bad("cursor", f"is longer than {MAX_PARAM} characters", f"0..{MAX_PARAM} characters")
     try:
         return json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
         raise _bad("cursor", "is not a cursor returned by this API") from None
+
+
+_KEY_BYTES = 1024  # DynamoDB's limit on a sort key (partition keys: 2048)
+_NUMBER = re.compile(r"-?\d{1,38}(\.\d{1,38})?")
+
+
+def _key_cursor(cursor: Any, attrs: Mapping[str, str], prefixes: Mapping[str, str]) -> dict[str, Any]:
+    """A cursor that must be a DynamoDB key with exactly ``attrs`` (name -> "S" or "N"), each ``S`` value
+    starting with its ``prefixes`` entry: anything else is a forged cursor (400), never a storage error."""
+    if not isinstance(cursor, dict) or set(cursor) != set(attrs):
+        raise _bad("cursor", "is not a cursor for this listing")
+    for name, kind in attrs.items():
+        value = cursor[name]
+        if not isinstance(value, dict) or set(value) != {kind} or not isinstance(value[kind], str):
+            raise _bad("cursor", "is not a cursor for this listing")
+        text = value[kind]
+        if kind == "N" and not _NUMBER.fullmatch(text):
+            raise _bad("cursor", "is not a cursor for this listing")
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise _bad("cursor", "is not a cursor for this listing") from None
+        if not 0 < size <= _KEY_BYTES or not text.startswith(prefixes.get(name, "")):
+            raise _bad("cursor", "is not a cursor for this listing")
+    return cursor
 
 
 def _account_item(item: dict[str, Any]) -> dict[str, Any]:
@@ -139,8 +169,12 @@ class QueryService:
             kwargs["ExpressionAttributeNames"] = names
         if filters:
             kwargs["FilterExpression"] = " AND ".join(filters)
-        if cursor:
-            if not isinstance(cursor, dict) or cursor.get("gpk", {}).get("S") != keys.accounts_gpk(tenant_id):
+        if cursor is not None:
+            sort_attr = kwargs_sort_attr(sort)
+            # Every view key attribute is a string.
+            _key_cursor(cursor, {"pk": "S", "sk": "S", "gpk": "S", sort_attr: "S"},
+                        {"pk": keys.account_pk(tenant_id, ""), "sk": keys.SUMMARY_SK})
+            if cursor["gpk"]["S"] != keys.accounts_gpk(tenant_id):
                 raise _bad("cursor", "is not a cursor for this listing")
             kwargs["ExclusiveStartKey"] = cursor
         items: list[dict[str, Any]] = []
@@ -196,8 +230,10 @@ class QueryService:
         limit = _int_param(params, "limit", 50, 1, MAX_PAGE)
         cursor = decode_cursor(params.get("cursor"))
         pk = keys.account_pk(tenant_id, account_id)
-        if cursor is not None and (not isinstance(cursor, dict) or cursor.get("pk", {}).get("S") != pk):
-            raise _bad("cursor", "is not a cursor for this listing")
+        if cursor is not None:
+            _key_cursor(cursor, {"pk": "S", "sk": "S"}, {"sk": keys.USER_LINK_PREFIX})
+            if cursor["pk"]["S"] != pk:
+                raise _bad("cursor", "is not a cursor for this listing")
         kwargs: dict[str, Any] = {"TableName": self.table, "KeyConditionExpression": "pk = :p AND begins_with(sk, :s)",
                                   "ExpressionAttributeValues": {":p": {"S": pk}, ":s": {"S": keys.USER_LINK_PREFIX}},
                                   "Limit": limit}
@@ -228,8 +264,10 @@ class QueryService:
         pk = keys.account_pk(tenant_id, account_id)
         start, skip = None, 0
         if cursor is not None:
-            if not isinstance(cursor, dict) or not isinstance(cursor.get("bucket"), str) \
-                    or not isinstance(cursor.get("skip"), int) or cursor["skip"] < 0:
+            if not isinstance(cursor, dict) or set(cursor) != {"bucket", "skip"} \
+                    or not isinstance(cursor["bucket"], str) or not _is_day(cursor["bucket"]) \
+                    or not isinstance(cursor["skip"], int) or isinstance(cursor["skip"], bool) \
+                    or not 0 <= cursor["skip"] <= MAX_TIMELINE_SKIP:
                 raise _bad("cursor", "is not a cursor for this listing")
             start, skip = cursor["bucket"], cursor["skip"]
         kwargs: dict[str, Any] = {"TableName": self.table, "ScanIndexForward": False, "Limit": 7}
@@ -313,8 +351,11 @@ class QueryService:
     def put_model(self, tenant_id: str, body: Any, rescorer: Rescorer | None) -> dict[str, Any]:
         try:
             model = self.models.put(tenant_id, body)
-        except ValueError as exc:
-            text = str(exc)
+        except ModelFieldError as exc:
+            raise ApiError(400, "invalid_score_model", str(exc), [FieldError(exc.field, str(exc), limit=exc.limit)]) \
+                from None
+        except (ValueError, TypeError, OverflowError) as exc:
+            text = str(exc) or type(exc).__name__
             field = text.split(":")[0].split(" ")[0] if text else "body"
             raise ApiError(400, "invalid_score_model", text, [FieldError(field, text)]) from None
         rescored = 0
@@ -373,6 +414,13 @@ def _factor_detail(name: str, raw: float | None, has_seats: bool, applicable: bo
     if name == "trend":
         return f"{raw:+.0%} events vs the prior 14 days"
     return f"{raw:g}"
+
+
+def _is_day(text: str) -> bool:
+    try:
+        return len(text) == 10 and date.fromisoformat(text).isoformat() == text
+    except ValueError:
+        return False
 
 
 def kwargs_sort_attr(sort: str) -> str:

@@ -9,7 +9,56 @@ from chalicelib import keys
 from chalicelib.views import from_ddb, to_ddb
 from projections.health import MAX_COOLDOWN_HOURS, ScoreModel, default_model
 
-__all__ = ["ScoreModelStore"]
+__all__ = ["MODEL_LIMITS", "ModelFieldError", "ScoreModelStore", "check_model_limits"]
+
+#: Bounds a stored model must respect (beyond ScoreModel's own rules): every number must be storable in
+#: DynamoDB and usable in date arithmetic, and the model item must stay far below 400 KB.
+MODEL_LIMITS: dict[str, tuple[float, float]] = {
+    "weight": (0, 1000),
+    "yellow_from": (1, 99),
+    "green_from": (2, 100),
+    "alert_drop": (0, 100),
+    "cooldown_hours": (0, 24 * 365),
+}
+MAX_KEY_FEATURES = 50
+MAX_FEATURE_BYTES = 256
+
+
+class ModelFieldError(ValueError):
+    """A score model field outside its bounds (``field`` and ``limit`` go into the 400 body)."""
+
+    def __init__(self, field: str, message: str, limit: Any) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.limit = limit
+
+
+def _number_in(field: str, value: Any, lo: float, hi: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or not lo <= value <= hi:
+        raise ModelFieldError(field, f"must be a number between {lo:g} and {hi:g}", f"{lo:g}..{hi:g}")
+
+
+def check_model_limits(data: dict[str, Any]) -> None:
+    """Raise :class:`ModelFieldError` for any value outside :data:`MODEL_LIMITS` (before the model's own rules)."""
+    for name in ("yellow_from", "green_from", "alert_drop", "cooldown_hours"):
+        if name in data:
+            _number_in(name, data[name], *MODEL_LIMITS[name])
+    factors = data.get("factors")
+    if isinstance(factors, list):
+        if len(factors) > 20:
+            raise ModelFieldError("factors", "has more than 20 entries", 20)
+        for i, f in enumerate(factors):
+            if isinstance(f, dict) and "weight" in f:
+                _number_in(f"factors[{i}].weight", f["weight"], *MODEL_LIMITS["weight"])
+    features = data.get("key_features")
+    if isinstance(features, list):
+        if len(features) > MAX_KEY_FEATURES:
+            raise ModelFieldError("key_features", f"has {len(features)} entries; the limit is {MAX_KEY_FEATURES}",
+                                  MAX_KEY_FEATURES)
+        for i, f in enumerate(features):
+            if isinstance(f, str) and len(f.encode("utf-8", "surrogatepass")) > MAX_FEATURE_BYTES:
+                raise ModelFieldError(f"key_features[{i}]", f"is longer than {MAX_FEATURE_BYTES} bytes",
+                                      MAX_FEATURE_BYTES)
 
 
 class ScoreModelStore:
@@ -49,6 +98,7 @@ class ScoreModelStore:
         if not isinstance(data, dict):
             raise ValueError("body: score model must be an object")
         data = {k: v for k, v in data.items() if k != "version"}
+        check_model_limits(data)
         for _ in range(5):
             version = self.current(tenant_id).version + 1
             model = ScoreModel.from_dict({**data, "version": version})

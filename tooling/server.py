@@ -1,14 +1,51 @@
-"""Serve the Chalice app on 127.0.0.1 with Chalice's threaded local gateway."""
+"""Serve the Chalice app on 127.0.0.1 with Chalice's threaded local gateway.
+
+Like API Gateway's request decompression on AWS, the server inflates a ``Content-Encoding: gzip`` request
+body before the app sees it (the app registers no binary media type for JSON, so any client works
+whatever its ``Accept`` header). Inflation stops at the app's request limit: a larger or invalid body is
+handed on untouched, and the app answers it with its 400 naming the limit.
+"""
 
 from __future__ import annotations
 
 import threading
+import zlib
 from typing import Any
 
 from chalice.config import Config
-from chalice.local import CustomLocalChalice, LocalDevServer, create_local_server
+from chalice.local import ChaliceRequestHandler, CustomLocalChalice, LocalChalice, LocalDevServer
 
-__all__ = ["LocalHttpServer"]
+from chalicelib.ingest import MAX_REQUEST_BYTES
+
+__all__ = ["GzipRequestHandler", "LocalHttpServer", "inflate"]
+
+
+def inflate(body: bytes, limit: int = MAX_REQUEST_BYTES) -> bytes | None:
+    """The decompressed gzip ``body``, or None if it is not complete, valid gzip of at most ``limit`` bytes."""
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        data = d.decompress(body, limit + 1)
+    except zlib.error:
+        return None
+    if len(data) > limit or d.unconsumed_tail or not d.eof:
+        return None
+    return data
+
+
+class GzipRequestHandler(ChaliceRequestHandler):
+    """Chalice's request handler, with gzip request bodies inflated in front of the app."""
+
+    def _parse_payload(self) -> tuple[dict[str, Any], bytes | None]:
+        headers, body = super()._parse_payload()
+        lowered = {k.lower(): k for k in headers}
+        enc = headers.get(lowered.get("content-encoding", ""), "")
+        if body and enc.strip().lower() == "gzip":
+            data = inflate(body)
+            if data is not None:
+                del headers[lowered["content-encoding"]]
+                headers[lowered.get("content-length", "Content-Length")] = str(len(data))
+                body = data
+        return headers, body
 
 
 class LocalHttpServer:
@@ -16,10 +53,10 @@ class LocalHttpServer:
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 8080) -> None:
         config = Config.create(chalice_app=app, app_name="streamfold", chalice_stage="local")
-        if isinstance(app, CustomLocalChalice):  # already adapted by an earlier server in this process
-            self._server = LocalDevServer(app, config, host, port)
-        else:
-            self._server = create_local_server(app, config, host, port)
+        if not isinstance(app, CustomLocalChalice):  # what chalice.local.create_local_server does
+            CustomLocalChalice.__bases__ = (LocalChalice, app.__class__)
+            app.__class__ = CustomLocalChalice
+        self._server = LocalDevServer(app, config, host, port, handler_cls=GzipRequestHandler)
         self.host = host
         self.port = self._server.server.server_address[1]
         self._thread: threading.Thread | None = None

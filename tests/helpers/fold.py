@@ -1,0 +1,63 @@
+"""Ingest requests and fold what was stored, as the stream handler does, on DynamoDB Local."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from chalicelib import db, keys
+from chalicelib.chunks import unpack_chunk
+from chalicelib.ingest import Ingestor, IngestResult, parse_request
+from chalicelib.scoremodels import ScoreModelStore
+from chalicelib.versions import VIEW_VERSION
+from chalicelib.views import ViewStore
+from projections.events import Event
+from streams import handler
+from streams.alerts import Outbox
+from streams.decode import to_lambda_record
+from streams.writer import ViewWriter, WriteReport
+
+__all__ = ["fold_items", "ingest_body", "project_requests", "writer_for"]
+
+
+def writer_for(prefix: str) -> ViewWriter:
+    client = db.get_client()
+    control = keys.control_table_name(prefix)
+    return ViewWriter(ViewStore(client, keys.view_table_name(prefix, VIEW_VERSION)), ScoreModelStore(client, control),
+                      Outbox(client, control))
+
+
+def ingest_body(ingestor: Ingestor, tenant_id: str, body: Any, kind: str = "batch") -> IngestResult:
+    return ingestor.ingest(tenant_id, parse_request(body, kind))
+
+
+def fold_items(prefix: str, items: list[dict[str, Any]], writer: ViewWriter | None = None,
+               now: datetime | None = None) -> tuple[dict[str, Any], WriteReport, int]:
+    """Decode stored chunk items (``Event.from_wire`` on every event) and run them through the real stream
+    handler with a real view writer; returns (partial-batch response, write report, events decoded)."""
+    decoded = 0
+    for item in items:
+        _, events = unpack_chunk(item)
+        decoded += len([Event.from_wire(e) for e in events])
+    records = [dict(to_lambda_record({
+        "eventID": f"e{i}", "eventName": "INSERT",
+        "dynamodb": {"ApproximateCreationDateTime": datetime.now(UTC), "Keys": {"pk": item["pk"]},
+                     "NewImage": item, "SequenceNumber": f"{i + 1:021d}", "SizeBytes": 100,
+                     "StreamViewType": "NEW_IMAGE"}}, "arn:aws:dynamodb:local:000000000000:table/x/stream/1"))
+        for i, item in enumerate(items)]
+    response, report = handler.handle_batch(records, writer=writer or writer_for(prefix), now=now)
+    return response, report, decoded
+
+
+def project_requests(tenant_id: str, prefix: str, bodies: list[Any]) -> WriteReport:
+    """Ingest each batch body and fold the chunks it stored (no mapping runtime needed)."""
+    client = db.get_client()
+    ing = Ingestor(client, prefix)
+    table = keys.events_table_name(prefix, datetime.now(UTC))
+    before = {i["pk"]["S"] for i in db.items(client, "scan", TableName=table, ConsistentRead=True)}
+    for body in bodies:
+        ingest_body(ing, tenant_id, body)
+    new = [i for i in db.items(client, "scan", TableName=table, ConsistentRead=True) if i["pk"]["S"] not in before]
+    response, report, _ = fold_items(prefix, new)
+    assert not response.get("batchItemFailures"), response
+    return report
