@@ -519,7 +519,8 @@ def chart(report: dict[str, Any], path: str) -> None:
     if "eventsourcing" in c:
         bars["eventsourcing lib"] = c["eventsourcing"]["events_per_s"]
     ax2.barh(list(bars), list(bars.values()), color=["#4c72b0", "#999999", "#55a868", "#999999", "#c44e52"][:len(bars)])
-    ax2.set_title("Throughput, same run (events/s)")
+    ax2.set_xscale("log")
+    ax2.set_title("Throughput, same run (events/s, log scale)")
     curve = report.get("projector", {}).get("cost_curve") or []
     if curve:
         ax3.plot([p["events_per_account_day"] for p in curve], [p["wcu_per_event"] for p in curve], marker="o")
