@@ -18,6 +18,14 @@ from tests.unit.test_projections_events import SETTINGS, event_lists, short_even
 KEYED = [account, user]
 
 
+def _once(view: ModuleType, events: Iterable[Event]) -> list[Event]:
+    """The account view (version 2) keeps counters: a message id reaches it once (the view writer's
+    message claims ensure it), so its sequential and merge laws are stated over distinct messages."""
+    if view is not account:
+        return list(events)
+    return list(dict.fromkeys(events))  # identical copies (a retry) once
+
+
 def _sequential(view: ModuleType, events: Iterable[Event]) -> dict[str, Any]:
     """Fold event by event with the single-event ``fold`` (the path with pruning per step)."""
     events = list(events)
@@ -44,8 +52,8 @@ def test_keyed_views_ignore_order_and_duplicates(view: ModuleType, data: tuple[l
     original, shuffled = data
     expected = view.fold_all(original)
     assert view.fold_all(shuffled) == expected
-    assert _sequential(view, shuffled) == expected
-    assert _sequential(view, original) == expected
+    assert _sequential(view, _once(view, shuffled)) == expected
+    assert _sequential(view, _once(view, original)) == expected
 
 
 @SETTINGS
@@ -62,6 +70,7 @@ def test_catalog_ignores_order_and_duplicates(data: tuple[list[Event], list[Even
 @SETTINGS
 @given(events=event_lists, split=st.integers(0, 20))
 def test_keyed_merge_of_halves_equals_fold_of_union(view: ModuleType, events: list[Event], split: int) -> None:
+    events = _once(view, events)
     left, right = view.fold_all(events[:split]), view.fold_all(events[split:])
     whole = view.fold_all(events)
     assert set(whole) == set(left) | set(right)
@@ -92,11 +101,20 @@ def _three_states(view: ModuleType, lists: list[list[Event]]) -> list[Any]:
 @SETTINGS
 @given(lists=st.lists(short_event_lists, min_size=3, max_size=3))
 def test_merge_is_a_semilattice_join(view: ModuleType, lists: list[list[Event]]) -> None:
+    if view is account:  # counters: disjoint messages per state, and merge adds (not idempotent)
+        seen: set[str] = set()
+        disjoint = []
+        for events in lists:
+            disjoint.append([e for e in _once(view, events) if e.message_id not in seen])
+            disjoint[-1] = list({e.message_id: e for e in reversed(disjoint[-1])}.values())
+            seen |= {e.message_id for e in events}
+        lists = disjoint
     a, b, c = _three_states(view, lists)
     merge: Callable[[Any, Any], Any] = view.merge
     assert merge(a, b) == merge(b, a)
     assert merge(merge(a, b), c) == merge(a, merge(b, c))
-    assert merge(a, a) == a
+    if view is not account:
+        assert merge(a, a) == a
 
 
 @pytest.mark.parametrize("view", [account, user, catalog], ids=lambda v: v.NAME)
