@@ -24,6 +24,7 @@ from typing import Any, Final
 from projections.events import Event, FrozenMap, day_of, format_ts, parse_ts
 from projections.registers import (
     Stamped,
+    cap_traits,
     lww_put,
     max_opt,
     min_opt,
@@ -287,7 +288,7 @@ class _Builder:
                 days[day] = fresh if stored is None else stored.merge(fresh)
         return AccountState(
             account_id=self.account_id,
-            traits=FrozenMap(dict(sorted(self.traits.items()))),
+            traits=FrozenMap(dict(sorted(cap_traits(self.traits).items()))),
             first_seen=self.first_seen,
             last_seen=self.last_seen,
             users=frozenset(self.users),
