@@ -41,6 +41,7 @@ __all__ = [
     "VERSION",
     "AccountState",
     "DayActivity",
+    "upcast_day_v1",
     "FeatureUsage",
     "Span",
     "active_days",
@@ -98,9 +99,20 @@ class DayActivity:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DayActivity:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`; a version 1 day (``{"users": [ids], "events": {name: [digests]}}``)
+        is upcast on read (:func:`upcast_day_v1`)."""
+        if "events" in data or isinstance(data.get("users"), list):
+            return upcast_day_v1(data)
         return cls(FrozenMap({str(k): int(v) for k, v in (data.get("counts") or {}).items()}),
                    Sketch.from_dict(data.get("users")))
+
+
+def upcast_day_v1(data: Mapping[str, Any]) -> DayActivity:
+    """A version 1 day item (digest sets) as a version 2 day: counts = digests per name, users sketched."""
+    counts: dict[str, int] = {}
+    for name, digests in sorted((data.get("events") or {}).items()):
+        add_count(counts, str(name), len(set(digests)))
+    return DayActivity(FrozenMap(dict(sorted(counts.items()))), Sketch.of(str(u) for u in data.get("users") or ()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,7 +74,9 @@ class CatalogEntry:
         return cls(
             first_seen=parse_ts(data["first_seen"]),
             last_seen=parse_ts(data["last_seen"]),
-            days=FrozenMap({str(d): int(n) for d, n in (data.get("days") or {}).items()}),
+            # version 1 stored digest lists per day: upcast to their count.
+            days=FrozenMap({str(d): len(set(n)) if isinstance(n, list) else int(n)
+                            for d, n in (data.get("days") or {}).items()}),
             properties=frozen_sets_from_dict(data.get("properties")),
         )
 

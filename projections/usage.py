@@ -188,8 +188,11 @@ def attribute(events: Iterable[Event]) -> dict[str, dict[str, dict[str, Any]]]:
         for acct in targets:
             day = counts.setdefault(acct, {}).setdefault(e.day, {})
             add_count(day, e.catalog_name or "", 1)
-            if who:
-                users.setdefault(acct, {}).setdefault(e.day, set()).add(who)
+            # Active users: the canonical user for membership attribution; the identity the event
+            # names when it carries context.groupId (an alias does not rewrite those).
+            active = e.user_key if e.group_id else who
+            if active:
+                users.setdefault(acct, {}).setdefault(e.day, set()).add(active)
     return {
         acct: {d: {"counts": c, "users": len(users.get(acct, {}).get(d, set()))} for d, c in days.items()}
         for acct, days in counts.items()

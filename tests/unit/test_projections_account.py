@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from projections.usage import Sketch
 from projections import account
 from projections.events import Event
+from projections.usage import Sketch
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
