@@ -1,4 +1,5 @@
-"""Replay: rebuild a view version from the day tables, compare (live == replay), promote."""
+"""Replay: upgrade a stack whose active view is version 1 to version 2 while ingest continues —
+rebuild, compare (live == replay), promote — and afterwards every acknowledged event counts once."""
 
 from __future__ import annotations
 
@@ -9,12 +10,17 @@ from typing import Any
 import pytest
 import requests
 
-from chalicelib import db, keys, services
+from chalicelib import db, keys, services, tables
 from chalicelib.versions import active_view_version
+from chalicelib.views import ViewStore
+from projections.account import DayActivity
+from projections.events import Event
+from projections.usage import attribute
 from streams import handler as stream_handler
 from streams import replay
 from tests.functional.test_projector import start_projector_mapping
 from tests.helpers.events import stored_events
+from tests.helpers.streams import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -38,6 +44,10 @@ def _send(server: str, key: str, n_batches: int = 4) -> int:
 def test_live_view_equals_replay_and_promotion_switches_the_api(server: str, tenant: dict[str, str],
                                                                  prefix: str, ddb: Any) -> None:
     stream_handler.get_writer.cache_clear()
+    client = db.get_client()
+    # The stack holds a version 1 view: it stays active until promotion (never promoted = v1 if present).
+    tables.ensure_view_table(client, prefix, 1)
+    assert active_view_version(client, keys.control_table_name(prefix), cached=False) == 1
     sent = _send(server, tenant["write_key"])
     assert len(stored_events(ddb, prefix)) == sent
     store, mapping, runtime = start_projector_mapping(prefix)
@@ -51,7 +61,6 @@ def test_live_view_equals_replay_and_promotion_switches_the_api(server: str, ten
                 time.sleep(1.0)
                 break
             time.sleep(0.2)
-    client = db.get_client()
     stats = replay.rebuild(client, prefix, 2)
     assert stats.events == sent and stats.poison == 0
     result = replay.compare(client, prefix, 1, 2)
@@ -64,10 +73,33 @@ def test_live_view_equals_replay_and_promotion_switches_the_api(server: str, ten
     damaged = replay.compare(client, prefix, 1, 2)
     assert not damaged.equal and damaged.only_b == [f"{victim['pk']['S']}|{victim['sk']['S']}"]
 
-    # Promotion: the API now reads version 2 (which still has the item v1 lost).
+    # Ingest continues during the upgrade: the running projector still writes the active version 1.
+    late = [{"type": "group", "messageId": "late-g", "userId": "late-u", "groupId": "acct0"}] + \
+        [{"type": "track", "messageId": f"late-{i}", "userId": "late-u", "event": "Late"} for i in range(5)]
+    r = requests.post(f"{server}/v1/batch", json={"batch": late}, auth=(tenant["write_key"], ""), timeout=30)
+    assert r.status_code == 200, r.text
+    v1 = ViewStore(client, keys.view_table_name(prefix, 1))
+
+    def late_in_v1() -> bool:
+        blobs, _ = v1.query_prefix(keys.account_pk(tenant["tenant_id"], "acct0"), keys.DAY_PREFIX)
+        return sum(DayActivity.from_dict(b.data).count("Late") for b in blobs) == 5
+
+    with runtime:
+        wait_until(late_in_v1, timeout=60, message="the late batch folded into the active version 1")
+    # Promotion: the API now reads version 2 (which still has the item v1 lost), after a catch-up
+    # that adds what v1's projector folded since the rebuild (the late batch) and nothing twice.
     assert active_view_version(client, keys.control_table_name(prefix), cached=False) == 1
     caught_up = replay.promote(client, prefix, 2)
-    assert caught_up.events == sent  # catch-up re-folds the newest day tables; nothing changes
+    assert caught_up.events == sent + len(late)
+    everything = stored_events(ddb, prefix)
+    expected = attribute([Event.from_wire(e) for e in everything])
+    v2 = ViewStore(client, keys.view_table_name(prefix, 2))
+    for acct, days in expected.items():
+        blobs, _ = v2.query_prefix(keys.account_pk(tenant["tenant_id"], acct), keys.DAY_PREFIX)
+        got = {b.sk[len(keys.DAY_PREFIX):]: DayActivity.from_dict(b.data) for b in blobs}
+        assert {d: {"counts": dict(a.counts), "users": len(a.users)} for d, a in got.items()} == days, acct
+    assert sum(n for days in expected.values() for d in days.values() for n in d["counts"].values()) == \
+        sum(1 for e in everything if e["type"] == "track")
     assert active_view_version(client, keys.control_table_name(prefix), cached=False) == 2
     assert services.query().table == keys.view_table_name(prefix, 2)
     acct = victim["pk"]["S"].split("#A#", 1)[1]

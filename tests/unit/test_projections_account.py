@@ -114,3 +114,20 @@ def test_to_dict_shape() -> None:
     assert data["days"]["2026-11-01"]["counts"] == {"Export": 1}
     assert data["event_spans"]["Export"] == {"first": "2026-11-01T12:00:00.000Z", "last": "2026-11-01T12:00:00.000Z"}
     assert account.AccountState.from_dict(data) == state
+
+
+def test_version_1_day_items_are_upcast_on_read() -> None:
+    v1 = {"users": ["u1", "u2"], "events": {"Export": ["0123456789abcdef", "fedcba9876543210"], "page:Home": ["aa"]}}
+    day = account.DayActivity.from_dict(v1)
+    assert dict(day.counts) == {"Export": 2, "page:Home": 1}
+    assert day.users == Sketch.of(["u1", "u2"]) and len(day.users) == 2
+    assert account.DayActivity.from_dict(day.to_dict()) == day
+
+
+def test_sketch_is_exact_while_small_and_bounded_and_close_when_large() -> None:
+    small = Sketch.of(f"u{i}" for i in range(100))
+    assert len(small) == 100 and len(small.merge(small)) == 100
+    halves = Sketch.of(f"u{i}" for i in range(0, 30000, 2)).merge(Sketch.of(f"u{i}" for i in range(1, 30000, 2)))
+    assert halves == Sketch.of(f"u{i}" for i in range(30000))  # union is order- and grouping-free
+    assert abs(len(halves) - 30000) / 30000 < 0.1
+    assert len(str(halves.to_dict())) < 600  # 512 registers, whatever the number of users
