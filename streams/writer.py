@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -113,7 +113,7 @@ class ViewWriter:
         self.search = search
 
     def record(self, events_by_tenant: dict[str, list[Event]] | None, now: datetime, *,
-               chunks: dict[str, Chunks] | None = None, source: str = "L") -> WriteReport:
+               chunks: Mapping[str, Chunks] | None = None, source: str = "L") -> WriteReport:
         """Apply events. ``chunks`` (tenant -> ``[(chunk id, events)]``) says which stored chunk each
         event came from (the unit of re-delivery); plain ``events_by_tenant`` lists are one chunk per
         tenant named by their message ids. ``source`` tells live (``L``) from replay (``R``) claims."""
@@ -147,8 +147,11 @@ class ViewWriter:
         self._also_seen: dict[tuple[str, str], set[str]] = {}
         tag_of: dict[str, str] = {}
         events: list[Event] = []
+        # Live: a tag per chunk (the unit of re-delivery). Replay is never re-delivered: one tag per flush
+        # keeps the rings small whatever the flush size.
+        batch_tag = chunk_tag("\n".join(sorted(c for c, _ in tenant_chunks)))
         for chunk_id, evs in tenant_chunks:
-            tag = chunk_tag(chunk_id)
+            tag = batch_tag if source == "R" else chunk_tag(chunk_id)
             for e in evs:
                 if e.message_id not in tag_of:
                     tag_of[e.message_id] = tag
@@ -186,20 +189,25 @@ class ViewWriter:
         # (b) retro attribution: alias merges, then new memberships.
         account_days: Deltas = {}
         retro_users: dict[str, set[str]] = {}
+        direct_new: dict[str, set[str]] = {}
         new_links = {a: u for a, u in links.items() if a not in stored_users.get(u, user.empty(u)).aliases
                      and a not in stored_users.get(u, user.empty(u)).anonymous_ids and a in identity_links(identity)}
-        self._merge_aliases(tenant_id, new_links, stored_users, account_days)
+        self._merge_aliases(tenant_id, new_links, stored_users, account_days, batch_tag)
         for u, new in user_batch.items():
             stored = stored_users.get(u, user.empty(u))
             joined_now = user.merge(stored, new).joined - stored.joined
             if not joined_now:
+                continue
+            if heads[(keys.user_pk(tenant_id, u), keys.HEAD_SK)].ver == 0:
+                # A new user has no stored days: its usage is this batch's, attributed directly in (c).
+                direct_new[u] = set(joined_now)
                 continue
             retro_users[u] = set(joined_now)
             history = self._user_days(tenant_id, u)
             for acct in joined_now:
                 for day, (activity, ring) in history.items():
                     key = (keys.account_pk(tenant_id, acct), keys.day_sk(day))
-                    _add(account_days, key, "j:" + chunk_tag(u), DayActivity(activity.counts, Sketch.of([u])))
+                    _add(account_days, key, "j:" + batch_tag, DayActivity(activity.counts, Sketch.of([u])))
                     # The chunks folded into these days now count for the account: a re-delivery of one
                     # of them must not add it to the account again.
                     self._also_seen.setdefault(key, set()).update(_tags(ring))
@@ -214,7 +222,8 @@ class ViewWriter:
             elif who:
                 # Memberships new in this batch got these events through (b) already: they still go to
                 # the account's head and timeline, but not to its counters again.
-                targets = stored_users.get(who, user.empty(who)).joined | retro_users.get(who, set())
+                targets = (stored_users.get(who, user.empty(who)).joined | retro_users.get(who, set())
+                           | direct_new.get(who, set()))
                 counted_by_retro |= {(e.message_id, a) for a in retro_users.get(who, set())}
             else:
                 targets = ()
@@ -266,7 +275,7 @@ class ViewWriter:
         return {pk[len(prefix):]: str(item["user"]) for (pk, _), item in found.items()}
 
     def _merge_aliases(self, tenant_id: str, new_links: dict[str, str], stored_users: dict[str, user.UserState],
-                       account_days: Deltas) -> None:
+                       account_days: Deltas, batch_tag: str) -> None:
         """An anonymous id merged into a user: its days become the user's, and count for the user's accounts."""
         if not new_links:
             return
@@ -274,7 +283,7 @@ class ViewWriter:
                              for a, u in new_links.items()])
         user_days: Deltas = {}
         for anon_id, u in sorted(new_links.items()):
-            tag = "a:" + chunk_tag(anon_id)
+            tag = "a:" + batch_tag
             for day, (activity, ring) in self._user_days(tenant_id, anon_id).items():
                 key = (keys.user_pk(tenant_id, u), keys.user_day_sk(day))
                 _add(user_days, key, tag, activity)
@@ -319,8 +328,10 @@ class ViewWriter:
             total = DayActivity.from_dict(b.data) if b.data else DayActivity()
             for t in new:
                 total = total.merge(per_tag[t])
-            added = "".join(sorted(also_seen - seen)) + "".join(tags[t] for t in new)
-            keep = (ring + added)[-(RING * TAG_CHARS + len(added)):]
+            own = "".join(tags[t] for t in new)
+            # The tags of this write always stay (a re-delivery of this batch must find them); older
+            # tags, and the tags a retro contribution carries in, within the last RING only.
+            keep = (ring + "".join(sorted(also_seen - seen)) + own)[-(RING * TAG_CHARS + len(own)):]
             return total.to_dict(), {"ring": keep}
 
         self.store.upsert((blob.pk, blob.sk), update, current=blob)
@@ -490,17 +501,25 @@ class ViewWriter:
                        if not (unchanged and stored is not None and a in stored.accounts)]
             existing = self.store.get_plain([(keys.account_pk(tenant_id, a), keys.user_link_sk(user_key))
                                              for a in targets], projection="pk, sk")
+            made = []
             for account_id in targets:
                 pk = keys.account_pk(tenant_id, account_id)
-                self._write_link(pk, keys.user_link_sk(user_key), link, result.ver,
-                                 create=(pk, keys.user_link_sk(user_key)) not in existing)
-            return user_key, {**link, "accounts": sorted(merged.accounts),
+                if self._write_link(pk, keys.user_link_sk(user_key), link, result.ver,
+                                    create=(pk, keys.user_link_sk(user_key)) not in existing):
+                    made.append(pk)
+            return user_key, {**link, "accounts": sorted(merged.accounts), "_created": made,
                               "last_seen": format_ts(merged.last_seen) if merged.last_seen else None}
 
-        return {u: link for u, link in self.store.run(one, sorted(batch)) if link is not None}
+        done = [(u, link) for u, link in self.store.run(one, sorted(batch)) if link is not None]
+        created: dict[str, int] = {}
+        for _, link in done:
+            for pk in link.pop("_created"):
+                created[pk] = created.get(pk, 0) + 1
+        self._count_members(created)
+        return dict(done)
 
-    def _write_link(self, pk: str, sk: str, link: dict[str, Any], user_ver: int, *, create: bool) -> None:
-        """Write a user link; a link created here (exactly once, by condition) adds 1 to ``MEMBERS``."""
+    def _write_link(self, pk: str, sk: str, link: dict[str, Any], user_ver: int, *, create: bool) -> bool:
+        """Write a user link; True if this call created it (exactly once, by condition)."""
         item = to_ddb({"pk": pk, "sk": sk, "user_ver": user_ver, **link})
         client = self.store.client
         if create:
@@ -508,12 +527,7 @@ class ViewWriter:
                 resp = client.put_item(TableName=self.store.table, Item=item, ReturnConsumedCapacity="TOTAL",
                                        ConditionExpression="attribute_not_exists(pk)")
                 self.store.stats.add(writes=1, write_units=resp.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
-                resp = client.update_item(TableName=self.store.table,
-                                          Key={"pk": {"S": pk}, "sk": {"S": keys.MEMBERS_SK}},
-                                          UpdateExpression="ADD n :one", ExpressionAttributeValues={":one": {"N": "1"}},
-                                          ReturnConsumedCapacity="TOTAL")
-                self.store.stats.add(writes=1, write_units=resp.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
-                return
+                return True
             except client.exceptions.ConditionalCheckFailedException:
                 pass  # created concurrently: update it below
         try:
@@ -524,6 +538,18 @@ class ViewWriter:
             self.store.stats.add(writes=1, write_units=resp.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
         except client.exceptions.ConditionalCheckFailedException:
             pass  # a newer version of the user already wrote its link: nothing to do
+        return False
+
+    def _count_members(self, created: dict[str, int]) -> None:
+        """Add the links created in this batch to each account's ``MEMBERS`` counter (one write per account)."""
+        def one(item: tuple[str, int]) -> None:
+            resp = self.store.client.update_item(
+                TableName=self.store.table, Key={"pk": {"S": item[0]}, "sk": {"S": keys.MEMBERS_SK}},
+                UpdateExpression="ADD n :n", ExpressionAttributeValues={":n": {"N": str(item[1])}},
+                ReturnConsumedCapacity="TOTAL")
+            self.store.stats.add(writes=1, write_units=resp.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
+
+        self.store.run(one, sorted(created.items()))
 
     # --- catalog -------------------------------------------------------------------------------
 
