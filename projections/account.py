@@ -60,6 +60,8 @@ __all__ = [
 
 NAME: Final = "account"
 VERSION: Final = 2
+MAX_SPANS: Final = 100
+"""Event names whose first/last use the account HEAD keeps (the 100 smallest names)."""
 RETENTION_DAYS: Final = 90
 """Per-day data older than this many days before the newest usage day is dropped."""
 
@@ -305,7 +307,8 @@ class _Builder:
             last_seen=self.last_seen,
             users=frozenset(self.users),
             days=FrozenMap(days),
-            event_spans=FrozenMap(dict(sorted(self.spans.items()))),
+            # Spans of at most MAX_SPANS names (the smallest: order-free) keep HEAD bounded.
+            event_spans=FrozenMap(dict(sorted(self.spans.items())[:MAX_SPANS])),
         )
 
 

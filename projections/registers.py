@@ -67,7 +67,7 @@ MAX_TRAITS = 50
 """Traits kept per user or account: the first this-many trait names in sorted order (order-free)."""
 MAX_TRAIT_KEY = 128
 """Trait names longer than this many characters are not kept."""
-MAX_TRAIT_VALUE = 512
+MAX_TRAIT_VALUE = 256
 """A trait value whose canonical JSON is longer than this is kept as that JSON cut to this length."""
 
 
@@ -85,7 +85,7 @@ def cap_traits(registers: Mapping[str, Stamped]) -> dict[str, Stamped]:
     """The bounded view of a register map: at most :data:`MAX_TRAITS` names, the smallest ones.
 
     Keeping the smallest names (not the first seen) keeps the cap a function of the set of
-    writes, so folds stay order-insensitive. Largest result: 50 x (128 + 512 + ~80) bytes = 36 KB.
+    writes, so folds stay order-insensitive. Largest result: 50 x (128 + 256 characters + ~80 bytes).
     """
     names = sorted(k for k in registers if len(k) <= MAX_TRAIT_KEY)[:MAX_TRAITS]
     return {k: registers[k] for k in names}

@@ -42,8 +42,10 @@ __all__ = [
 
 NAME: Final = "user"
 VERSION: Final = 2
-MAX_ACCOUNTS: Final = 100
+MAX_ACCOUNTS: Final = 50
 """Accounts kept per user (the smallest ids, so the cap is order-free)."""
+MAX_IDS: Final = 20
+"""Aliases and anonymous ids kept per user (the smallest, order-free)."""
 TIMELINE_SIZE: Final = 50
 """The timeline keeps the newest this-many usage events by ``(timestamp, messageId)``."""
 
@@ -240,8 +242,8 @@ class _Builder:
             first_seen=self.first_seen,
             last_seen=self.last_seen,
             timeline=_newest(self.timeline),
-            aliases=frozenset(self.aliases),
-            anonymous_ids=frozenset(self.anonymous_ids),
+            aliases=frozenset(sorted(self.aliases)[:MAX_IDS]),
+            anonymous_ids=frozenset(sorted(self.anonymous_ids)[:MAX_IDS]),
         )
 
 
