@@ -98,11 +98,16 @@ def batches(tenant: str, events: list[Event]) -> list[list[tuple[str, list[Event
     return [chunks[b:b + BATCH] for b in range(0, len(chunks), BATCH)]
 
 
-def run(writer: ViewWriter, tenant: str, work: list[list[tuple[str, list[Event]]]], now: datetime) -> float:
-    """Apply the batches; returns the write units spent. Any failed write raises (nothing is skipped)."""
+def run(writer: ViewWriter, tenant: str, work: list[list[tuple[str, list[Event]]]], now: datetime,
+        per_batch: list[float] | None = None) -> float:
+    """Apply the batches; returns the write units spent (and each batch's units per event in
+    ``per_batch``). Any failed write raises: nothing is skipped or dead-lettered."""
     before = writer.store.stats.write_units
     for batch in work:
+        start = writer.store.stats.write_units
         writer.record(None, now, chunks={tenant: batch})
+        if per_batch is not None:
+            per_batch.append((writer.store.stats.write_units - start) / sum(len(evs) for _, evs in batch))
     return writer.store.stats.write_units - before
 
 
@@ -126,10 +131,14 @@ def test_a_busy_account_day_and_a_huge_account_stay_exact_and_bounded(ddb: Any, 
                 event="Report Viewed") for i in range(n_events)]
     started = time.monotonic()
     busy_batches = batches("t-busy", busy)
-    units = run(writer, "t-busy", busy_batches, now)
+    per_batch: list[float] = []
+    units = run(writer, "t-busy", busy_batches, now, per_batch)
     busy_seconds = time.monotonic() - started
     total, active = account_total(writer.store, "t-busy", "busy")
     assert (total, active) == (n_events, 50)
+    # Linear cost: the last full batch of the day costs what the second did (no item grows with the day).
+    full = per_batch[1:-1] or per_batch
+    assert max(full) <= 1.25 * min(full), per_batch
     # The mapping re-delivers the last batch, whole and bisected: nothing is added, nothing written.
     last = busy_batches[-1]
     assert run(writer, "t-busy", [last, last[: len(last) // 2], last[len(last) // 2:]], now) == 0
@@ -153,7 +162,8 @@ def test_a_busy_account_day_and_a_huge_account_stay_exact_and_bounded(ddb: Any, 
     assert summary[(keys.account_pk("t-crowd", "crowd"), keys.SUMMARY_SK)].attrs["users_count"] == n_users
 
     sizes = max_sizes(ddb, table)
-    print(f"\nbusy: {n_events} events {busy_seconds:.1f}s {units:.0f} WU ({units / n_events:.3f}/event); "
+    print(f"\nbusy: {n_events} events {busy_seconds:.1f}s {units:.0f} WU ({units / n_events:.3f}/event, per batch "
+          f"{min(full):.3f}-{max(full):.3f}); "
           f"crowd: {len(crowd)} events {crowd_seconds:.1f}s {crowd_units:.0f} WU; largest items (bytes): {sizes}")
     for kind, size in sizes.items():
         assert size <= BOUND_BYTES[kind], (kind, size)
