@@ -474,6 +474,10 @@ class ViewWriter:
         if not batch:
             return {}
         blobs = self.store.get_many([(keys.user_pk(tenant_id, u), keys.HEAD_SK) for u in batch])
+        # Which links of the accounts this batch names exist already (one batched read, not one per user).
+        candidates = {(keys.account_pk(tenant_id, a), keys.user_link_sk(u)) for u, st in batch.items()
+                      for a in st.accounts}
+        known = set(self.store.get_plain(candidates, projection="pk, sk")) if candidates else set()
 
         def one(user_key: str) -> tuple[str, dict[str, Any] | None]:
             new = batch[user_key]
@@ -499,8 +503,9 @@ class ViewWriter:
             unchanged = stored is not None and user_link(stored) == link
             targets = [a for a in sorted(merged.accounts)
                        if not (unchanged and stored is not None and a in stored.accounts)]
-            existing = self.store.get_plain([(keys.account_pk(tenant_id, a), keys.user_link_sk(user_key))
-                                             for a in targets], projection="pk, sk")
+            unknown = [(keys.account_pk(tenant_id, a), keys.user_link_sk(user_key)) for a in targets]
+            unknown = [k for k in unknown if k not in candidates]
+            existing = known | (set(self.store.get_plain(unknown, projection="pk, sk")) if unknown else set())
             made = []
             for account_id in targets:
                 pk = keys.account_pk(tenant_id, account_id)

@@ -25,7 +25,7 @@ from projections.account import DayActivity
 from projections.events import Event
 from streams.writer import ViewWriter
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(int(300 + 3000 * float(os.environ.get("STREAMFOLD_SCALE", "0.1"))))
 
 SCALE = float(os.environ.get("STREAMFOLD_SCALE", "0.1"))
 DAY = datetime(2026, 11, 20, tzinfo=UTC)
