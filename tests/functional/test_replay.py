@@ -3,6 +3,7 @@ rebuild, compare (live == replay), promote — and afterwards every acknowledged
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,8 +12,9 @@ import pytest
 import requests
 
 from chalicelib import db, keys, services, tables
+from chalicelib.ingest import Ingestor, parse_request
 from chalicelib.versions import active_view_version
-from chalicelib.views import ViewStore
+from chalicelib.views import Blob, ViewStore
 from projections.account import DayActivity
 from projections.events import Event
 from projections.usage import attribute
@@ -21,6 +23,7 @@ from streams import replay
 from tests.functional.test_projector import start_projector_mapping
 from tests.helpers.events import stored_events
 from tests.helpers.streams import wait_until
+from tooling.cli import main
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -108,3 +111,35 @@ def test_live_view_equals_replay_and_promotion_switches_the_api(server: str, ten
                          headers={"Authorization": f"Bearer {tenant['api_token']}"}, timeout=30).json()
     assert day in usage["days"] and usage["totals"][usage["days"].index(day)] > 0
     assert replay.compare(client, prefix, 1, 2).only_b  # v1 still damaged; v2 is what users see
+
+
+def test_cli_upgrades_a_stack_holding_version_1_items(tenant: dict[str, str], prefix: str, ddb: Any,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """`streamfold replay view --version 2 --compare --promote` on a stack whose active view holds items
+    in the version 1 shape (digest sets): the diff is reported, promotion goes ahead, and version 2
+    counts every stored event once with membership attribution (which version 1 could not do)."""
+    stream_handler.get_writer.cache_clear()
+    tid = tenant["tenant_id"]
+    tables.ensure_view_table(ddb, prefix, 1)
+    now = datetime.now(UTC)
+    batch = [{"type": "group", "messageId": "g", "userId": "ada", "groupId": "acme"}] + \
+        [{"type": "track", "messageId": f"t{i}", "userId": "ada", "event": "Export",
+          "timestamp": (now - timedelta(days=i % 3)).isoformat()} for i in range(12)]
+    Ingestor(ddb, prefix).ingest(tid, parse_request({"batch": batch}, "batch"))
+    # What version 1 stored for that traffic: only events carrying context.groupId counted, so nothing
+    # for acme's tracks; its HEAD listed the user (the item shape of view version 1).
+    v1_head = {"account_id": "acme", "traits": {}, "first_seen": None, "last_seen": None, "users": ["ada"],
+               "event_spans": {}}
+    ViewStore(ddb, keys.view_table_name(prefix, 1)).put(Blob(keys.account_pk(tid, "acme"), keys.HEAD_SK), v1_head)
+
+    assert main(["replay", "view", "--version", "2", "--compare", "--promote"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["active_before"] == 1 and out["active_after"] == 2
+    assert not out["compare"]["equal"] and "upgrade" in out["compare"]["note"]
+    assert active_view_version(ddb, keys.control_table_name(prefix), cached=False) == 2
+    v2 = ViewStore(ddb, keys.view_table_name(prefix, 2))
+    blobs, _ = v2.query_prefix(keys.account_pk(tid, "acme"), keys.DAY_PREFIX)
+    assert sum(DayActivity.from_dict(b.data).count("Export") for b in blobs) == 12
+    # Version 1 items are still readable by this code (upcast on read) for as long as v1 is kept.
+    head = ViewStore(ddb, keys.view_table_name(prefix, 1)).get_many([(keys.account_pk(tid, "acme"), keys.HEAD_SK)])
+    assert head[(keys.account_pk(tid, "acme"), keys.HEAD_SK)].data["users"] == ["ada"]
