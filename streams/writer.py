@@ -144,7 +144,9 @@ class ViewWriter:
 
     def _tenant(self, tenant_id: str, tenant_chunks: Chunks, now: datetime, stats: WriteReport,
                 source: str) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-        self._also_seen: dict[tuple[str, str], set[str]] = {}
+        # Chunk tags a retro contribution carries into a counter's ring (local: a writer serves several
+        # shards' invocations at once).
+        also_seen: dict[tuple[str, str], set[str]] = {}
         tag_of: dict[str, str] = {}
         events: list[Event] = []
         # Live: a tag per chunk (the unit of re-delivery). Replay is never re-delivered: one tag per flush
@@ -184,7 +186,7 @@ class ViewWriter:
             if who and not e.group_id:
                 _add(user_days, (keys.user_pk(tenant_id, who), keys.user_day_sk(e.day)), tag_of[e.message_id],
                      _one(e.catalog_name or "", None))
-        self._bump_all(user_days)
+        self._bump_all(user_days, also_seen)
 
         # (b) retro attribution: alias merges, then new memberships.
         account_days: Deltas = {}
@@ -192,7 +194,7 @@ class ViewWriter:
         direct_new: dict[str, set[str]] = {}
         new_links = {a: u for a, u in links.items() if a not in stored_users.get(u, user.empty(u)).aliases
                      and a not in stored_users.get(u, user.empty(u)).anonymous_ids and a in identity_links(identity)}
-        self._merge_aliases(tenant_id, new_links, stored_users, account_days, batch_tag)
+        self._merge_aliases(tenant_id, new_links, stored_users, account_days, batch_tag, also_seen)
         for u, new in user_batch.items():
             stored = stored_users.get(u, user.empty(u))
             joined_now = user.merge(stored, new).joined - stored.joined
@@ -210,7 +212,7 @@ class ViewWriter:
                     _add(account_days, key, "j:" + batch_tag, DayActivity(activity.counts, Sketch.of([u])))
                     # The chunks folded into these days now count for the account: a re-delivery of one
                     # of them must not add it to the account again.
-                    self._also_seen.setdefault(key, set()).update(_tags(ring))
+                    also_seen.setdefault(key, set()).update(_tags(ring))
 
         # (c) usage events, attributed: context.groupId, else the memberships known before (b).
         synth: list[Event] = [e for e in identity if e.type == "group"]
@@ -238,7 +240,7 @@ class ViewWriter:
                      tag_of[e.message_id], _one(e.catalog_name or "", e.user_id))
 
         users_written = self._users(tenant_id, folded, user_batch)
-        accounts_written = self._accounts(tenant_id, synth, account_days, now, stats)
+        accounts_written = self._accounts(tenant_id, synth, account_days, now, stats, also_seen)
         self._catalog(tenant_id, fresh, tag_of)
         return accounts_written, users_written
 
@@ -275,7 +277,7 @@ class ViewWriter:
         return {pk[len(prefix):]: str(item["user"]) for (pk, _), item in found.items()}
 
     def _merge_aliases(self, tenant_id: str, new_links: dict[str, str], stored_users: dict[str, user.UserState],
-                       account_days: Deltas, batch_tag: str) -> None:
+                       account_days: Deltas, batch_tag: str, also_seen: dict[tuple[str, str], set[str]]) -> None:
         """An anonymous id merged into a user: its days become the user's, and count for the user's accounts."""
         if not new_links:
             return
@@ -287,12 +289,12 @@ class ViewWriter:
             for day, (activity, ring) in self._user_days(tenant_id, anon_id).items():
                 key = (keys.user_pk(tenant_id, u), keys.user_day_sk(day))
                 _add(user_days, key, tag, activity)
-                self._also_seen.setdefault(key, set()).update(_tags(ring))
+                also_seen.setdefault(key, set()).update(_tags(ring))
                 for acct in stored_users.get(u, user.empty(u)).joined:
                     akey = (keys.account_pk(tenant_id, acct), keys.day_sk(day))
                     _add(account_days, akey, tag, DayActivity(activity.counts, Sketch.of([u])))
-                    self._also_seen.setdefault(akey, set()).update(_tags(ring))
-        self._bump_all(user_days)
+                    also_seen.setdefault(akey, set()).update(_tags(ring))
+        self._bump_all(user_days, also_seen)
 
     def _user_days(self, tenant_id: str, user_key: str) -> dict[str, tuple[DayActivity, str]]:
         """The user's retained days: ``{day: (activity, ring)}`` (the ring: chunks already in the day)."""
@@ -307,11 +309,11 @@ class ViewWriter:
 
     # --- counters -----------------------------------------------------------------------------------
 
-    def _bump_all(self, deltas: Deltas) -> None:
+    def _bump_all(self, deltas: Deltas, also_seen: dict[tuple[str, str], set[str]] | None = None) -> None:
         if not deltas:
             return
         blobs = self.store.get_many(deltas)
-        extra = self._also_seen
+        extra = also_seen or {}
         self.store.run(lambda k: self._bump(blobs[k], deltas[k], extra.get(k, set())), list(deltas))
 
     def _bump(self, blob: Blob, per_tag: dict[str, DayActivity], also_seen: set[str] = frozenset()) -> None:  # type: ignore[assignment]
@@ -339,7 +341,7 @@ class ViewWriter:
     # --- accounts ----------------------------------------------------------------------------
 
     def _accounts(self, tenant_id: str, synth: list[Event], account_days: Deltas, now: datetime,
-                  stats: WriteReport) -> dict[str, dict[str, Any]]:
+                  stats: WriteReport, also_seen: dict[tuple[str, str], set[str]]) -> dict[str, dict[str, Any]]:
         batch = account.fold_all(synth)
         touched = set(batch) | {pk.split("#A#", 1)[1] for pk, _ in account_days}
         if not touched:
@@ -350,7 +352,7 @@ class ViewWriter:
         heads = self.store.get_many([(pk, keys.HEAD_SK) for pk in pks.values()] +
                                     [(pk, keys.SUMMARY_SK) for pk in pks.values()])
         tl_blobs = self.store.get_many([(pks[a], keys.timeline_sk(d)) for a, d in timelines])
-        self._bump_all(account_days)
+        self._bump_all(account_days, also_seen)
 
         def one(account_id: str) -> tuple[str, dict[str, Any] | None, int]:
             pk = pks[account_id]
