@@ -402,7 +402,9 @@ class ViewWriter:
         hs = health.score(state, model, now, seats(state))
         pk = keys.account_pk(tenant_id, state.account_id)
         members = self.store.get_plain([(pk, keys.MEMBERS_SK)]).get((pk, keys.MEMBERS_SK), {})
-        attrs = summary_attrs(tenant_id, state, hs, now, users_count=int(members.get("n", 0)))
+        # No MEMBERS item: a version 1 account (upcast on read during an upgrade) still lists its users.
+        attrs = summary_attrs(tenant_id, state, hs, now,
+                              users_count=int(members["n"]) if "n" in members else None)
         return self.write_summary(tenant_id, pk, attrs, hs, model, now, blob)
 
     def write_summary(self, tenant_id: str, pk: str, attrs: dict[str, Any], hs: HealthScore, model: ScoreModel,
