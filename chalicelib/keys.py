@@ -204,3 +204,26 @@ CATALOG_COUNT_SK = "CATALOG#COUNT"
 def catalog_cap_prefix(kind: str) -> str:
     """Sort-key prefix of admitted event names (``kind`` "N") or property keys ("P")."""
     return f"CATALOG#{kind}#"
+
+# --- view version 2 -------------------------------------------------------------------------------
+#
+#   pk = <tenant>#U#<user>      sk = UD#<yyyy-mm-dd>   the user's usage that carried no context.groupId
+#   pk = <tenant>#U#<anon>      sk = ALIAS             the user an anonymous id was merged into
+#   pk = <tenant>#A#<account>   sk = MEMBERS           number of user links (a counter)
+#   pk = <tenant>#M#<digest>    sk = M                 message claim (who counted a message id; TTL)
+
+USER_DAY_PREFIX = "UD#"
+ALIAS_SK = "ALIAS"
+MEMBERS_SK = "MEMBERS"
+CLAIM_SK = "M"
+
+
+def user_day_sk(day: str) -> str:
+    return f"{USER_DAY_PREFIX}{day}"
+
+
+def claim_pk(tenant_id: str, digest: str) -> str:
+    return f"{tenant_id}#M#{digest}"
+
+
+__all__ += ["USER_DAY_PREFIX", "ALIAS_SK", "MEMBERS_SK", "CLAIM_SK", "user_day_sk", "claim_pk"]

@@ -307,8 +307,8 @@ class QueryService:
         day_list = [(start + timedelta(days=i)).isoformat() for i in range(days)]
         totals: dict[str, int] = {}
         for act in by_day.values():
-            for name, digests in act.events.items():
-                totals[name] = totals.get(name, 0) + len(digests)
+            for name, n in act.counts.items():
+                totals[name] = totals.get(name, 0) + n
         top = [n for n, _ in sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_SERIES]]
         series = [{"name": n, "counts": [by_day[d].count(n) if d in by_day else 0 for d in day_list]} for n in top]
         if len(totals) > len(top):

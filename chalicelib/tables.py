@@ -140,9 +140,20 @@ def ensure_event_tables(client: Any, prefix: str, today: date, days_ahead: int =
     return names
 
 
+VIEW_TTL_ATTRIBUTE = "ttl"
+"""Items of the view table with this attribute (message claims, view version 2) expire by DynamoDB TTL."""
+
+
 def ensure_view_table(client: Any, prefix: str, version: int) -> str:
     spec = view_table_spec(prefix, version)
     ensure_table(client, spec)
+    try:
+        current = client.describe_time_to_live(TableName=spec["TableName"])["TimeToLiveDescription"]
+        if current.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+            client.update_time_to_live(TableName=spec["TableName"], TimeToLiveSpecification={
+                "Enabled": True, "AttributeName": VIEW_TTL_ATTRIBUTE})
+    except client.exceptions.ClientError as exc:  # e.g. a concurrent enable; TTL is housekeeping only
+        logger.warning("TTL not enabled on %s: %s", spec["TableName"], exc)
     return spec["TableName"]
 
 

@@ -30,10 +30,25 @@ def active_view_version(client: Any, control_table: str, *, cached: bool = True)
         return hit[1]
     resp = client.get_item(TableName=control_table, ConsistentRead=True,
                            Key={"pk": {"S": keys.CONFIG_PK}, "sk": {"S": keys.ACTIVE_VIEW_SK}})
-    version = int(resp["Item"]["version"]["N"]) if "Item" in resp else DEFAULT_VIEW_VERSION
+    if "Item" in resp:
+        version = int(resp["Item"]["version"]["N"])
+    else:
+        # Never promoted: a stack that holds a version 1 view keeps serving it until
+        # `streamfold replay view --version 2 --promote`; a new stack starts at this code's version.
+        prefix = control_table[: -len(keys.control_table_name(""))]
+        version = DEFAULT_VIEW_VERSION if _exists(client, keys.view_table_name(prefix, DEFAULT_VIEW_VERSION)) \
+            else VIEW_VERSION
     with _lock:
         _cache[control_table] = (time.monotonic(), version)
     return version
+
+
+def _exists(client: Any, table: str) -> bool:
+    try:
+        client.describe_table(TableName=table)
+    except client.exceptions.ResourceNotFoundException:
+        return False
+    return True
 
 
 def set_active_view_version(client: Any, control_table: str, version: int) -> None:

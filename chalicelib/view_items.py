@@ -1,7 +1,8 @@
 """View item codecs shared by the writer (stream side) and the query API: how folded states are
 stored in, and assembled back from, the view table's items.
 
-Items per account: ``HEAD`` (traits, users, first/last seen), ``DAY#<day>`` (daily rollups),
+Items per account (view version 2): ``HEAD`` (traits, first/last seen, event spans), ``DAY#<day>``
+(counters, distinct-user sketch, ring of applied chunks), ``MEMBERS`` (user link count),
 ``TL#<day>`` (timeline), ``SUMMARY`` (score, band, trend, factors, listing-index keys). Per user:
 ``HEAD`` plus a ``USER#<user>`` link in each of its accounts. Per tenant: the catalog.
 """
@@ -19,7 +20,8 @@ from projections.account import AccountState
 from projections.events import format_ts, thaw
 from projections.health import HealthScore
 
-__all__ = ["account_head_dict", "assemble_account", "load_account", "load_catalog", "seats", "summary_attrs",
+__all__ = ["MAX_TRAITS_JSON", "cap_json",
+           "account_head_dict", "assemble_account", "load_account", "load_catalog", "seats", "summary_attrs",
            "user_link"]
 
 
@@ -55,8 +57,29 @@ def seats(state: AccountState) -> int | None:
     return int(seats)
 
 
-def summary_attrs(tenant_id: str, state: AccountState, hs: HealthScore, as_of: datetime) -> dict[str, Any]:
-    """Attributes of an account's SUMMARY item (listing indexes, score, why)."""
+MAX_TRAITS_JSON = 8 * 1024
+"""Traits JSON stored on SUMMARY and user links is at most this many characters (see :func:`cap_json`)."""
+
+
+def cap_json(traits: dict[str, Any], limit: int = MAX_TRAITS_JSON) -> str:
+    """JSON of ``traits`` with at most ``limit`` characters: whole traits in key order while they fit."""
+    out: dict[str, Any] = {}
+    size = 2
+    for k in sorted(traits):
+        piece = len(json.dumps({k: traits[k]}, default=str)) - 1
+        if size + piece > limit:
+            break
+        out[k] = traits[k]
+        size += piece
+    return json.dumps(out, sort_keys=True, default=str)
+
+
+def summary_attrs(tenant_id: str, state: AccountState, hs: HealthScore, as_of: datetime, *,
+                  users_count: int | None = None) -> dict[str, Any]:
+    """Attributes of an account's SUMMARY item (listing indexes, score, why).
+
+    ``users_count`` is the account's ``MEMBERS`` counter (view version 2 keeps no user set in HEAD).
+    """
     counts = account.active_user_counts(state, as_of, (1, 7, 30))
     traits = {k: thaw(v.value) for k, v in state.traits.items()}
     last_seen = format_ts(state.last_seen) if state.last_seen else None
@@ -71,10 +94,10 @@ def summary_attrs(tenant_id: str, state: AccountState, hs: HealthScore, as_of: d
         "account_id": state.account_id,
         "name": name,
         "plan": plan if isinstance(plan, str) else None,
-        "traits_json": json.dumps(traits, sort_keys=True, default=str),
+        "traits_json": cap_json(traits),
         "first_seen": format_ts(state.first_seen) if state.first_seen else None,
         "last_seen": last_seen,
-        "users_count": len(state.users),
+        "users_count": len(state.users) if users_count is None else users_count,
         "active_1d": counts[1],
         "active_7d": counts[7],
         "active_30d": counts[30],
@@ -97,7 +120,9 @@ def load_catalog(store: ViewStore, tenant_id: str) -> catalog.CatalogState:
         entries[data.pop("name")] = data
     for b in days:
         day, name = b.sk[len(keys.DAY_PREFIX):].split("#", 1)
-        entries.setdefault(name, {}).setdefault("days", {})[day] = b.data
+        # version 2: a counter item; version 1 (read during an upgrade): the day's digest list.
+        count = len(b.data) if isinstance(b.data, list) else account.DayActivity.from_dict(b.data).count()
+        entries.setdefault(name, {}).setdefault("days", {})[day] = count
     state = catalog.CatalogState.from_dict({"entries": {n: e for n, e in entries.items() if "first_seen" in e}})
     return catalog.merge(state, catalog.empty())
 
@@ -108,6 +133,6 @@ def user_link(state: user.UserState) -> dict[str, Any]:
         "user_id": state.user_key,
         "name": traits.get("name") if isinstance(traits.get("name"), str) else None,
         "email": traits.get("email") if isinstance(traits.get("email"), str) else None,
-        "traits_json": json.dumps(traits, sort_keys=True, default=str),
+        "traits_json": cap_json(traits),
         "first_seen": format_ts(state.first_seen) if state.first_seen else None,
     }

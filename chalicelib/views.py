@@ -10,7 +10,9 @@ that did not change is not written at all, which is what makes a re-delivered ba
 from __future__ import annotations
 
 import json
+import random
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -218,6 +220,46 @@ class ViewStore:
             except ConflictError:
                 blob = None
         raise ConflictError(f"gave up on {key} after {attempts} conflicting writes")
+
+    def put_many(self, items: list[dict[str, Any]]) -> None:
+        """Unconditional puts of plain items (``BatchWriteItem``, 25 per request, in parallel; unprocessed
+        items retried with backoff). For items that are written once and never updated (claims)."""
+        chunks = [items[i:i + 25] for i in range(0, len(items), 25)]
+        list(self._io.map(self._batch_put, chunks))
+
+    def _batch_put(self, chunk: list[dict[str, Any]]) -> None:
+        request = {self.table: [{"PutRequest": {"Item": to_ddb(it)}} for it in chunk]}
+        for attempt in range(10):
+            if attempt:
+                time.sleep(random.uniform(0, 0.05 * 2 ** attempt))
+            resp = self.client.batch_write_item(RequestItems=request, ReturnConsumedCapacity="TOTAL")
+            done = len(request[self.table]) - len((resp.get("UnprocessedItems") or {}).get(self.table, []))
+            self.stats.add(writes=done, write_units=sum(c.get("CapacityUnits", 0)
+                                                        for c in resp.get("ConsumedCapacity", [])))
+            request = resp.get("UnprocessedItems") or {}
+            if not request:
+                return
+        raise RuntimeError(f"BatchWriteItem on {self.table}: items still unprocessed")
+
+    def get_plain(self, keys: Iterable[tuple[str, str]], projection: str | None = None,
+                  consistent: bool = True) -> dict[tuple[str, str], dict[str, Any]]:
+        """Plain items (no body decoding) for many keys; absent keys are missing from the result."""
+        wanted = list(dict.fromkeys(keys))
+        chunks = [wanted[i:i + 100] for i in range(0, len(wanted), 100)]
+
+        def one(chunk: list[tuple[str, str]]) -> list[dict[str, Any]]:
+            def count(resp: dict[str, Any]) -> None:
+                self.stats.add(reads=1, read_units=sum(c.get("CapacityUnits", 0)
+                                                       for c in resp.get("ConsumedCapacity", [])))
+            return batch_get(self.client, self.table, [{"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in chunk],
+                             projection=projection, consistent=consistent, on_response=count)
+
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for found in self._io.map(one, chunks):
+            for raw in found:
+                plain = from_ddb(raw)
+                out[(plain["pk"], plain["sk"])] = plain
+        return out
 
     def run(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
         """Apply ``fn`` to items on the store's thread pool (I/O bound writes in parallel)."""

@@ -2,8 +2,11 @@
 
 Events that touch an account: ``group`` calls (traits, and the ``userId`` they link) and
 ``track``/``page``/``screen`` calls whose ``groupId`` is set. Everything in the state is a
-join-semilattice (see :mod:`projections.registers`), so :func:`fold` is insensitive to the
-order and duplication of events and :func:`merge` is commutative, associative and idempotent.
+join-semilattice (see :mod:`projections.registers`) except the per-day counters (version 2):
+:func:`fold_all` counts a message id once within the events it is given, and :func:`merge` *adds*
+day counters (two states hold disjoint events; the view's message claims make them so). The
+usage a user brings to an account by ``group`` membership is attributed by the view writer (see
+:mod:`projections.usage` for the reference semantics).
 
 Per-day data is bounded: only the newest :data:`RETENTION_DAYS` UTC days, counted back from
 the newest usage day in the state, are kept. That bound depends only on the set of events,
@@ -21,8 +24,7 @@ from typing import Any, Final
 from projections.events import Event, FrozenMap, day_of, format_ts, parse_ts
 from projections.registers import (
     Stamped,
-    frozen_sets_from_dict,
-    frozen_sets_to_dict,
+    cap_traits,
     lww_put,
     max_opt,
     min_opt,
@@ -31,6 +33,7 @@ from projections.registers import (
     traits_from_dict,
     traits_to_dict,
 )
+from projections.usage import OTHER, Sketch, add_count, storage_name
 
 __all__ = [
     "NAME",
@@ -38,6 +41,7 @@ __all__ = [
     "VERSION",
     "AccountState",
     "DayActivity",
+    "upcast_day_v1",
     "FeatureUsage",
     "Span",
     "active_days",
@@ -55,46 +59,62 @@ __all__ = [
 ]
 
 NAME: Final = "account"
-VERSION: Final = 1
+VERSION: Final = 2
+MAX_SPANS: Final = 100
+"""Event names whose first/last use the account HEAD keeps (the 100 smallest names)."""
 RETENTION_DAYS: Final = 90
 """Per-day data older than this many days before the newest usage day is dropped."""
 
 
 @dataclass(frozen=True, slots=True)
 class DayActivity:
-    """Usage on one UTC day: active user ids and, per event name, the message digests.
+    """Usage on one UTC day (view version 2): event counts by name and a sketch of active users.
 
-    Event names are catalog names (``event``, ``page:<name>``, ``screen:<name>``); the count
-    of an event is the number of distinct digests, so duplicates never count twice.
+    Counts are plain counters (a message id is counted once *before* it reaches a day: in a
+    batch by :func:`fold_all`, across batches by the view's message claims), so :meth:`merge`
+    adds them: two states are two disjoint sets of events. Names are capped
+    (:data:`projections.usage.MAX_NAMES`, the rest under :data:`projections.usage.OTHER`).
     """
 
-    users: frozenset[str] = frozenset()
-    events: FrozenMap[frozenset[str]] = field(default_factory=FrozenMap)
+    counts: FrozenMap[int] = field(default_factory=FrozenMap)
+    users: Sketch = field(default_factory=Sketch)
 
     def count(self, name: str | None = None) -> int:
         """Events on this day, of one name or (None) of all names."""
         if name is not None:
-            return len(self.events.get(name, ()))
-        return sum(len(digests) for digests in self.events.values())
+            return int(self.counts.get(storage_name(name), 0))
+        return sum(self.counts.values())
 
     def merge(self, other: DayActivity) -> DayActivity:
-        """Union of two days' activity (commutative, associative, idempotent)."""
-        events = {name: set(digests) for name, digests in self.events.items()}
-        for name, digests in other.events.items():
-            events.setdefault(name, set()).update(digests)
-        return DayActivity(
-            self.users | other.users,
-            FrozenMap({name: frozenset(d) for name, d in events.items()}),
-        )
+        """Sum of two disjoint days' counts; union of their users."""
+        counts = dict(self.counts)
+        for name, n in other.counts.items():
+            if name == OTHER:
+                counts[OTHER] = counts.get(OTHER, 0) + n
+            else:
+                add_count(counts, name, n)
+        return DayActivity(FrozenMap(dict(sorted(counts.items()))), self.users.merge(other.users))
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"users": [ids], "events": {name: [digests]}}``, all lists sorted."""
-        return {"users": sorted(self.users), "events": frozen_sets_to_dict(self.events)}
+        """``{"counts": {name: n}, "users": sketch}``."""
+        return {"counts": dict(sorted(self.counts.items())), "users": self.users.to_dict()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DayActivity:
-        """Inverse of :meth:`to_dict`."""
-        return cls(frozenset(data.get("users") or ()), frozen_sets_from_dict(data.get("events")))
+        """Inverse of :meth:`to_dict`; a version 1 day (``{"users": [ids], "events": {name: [digests]}}``)
+        is upcast on read (:func:`upcast_day_v1`)."""
+        if "events" in data or isinstance(data.get("users"), list):
+            return upcast_day_v1(data)
+        return cls(FrozenMap({str(k): int(v) for k, v in (data.get("counts") or {}).items()}),
+                   Sketch.from_dict(data.get("users")))
+
+
+def upcast_day_v1(data: Mapping[str, Any]) -> DayActivity:
+    """A version 1 day item (digest sets) as a version 2 day: counts = digests per name, users sketched."""
+    counts: dict[str, int] = {}
+    for name, digests in sorted((data.get("events") or {}).items()):
+        add_count(counts, str(name), len(set(digests)))
+    return DayActivity(FrozenMap(dict(sorted(counts.items()))), Sketch.of(str(u) for u in data.get("users") or ()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +184,7 @@ class AccountState:
              "traits": {key: {"at": iso, "messageId": str, "value": json}},
              "first_seen": iso | None, "last_seen": iso | None,
              "users": [sorted ids],
-             "days": {"YYYY-MM-DD": {"users": [ids], "events": {name: [digests]}}},
+             "days": {"YYYY-MM-DD": {"counts": {name: n}, "users": sketch}},
              "event_spans": {name: {"first": iso, "last": iso}}}
         """
         return {
@@ -226,6 +246,7 @@ class _Builder:
         self.users: set[str] = set()
         self.day_users: dict[str, set[str]] = {}
         self.day_events: dict[str, dict[str, set[str]]] = {}
+        self.day_stored: dict[str, DayActivity] = {}
         self.spans: dict[str, Span] = {}
 
     def add_state(self, state: AccountState) -> None:
@@ -237,10 +258,9 @@ class _Builder:
         self.last_seen = max_opt(self.last_seen, state.last_seen)
         self.users |= state.users
         for day, activity in state.days.items():
-            self.day_users.setdefault(day, set()).update(activity.users)
-            names = self.day_events.setdefault(day, {})
-            for name, digests in activity.events.items():
-                names.setdefault(name, set()).update(digests)
+            self.day_users.setdefault(day, set())
+            current = self.day_stored.get(day)
+            self.day_stored[day] = activity if current is None else current.merge(activity)
         for name, span in state.event_spans.items():
             self._span(name, span)
 
@@ -274,19 +294,21 @@ class _Builder:
             for day in sorted(self.day_users):
                 if day < cutoff:
                     continue
-                events = self.day_events.get(day, {})
-                days[day] = DayActivity(
-                    frozenset(self.day_users[day]),
-                    FrozenMap({name: frozenset(d) for name, d in sorted(events.items())}),
-                )
+                counts: dict[str, int] = {}
+                for name, digests in sorted(self.day_events.get(day, {}).items()):
+                    add_count(counts, name, len(digests))
+                fresh = DayActivity(FrozenMap(dict(sorted(counts.items()))), Sketch.of(self.day_users[day]))
+                stored = self.day_stored.get(day)
+                days[day] = fresh if stored is None else stored.merge(fresh)
         return AccountState(
             account_id=self.account_id,
-            traits=FrozenMap(dict(sorted(self.traits.items()))),
+            traits=FrozenMap(dict(sorted(cap_traits(self.traits).items()))),
             first_seen=self.first_seen,
             last_seen=self.last_seen,
             users=frozenset(self.users),
             days=FrozenMap(days),
-            event_spans=FrozenMap(dict(sorted(self.spans.items()))),
+            # Spans of at most MAX_SPANS names (the smallest: order-free) keep HEAD bounded.
+            event_spans=FrozenMap(dict(sorted(self.spans.items())[:MAX_SPANS])),
         )
 
 
@@ -358,12 +380,12 @@ def _in_window(state: AccountState, as_of: datetime, days: int) -> list[DayActiv
     return [activity for day, activity in state.days.items() if first <= day <= last]
 
 
-def active_users(state: AccountState, as_of: datetime, days: int = 1) -> frozenset[str]:
-    """User ids active in the ``days`` UTC days ending on ``as_of``'s day."""
-    users: set[str] = set()
+def active_users(state: AccountState, as_of: datetime, days: int = 1) -> Sketch:
+    """Distinct users active in the ``days`` UTC days ending on ``as_of``'s day (``len`` counts them)."""
+    users = Sketch()
     for activity in _in_window(state, as_of, days):
-        users |= activity.users
-    return frozenset(users)
+        users = users.merge(activity.users)
+    return users
 
 
 def active_user_counts(state: AccountState, as_of: datetime, windows: Iterable[int] = (1, 7, 30)) -> dict[int, int]:
@@ -388,7 +410,7 @@ def event_count(state: AccountState, as_of: datetime, days: int, names: Iterable
 def daily_usage(state: AccountState, start: str | None = None, end: str | None = None) -> dict[str, dict[str, int]]:
     """Events by day and name: ``{"YYYY-MM-DD": {name: count}}`` for ``start <= day <= end``."""
     return {
-        day: {name: len(state.days[day].events[name]) for name in sorted(state.days[day].events)}
+        day: dict(sorted(state.days[day].counts.items()))
         for day in sorted(state.days)
         if (start is None or day >= start) and (end is None or day <= end)
     }

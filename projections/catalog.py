@@ -1,8 +1,9 @@
 """Tenant event catalog: one state per tenant, one entry per event name.
 
 Names: ``track`` -> the event name, ``page`` -> ``page:<name>``, ``screen`` -> ``screen:<name>``
-(see :attr:`projections.events.Event.catalog_name`). Per name the catalog keeps message
-digests per UTC day (counts without repeats), first/last seen, and the JSON types observed
+(see :attr:`projections.events.Event.catalog_name`). Per name the catalog keeps counts per UTC
+day (version 2: a message id counts once within a fold; across batches the view's message claims
+keep it once, and :func:`merge` adds counts), first/last seen, and the JSON types observed
 for each top-level property. Per-day digests older than :data:`RETENTION_DAYS` before the
 newest day in the whole catalog are dropped (order-insensitive, as in the account view).
 """
@@ -31,38 +32,39 @@ __all__ = [
 ]
 
 NAME: Final = "catalog"
-VERSION: Final = 1
+VERSION: Final = 2
+MAX_PROPERTIES: Final = 100
+"""Property names kept per event name (the smallest 100 names of at most 128 characters: order-free)."""
 RETENTION_DAYS: Final = 90
 JSON_TYPES: Final = frozenset({"string", "number", "boolean", "object", "array", "null"})
 
 
 @dataclass(frozen=True, slots=True)
 class CatalogEntry:
-    """One event name: per-day message digests, first/last seen, property types."""
+    """One event name: per-day counts (version 2: counters, added by :func:`merge`), first/last
+    seen, property types (capped at :data:`MAX_PROPERTIES`)."""
 
     first_seen: datetime
     last_seen: datetime
-    days: FrozenMap[frozenset[str]] = field(default_factory=FrozenMap)
+    days: FrozenMap[int] = field(default_factory=FrozenMap)
     properties: FrozenMap[frozenset[str]] = field(default_factory=FrozenMap)
 
     def count(self, start: str | None = None, end: str | None = None) -> int:
         """Distinct events on the retained days with ``start <= day <= end``."""
         return sum(
-            len(digests)
-            for day, digests in self.days.items()
-            if (start is None or day >= start) and (end is None or day <= end)
+            n for day, n in self.days.items() if (start is None or day >= start) and (end is None or day <= end)
         )
 
     def daily_counts(self) -> dict[str, int]:
         """``{"YYYY-MM-DD": count}`` over the retained days, sorted by day."""
-        return {day: len(self.days[day]) for day in sorted(self.days)}
+        return {day: self.days[day] for day in sorted(self.days)}
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"first_seen", "last_seen", "days": {day: [digests]}, "properties": {prop: [types]}}``."""
+        """``{"first_seen", "last_seen", "days": {day: count}, "properties": {prop: [types]}}``."""
         return {
             "first_seen": format_ts(self.first_seen),
             "last_seen": format_ts(self.last_seen),
-            "days": frozen_sets_to_dict(self.days),
+            "days": dict(sorted(self.days.items())),
             "properties": frozen_sets_to_dict(self.properties),
         }
 
@@ -72,7 +74,9 @@ class CatalogEntry:
         return cls(
             first_seen=parse_ts(data["first_seen"]),
             last_seen=parse_ts(data["last_seen"]),
-            days=frozen_sets_from_dict(data.get("days")),
+            # version 1 stored digest lists per day: upcast to their count.
+            days=FrozenMap({str(d): len(set(n)) if isinstance(n, list) else int(n)
+                            for d, n in (data.get("days") or {}).items()}),
             properties=frozen_sets_from_dict(data.get("properties")),
         )
 
@@ -103,6 +107,7 @@ class _EntryBuilder:
         self.first_seen = first_seen
         self.last_seen = last_seen
         self.days: dict[str, set[str]] = {}
+        self.stored: dict[str, int] = {}
         self.properties: dict[str, set[str]] = {}
 
     def seen(self, first: datetime, last: datetime) -> None:
@@ -127,8 +132,8 @@ class _Builder:
     def add_state(self, state: CatalogState) -> None:
         for name, source in state.entries.items():
             entry = self._entry(name, source.first_seen, source.last_seen)
-            for day, digests in source.days.items():
-                entry.days.setdefault(day, set()).update(digests)
+            for day, n in source.days.items():
+                entry.stored[day] = entry.stored.get(day, 0) + n
             for prop, types in source.properties.items():
                 entry.properties.setdefault(prop, set()).update(types)
 
@@ -142,7 +147,7 @@ class _Builder:
             entry.properties.setdefault(prop, set()).add(json_type(value))
 
     def build(self) -> CatalogState:
-        all_days = [day for entry in self.entries.values() for day in entry.days]
+        all_days = [day for entry in self.entries.values() for day in (*entry.days, *entry.stored)]
         cutoff = (
             (date.fromisoformat(max(all_days)) - timedelta(days=RETENTION_DAYS - 1)).isoformat() if all_days else ""
         )
@@ -152,8 +157,10 @@ class _Builder:
             entries[name] = CatalogEntry(
                 first_seen=entry.first_seen,
                 last_seen=entry.last_seen,
-                days=FrozenMap({day: frozenset(d) for day, d in sorted(entry.days.items()) if day >= cutoff}),
-                properties=FrozenMap({p: frozenset(t) for p, t in sorted(entry.properties.items())}),
+                days=FrozenMap({day: entry.stored.get(day, 0) + len(entry.days.get(day, ()))
+                                for day in sorted({*entry.days, *entry.stored}) if day >= cutoff}),
+                properties=FrozenMap({p: frozenset(entry.properties[p])
+                                      for p in sorted(k for k in entry.properties if len(k) <= 128)[:MAX_PROPERTIES]}),
             )
         return CatalogState(FrozenMap(entries))
 

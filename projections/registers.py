@@ -16,7 +16,12 @@ from typing import Any
 from projections.events import FrozenMap, canonical_json, format_ts, freeze, parse_ts, thaw
 
 __all__ = [
+    "MAX_TRAITS",
+    "MAX_TRAIT_KEY",
+    "MAX_TRAIT_VALUE",
     "Stamped",
+    "cap_traits",
+    "cap_value",
     "frozen_sets_from_dict",
     "frozen_sets_to_dict",
     "lww_put",
@@ -58,8 +63,39 @@ class Stamped:
         return cls(parse_ts(data["at"]), str(data["messageId"]), freeze(data.get("value")))
 
 
+MAX_TRAITS = 50
+"""Traits kept per user or account: the first this-many trait names in sorted order (order-free)."""
+MAX_TRAIT_KEY = 128
+"""Trait names longer than this many characters are not kept."""
+MAX_TRAIT_VALUE = 256
+"""A trait value whose canonical JSON is longer than this is kept as that JSON cut to this length."""
+
+
+def cap_value(value: Any) -> Any:
+    """A trait value bounded to :data:`MAX_TRAIT_VALUE` characters of JSON (a pure function)."""
+    if isinstance(value, str):
+        return value[:MAX_TRAIT_VALUE]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    text = canonical_json(value)
+    return value if len(text) <= MAX_TRAIT_VALUE else text[:MAX_TRAIT_VALUE]
+
+
+def cap_traits(registers: Mapping[str, Stamped]) -> dict[str, Stamped]:
+    """The bounded view of a register map: at most :data:`MAX_TRAITS` names, the smallest ones.
+
+    Keeping the smallest names (not the first seen) keeps the cap a function of the set of
+    writes, so folds stay order-insensitive. Largest result: 50 x (128 + 256 characters + ~80 bytes).
+    """
+    names = sorted(k for k in registers if len(k) <= MAX_TRAIT_KEY)[:MAX_TRAITS]
+    return {k: registers[k] for k in names}
+
+
 def lww_put(registers: dict[str, Stamped], key: str, candidate: Stamped) -> None:
-    """Store ``candidate`` under ``key`` in a mutable builder dict if it wins."""
+    """Store ``candidate`` under ``key`` in a mutable builder dict if it wins (values capped)."""
+    if len(key) > MAX_TRAIT_KEY:
+        return
+    candidate = Stamped(candidate.at, candidate.message_id, freeze(cap_value(thaw(candidate.value))))
     current = registers.get(key)
     if current is None or candidate.newer_than(current):
         registers[key] = candidate

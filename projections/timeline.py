@@ -17,11 +17,12 @@ from typing import Any, Final
 
 from projections.account import key as account_key
 from projections.events import Event, format_ts, parse_ts
+from projections.usage import MAX_NAME_CHARS
 
 __all__ = ["MAX_PER_BUCKET", "NAME", "VERSION", "Entry", "TimelineBucket", "bucket_of", "entry", "fold_all", "merge"]
 
 NAME: Final = "account_timeline"
-VERSION: Final = 1
+VERSION: Final = 2
 MAX_PER_BUCKET: Final = 100
 
 
@@ -78,7 +79,7 @@ def bucket_of(event: Event) -> str:
 
 def entry(event: Event) -> Entry:
     """The timeline entry of an event (every call type that touches an account has one)."""
-    name = event.display_name
+    name = None if event.display_name is None else event.display_name[:MAX_NAME_CHARS]
     if event.type == "group":
         name = "group"
     return Entry(format_ts(event.timestamp), event.message_id, event.type, name, event.user_id or event.anonymous_id)

@@ -16,6 +16,7 @@ from typing import Any, Final
 from projections.events import Event, FrozenMap, format_ts, parse_ts
 from projections.registers import (
     Stamped,
+    cap_traits,
     lww_put,
     max_opt,
     min_opt,
@@ -24,6 +25,7 @@ from projections.registers import (
     traits_from_dict,
     traits_to_dict,
 )
+from projections.usage import MAX_NAME_CHARS
 
 __all__ = [
     "NAME",
@@ -39,7 +41,11 @@ __all__ = [
 ]
 
 NAME: Final = "user"
-VERSION: Final = 1
+VERSION: Final = 2
+MAX_ACCOUNTS: Final = 50
+"""Accounts kept per user (the smallest ids, so the cap is order-free)."""
+MAX_IDS: Final = 20
+"""Aliases and anonymous ids kept per user (the smallest, order-free)."""
 TIMELINE_SIZE: Final = 50
 """The timeline keeps the newest this-many usage events by ``(timestamp, messageId)``."""
 
@@ -83,7 +89,9 @@ class UserState:
     Attributes:
         user_key: ``userId``, or ``anonymousId`` for users never identified.
         traits: last-write-wins identify traits, by ``(timestamp, messageId)``.
-        accounts: group ids from group calls and from usage events.
+        accounts: group ids from group calls and from usage events (at most :data:`MAX_ACCOUNTS`).
+        joined: group ids from group calls only: the memberships usage without a
+            ``context.groupId`` is attributed through (at most :data:`MAX_ACCOUNTS`).
         first_seen / last_seen: min/max timestamp of any event of the user.
         timeline: newest :data:`TIMELINE_SIZE` usage events, newest first.
         aliases: ``previousId`` values aliased to this user.
@@ -93,6 +101,7 @@ class UserState:
     user_key: str
     traits: FrozenMap[Stamped] = field(default_factory=FrozenMap)
     accounts: frozenset[str] = frozenset()
+    joined: frozenset[str] = frozenset()
     first_seen: datetime | None = None
     last_seen: datetime | None = None
     timeline: tuple[TimelineEntry, ...] = ()
@@ -111,7 +120,7 @@ class UserState:
 
             {"user_key": str,
              "traits": {key: {"at": iso, "messageId": str, "value": json}},
-             "accounts": [sorted], "first_seen": iso | None, "last_seen": iso | None,
+             "accounts": [sorted], "joined": [sorted], "first_seen": iso | None, "last_seen": iso | None,
              "timeline": [TimelineEntry.to_dict(), newest first],
              "aliases": [sorted], "anonymous_ids": [sorted]}
         """
@@ -119,6 +128,7 @@ class UserState:
             "user_key": self.user_key,
             "traits": traits_to_dict(self.traits),
             "accounts": sorted(self.accounts),
+            "joined": sorted(self.joined),
             "first_seen": opt_ts_str(self.first_seen),
             "last_seen": opt_ts_str(self.last_seen),
             "timeline": [entry.to_dict() for entry in self.timeline],
@@ -134,6 +144,7 @@ class UserState:
             user_key=str(data["user_key"]),
             traits=traits_from_dict(data.get("traits")),
             accounts=frozenset(str(a) for a in data.get("accounts") or ()),
+            joined=frozenset(str(a) for a in data.get("joined") or ()),
             first_seen=opt_ts(data.get("first_seen")),
             last_seen=opt_ts(data.get("last_seen")),
             timeline=_newest(timeline),
@@ -165,6 +176,7 @@ class _Builder:
         self.user_key = user_key
         self.traits: dict[str, Stamped] = {}
         self.accounts: set[str] = set()
+        self.joined: set[str] = set()
         self.first_seen: datetime | None = None
         self.last_seen: datetime | None = None
         self.timeline: set[TimelineEntry] = set()
@@ -177,6 +189,7 @@ class _Builder:
         for trait_key, stamped in state.traits.items():
             lww_put(self.traits, trait_key, stamped)
         self.accounts |= state.accounts
+        self.joined |= state.joined
         self.first_seen = min_opt(self.first_seen, state.first_seen)
         self.last_seen = max_opt(self.last_seen, state.last_seen)
         self.timeline |= set(state.timeline)
@@ -201,13 +214,15 @@ class _Builder:
             return
         if event.group_id and (event.type == "group" or event.is_usage):
             self.accounts.add(event.group_id)
+        if event.group_id and event.type == "group":
+            self.joined.add(event.group_id)
         if event.is_usage:
             self.timeline.add(
                 TimelineEntry(
                     timestamp=event.timestamp,
                     message_id=event.message_id,
                     type=event.type,
-                    name=event.display_name or "",
+                    name=(event.display_name or "")[:MAX_NAME_CHARS],
                     group_id=event.group_id or "",
                 )
             )
@@ -221,13 +236,14 @@ class _Builder:
     def build(self) -> UserState:
         return UserState(
             user_key=self.user_key,
-            traits=FrozenMap(dict(sorted(self.traits.items()))),
-            accounts=frozenset(self.accounts),
+            traits=FrozenMap(dict(sorted(cap_traits(self.traits).items()))),
+            accounts=frozenset(sorted(self.accounts)[:MAX_ACCOUNTS]),
+            joined=frozenset(sorted(self.joined)[:MAX_ACCOUNTS]),
             first_seen=self.first_seen,
             last_seen=self.last_seen,
             timeline=_newest(self.timeline),
-            aliases=frozenset(self.aliases),
-            anonymous_ids=frozenset(self.anonymous_ids),
+            aliases=frozenset(sorted(self.aliases)[:MAX_IDS]),
+            anonymous_ids=frozenset(sorted(self.anonymous_ids)[:MAX_IDS]),
         )
 
 

@@ -66,8 +66,13 @@ def _writer(version: int, prefix: str | None) -> ViewWriter:
 
 def decode_record(record: DynamoDBRecord) -> tuple[str, list[Event]]:
     """A stream record -> ``(tenant_id, events)``. Raises ValueError on a poison record."""
+    return decode_chunk_record(record)[0::2]  # type: ignore[return-value]
+
+
+def decode_chunk_record(record: DynamoDBRecord) -> tuple[str, str, list[Event]]:
+    """A stream record -> ``(tenant_id, chunk key, events)``. Raises ValueError on a poison record."""
     if record.event_name not in (DynamoDBRecordEventName.INSERT, DynamoDBRecordEventName.MODIFY):
-        return "", []
+        return "", "", []
     image = record.dynamodb.new_image if record.dynamodb else {}
     if not image:
         raise ValueError("record has no NewImage (stream view type must include new images)")
@@ -75,23 +80,24 @@ def decode_record(record: DynamoDBRecord) -> tuple[str, list[Event]]:
         tenant, body = image["tenant"], image["body"]
     except KeyError as exc:
         raise ValueError(f"record is not a chunk: missing {exc}") from exc
-    return str(tenant), [Event.from_wire(e) for e in decode_chunk_body(body, image.get("pk"))]
+    chunk = f"{record.event_source_arn or ''}|{image.get('pk')}"
+    return str(tenant), chunk, [Event.from_wire(e) for e in decode_chunk_body(body, image.get("pk"))]
 
 
 def handle_batch(records: list[dict[str, Any]], context: Any = None, *, writer: ViewWriter | None = None,
                  now: datetime | None = None) -> tuple[dict[str, Any], WriteReport]:
     """Process one batch; returns the partial-batch response and what was written."""
-    collected: dict[str, list[Event]] = {}
+    collected: dict[str, list[tuple[str, list[Event]]]] = {}
 
     def record_handler(record: DynamoDBRecord) -> None:
-        tenant, events = decode_record(record)
+        tenant, chunk, events = decode_chunk_record(record)
         if events:
-            collected.setdefault(tenant, []).extend(events)
+            collected.setdefault(tenant, []).append((chunk, events))
 
     processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
     with processor(records=records, handler=record_handler, lambda_context=context):
         processor.process()
-    report = (writer or get_writer()).record(collected, now or datetime.now(UTC))
+    report = (writer or get_writer()).record(None, now or datetime.now(UTC), chunks=collected)
     response: dict[str, Any] = dict(processor.response())
     if response.get("batchItemFailures"):
         logger.warning("poison records in batch", extra={"failures": response["batchItemFailures"]})

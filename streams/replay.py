@@ -14,6 +14,7 @@ Scanning the day tables is a batch job, never a request path.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,17 +25,19 @@ from chalicelib.chunks import unpack_chunk
 from chalicelib.db import items
 from chalicelib.log import logger
 from chalicelib.scoremodels import ScoreModelStore
-from chalicelib.versions import active_view_version, set_active_view_version
+from chalicelib.versions import TTL_SECONDS, active_view_version, set_active_view_version
 from chalicelib.views import ViewStore, decode_body, from_ddb
 from projections.events import Event
 from streams.writer import ViewWriter
 
-__all__ = ["ReplayStats", "Comparison", "iter_events", "rebuild", "compare", "promote", "IGNORED_ATTRIBUTES"]
+__all__ = ["ReplayStats", "Comparison", "iter_chunks", "iter_events", "rebuild", "compare", "promote",
+           "IGNORED_ATTRIBUTES"]
 
 
 # Bookkeeping and time-dependent attributes (scores are a function of state *and* as-of time).
 IGNORED_ATTRIBUTES = frozenset({
-    "ver", "as_of", "alerts", "user_ver", "score", "band", "trend", "health_json", "score_sk", "active_sk",
+    "ver", "as_of", "alerts", "user_ver", "ring", "cl", "ttl",
+    "score", "band", "trend", "health_json", "score_sk", "active_sk",
     "active_1d", "active_7d", "active_30d", "model_version",
 })
 
@@ -78,6 +81,13 @@ def _scan(client: Any, table: str) -> Iterator[dict[str, Any]]:
 def iter_events(client: Any, prefix: str, *, last_tables: int | None = None,
                 stats: ReplayStats | None = None) -> Iterator[tuple[str, list[Event]]]:
     """``(tenant, events)`` per stored chunk, oldest day table first."""
+    for tenant, _, events in iter_chunks(client, prefix, last_tables=last_tables, stats=stats):
+        yield tenant, events
+
+
+def iter_chunks(client: Any, prefix: str, *, last_tables: int | None = None,
+                stats: ReplayStats | None = None) -> Iterator[tuple[str, str, list[Event]]]:
+    """``(tenant, chunk id, events)`` per stored chunk, oldest day table first (chunk id = table|pk)."""
     day_tables = tables.list_event_tables(client, prefix)
     if last_tables is not None:
         day_tables = day_tables[-last_tables:]
@@ -97,7 +107,7 @@ def iter_events(client: Any, prefix: str, *, last_tables: int | None = None,
             if stats:
                 stats.chunks += 1
                 stats.events += len(events)
-            yield tenant, events
+            yield tenant, f"{table}|{item.get('pk', {}).get('S')}", events
 
 
 def rebuild(client: Any, prefix: str, version: int, *, now: datetime | None = None, batch_events: int = 5000,
@@ -107,10 +117,10 @@ def rebuild(client: Any, prefix: str, version: int, *, now: datetime | None = No
     projector = ViewWriter(ViewStore(client, table), ScoreModelStore(client, keys.control_table_name(prefix)))
     stats = ReplayStats(version)
     now = now or datetime.now(UTC)
-    pending: dict[str, list[Event]] = {}
+    pending: dict[str, list[tuple[str, list[Event]]]] = {}
     size = 0
-    for tenant, events in iter_events(client, prefix, last_tables=last_tables, stats=stats):
-        pending.setdefault(tenant, []).extend(events)
+    for tenant, chunk, events in iter_chunks(client, prefix, last_tables=last_tables, stats=stats):
+        pending.setdefault(tenant, []).append((chunk, events))
         size += len(events)
         if size >= batch_events:
             _flush(projector, pending, now, stats)
@@ -119,9 +129,11 @@ def rebuild(client: Any, prefix: str, version: int, *, now: datetime | None = No
     return stats
 
 
-def _flush(projector: ViewWriter, pending: dict[str, list[Event]], now: datetime, stats: ReplayStats) -> None:
+def _flush(projector: ViewWriter, pending: dict[str, list[tuple[str, list[Event]]]], now: datetime,
+           stats: ReplayStats) -> None:
     if pending:
-        result = projector.record(pending, now)
+        # Replay claims (source "R") never count a message the live projector claimed, and vice versa.
+        result = projector.record(None, now, chunks=pending, source="R")
         stats.write_units += result.write_units
         stats.writes += result.writes
 
@@ -147,10 +159,15 @@ def compare(client: Any, prefix: str, a: int, b: int) -> Comparison:
     return result
 
 
-def promote(client: Any, prefix: str, version: int, *, catch_up_tables: int = 2) -> ReplayStats:
-    """Make ``version`` active, then replay the newest day tables into it to catch up."""
+def promote(client: Any, prefix: str, version: int, *, catch_up_tables: int = 2,
+            settle: float = TTL_SECONDS + 1.0) -> ReplayStats:
+    """Make ``version`` active, wait until every projector has switched to it (their cached active
+    version expires after :data:`chalicelib.versions.TTL_SECONDS`), then replay the newest day tables
+    into it to catch up with what the previous version's projector folded meanwhile. Replay claims
+    never count a message twice (see :mod:`streams.writer`), so the catch-up only adds what is missing."""
     control = keys.control_table_name(prefix)
     previous = active_view_version(client, control, cached=False)
     set_active_view_version(client, control, version)
     logger.info("view version %s promoted (was %s)", version, previous)
+    time.sleep(settle)
     return rebuild(client, prefix, version, last_tables=catch_up_tables)

@@ -1,40 +1,73 @@
-"""Fold a batch of events into the view table: coalesced, idempotent, conflict-safe writes.
+"""Fold a batch of events into the view table (view version 2): counters, exactly once, bounded.
 
-For every tenant in a batch the events are folded in memory (pure folds from ``projections/``),
-merged with the stored states, and each touched item is written at most once per batch, and
-only if it changed. Because every state is a join-semilattice, a re-delivered batch merges to
-exactly the stored state and writes nothing; a concurrent writer's work is never lost (see
-:mod:`chalicelib.views`).
+For every tenant in a batch:
 
-Items per account: ``HEAD`` (traits, users, first/last seen), ``DAY#<day>`` (daily rollups
-with message digests, so a message is never counted twice), ``TL#<day>`` (timeline), and
-``SUMMARY`` (score, band, trend, factors, listing-index keys). Per user: ``HEAD`` plus a
-``USER#<user>`` link in each of its accounts. Per tenant: one catalog item per event name.
+1. **Message claims.** Each usage event's message id is claimed in the view table
+   (``<tenant>#M#<digest>``, owner = source and chunk). A message claimed by another chunk is a
+   duplicate (a re-send in another request, whatever its timestamp) and is not counted again; a
+   message claimed by this very chunk is a re-delivery and goes on to the counters.
+2. **Counters with a ring of applied chunks.** Every counter item (user-day ``UD#``, account-day
+   ``DAY#``, catalog day) records, in a bounded ``ring`` attribute, short tags of the last chunks it
+   absorbed. A contribution whose tag is in the ring is skipped, so a re-delivered or bisected batch
+   adds nothing twice.
+3. **Attribution (Segment semantics).** A usage event with ``context.groupId`` counts towards that
+   account; without it, towards every account its (alias-resolved) user joined through ``group``.
+   Unattributed usage is also counted per user and day (``UD#``), so a ``group`` that arrives later
+   adds the user's retained days to the account (tag ``j:<user>``), and an ``alias`` adds the anonymous
+   id's days to the user (tag ``a:<anon>``).
+4. Items per account: ``HEAD`` (traits, first/last seen, event spans), ``DAY#<day>`` (counters and
+   a distinct-user sketch), ``TL#<day>`` (timeline), ``MEMBERS`` (count of user links),
+   ``USER#<user>`` (link: traits, email, first seen) and ``SUMMARY`` (score, band, listing keys). Per
+   user: ``HEAD`` and ``UD#<day>``. Per tenant: catalog name heads and per (day, name) counters.
+
+The size bound of every item is in ``docs/ARCHITECTURE.md``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from chalicelib import keys
 from chalicelib.scoremodels import ScoreModelStore
-from chalicelib.view_items import account_head_dict, assemble_account, load_account, seats, summary_attrs, user_link
+from chalicelib.view_items import (
+    account_head_dict,
+    assemble_account,
+    load_account,
+    seats,
+    summary_attrs,
+    user_link,
+)
 from chalicelib.views import Blob, ConflictError, ViewStore, to_ddb
 from projections import account, catalog, health, timeline, user
 from projections.account import AccountState, DayActivity
 from projections.events import Event, FrozenMap, format_ts
 from projections.health import HealthScore, ScoreModel
+from projections.usage import Sketch, add_count, identity_links
 
-__all__ = ["ViewWriter", "WriteReport"]
+__all__ = ["CLAIM_TTL_SECONDS", "RING", "ViewWriter", "WriteReport", "chunk_tag"]
+
+RING = 32
+"""Chunk tags a counter item remembers beyond those of its latest write (re-delivery window)."""
+TAG_CHARS = 12
+CLAIM_TTL_SECONDS = 7 * 86400
+"""Message claims expire (DynamoDB TTL on ``ttl``) this long after they were written."""
+
+
+def chunk_tag(text: str) -> str:
+    """A short, fixed-size tag of a chunk (or of a retro-attribution source)."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
 
 
 @dataclass
 class WriteReport:
     events: int = 0
+    counted: int = 0
+    duplicates: int = 0
     accounts: int = 0
     users: int = 0
     alerts: int = 0
@@ -46,6 +79,21 @@ class WriteReport:
 
 # Summary attributes that are bookkeeping, not content: a change in these alone is not written.
 _VOLATILE = {"as_of", "alerts"}
+
+Chunks = Sequence[tuple[str, Sequence[Event]]]
+Deltas = dict[tuple[str, str], dict[str, DayActivity]]
+
+
+def _add(deltas: Deltas, key: tuple[str, str], tag: str, activity: DayActivity) -> None:
+    per_tag = deltas.setdefault(key, {})
+    current = per_tag.get(tag)
+    per_tag[tag] = activity if current is None else current.merge(activity)
+
+
+def _one(name: str, who: str | None) -> DayActivity:
+    counts: dict[str, int] = {}
+    add_count(counts, name, 1)
+    return DayActivity(FrozenMap(counts), Sketch.of([who] if who else []))
 
 
 class ViewWriter:
@@ -64,17 +112,25 @@ class ViewWriter:
         self.outbox = outbox
         self.search = search
 
-    def record(self, events_by_tenant: dict[str, list[Event]], now: datetime) -> WriteReport:
+    def record(self, events_by_tenant: dict[str, list[Event]] | None, now: datetime, *,
+               chunks: Mapping[str, Chunks] | None = None, source: str = "L") -> WriteReport:
+        """Apply events. ``chunks`` (tenant -> ``[(chunk id, events)]``) says which stored chunk each
+        event came from (the unit of re-delivery); plain ``events_by_tenant`` lists are one chunk per
+        tenant named by their message ids. ``source`` tells live (``L``) from replay (``R``) claims."""
         stats = WriteReport()
         before = (self.store.stats.write_units, self.store.stats.writes, self.store.stats.skipped)
-        for tenant_id, events in events_by_tenant.items():
-            if not events:
+        work: dict[str, Chunks] = dict(chunks or {})
+        for tenant_id, events in (events_by_tenant or {}).items():
+            if events:
+                ids = sorted({e.message_id for e in events})
+                work[tenant_id] = [*work.get(tenant_id, []), ("E:" + chunk_tag("\n".join(ids)), events)]
+        for tenant_id, tenant_chunks in work.items():
+            n = sum(len(evs) for _, evs in tenant_chunks)
+            if not n:
                 continue
-            stats.events += len(events)
-            stats.by_tenant[tenant_id] = len(events)
-            accounts_written = self._accounts(tenant_id, events, now, stats)
-            users_written = self._users(tenant_id, events)
-            self._catalog(tenant_id, events)
+            stats.events += n
+            stats.by_tenant[tenant_id] = n
+            accounts_written, users_written = self._tenant(tenant_id, tenant_chunks, now, stats, source)
             stats.accounts += len(accounts_written)
             stats.users += len(users_written)
             if self.search is not None and (accounts_written or users_written):
@@ -84,39 +140,237 @@ class ViewWriter:
         stats.skipped = self.store.stats.skipped - before[2]
         return stats
 
+    # --- one tenant ------------------------------------------------------------------------------
+
+    def _tenant(self, tenant_id: str, tenant_chunks: Chunks, now: datetime, stats: WriteReport,
+                source: str) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        # Chunk tags a retro contribution carries into a counter's ring (local: a writer serves several
+        # shards' invocations at once).
+        also_seen: dict[tuple[str, str], set[str]] = {}
+        tag_of: dict[str, str] = {}
+        events: list[Event] = []
+        # Live: a tag per chunk (the unit of re-delivery). Replay is never re-delivered: one tag per flush
+        # keeps the rings small whatever the flush size.
+        batch_tag = chunk_tag("\n".join(sorted(c for c, _ in tenant_chunks)))
+        for chunk_id, evs in tenant_chunks:
+            tag = batch_tag if source == "R" else chunk_tag(chunk_id)
+            for e in evs:
+                if e.message_id not in tag_of:
+                    tag_of[e.message_id] = tag
+                    events.append(e)
+        fresh = self._claim(tenant_id, [e for e in events if e.is_usage], tag_of, source, now)
+        stats.counted += len(fresh)
+        stats.duplicates += sum(1 for e in events if e.is_usage) - len(fresh)
+        identity = [e for e in events if not e.is_usage]
+        folded = [*identity, *fresh]
+
+        # Identities: anonymous ids merged into users (this batch's links, then the stored ones).
+        links = identity_links(identity)
+        anon = {e.anonymous_id for e in fresh if e.anonymous_id and not e.user_id} - set(links)
+        links.update(self._stored_links(tenant_id, anon))
+
+        def who_of(e: Event) -> str | None:
+            return links.get(e.user_key, e.user_key) if e.user_key and not e.user_id else e.user_key
+
+        # Users touched, and their stored state (memberships *before* this batch).
+        user_batch = user.fold_all(folded)
+        canon = {w for e in fresh if (w := who_of(e))} | set(user_batch) | set(links.values())
+        heads = self.store.get_many([(keys.user_pk(tenant_id, u), keys.HEAD_SK) for u in canon])
+        stored_users = {u: (user.UserState.from_dict(b.data) if b.data else user.empty(u))
+                        for (pk, _), b in heads.items() for u in [pk[len(keys.user_pk(tenant_id, "")):]]}
+
+        # (a) unattributed usage per user and day.
+        user_days: Deltas = {}
+        for e in fresh:
+            who = who_of(e)
+            if who and not e.group_id:
+                _add(user_days, (keys.user_pk(tenant_id, who), keys.user_day_sk(e.day)), tag_of[e.message_id],
+                     _one(e.catalog_name or "", None))
+        self._bump_all(user_days, also_seen)
+
+        # (b) retro attribution: alias merges, then new memberships.
+        account_days: Deltas = {}
+        retro_users: dict[str, set[str]] = {}
+        direct_new: dict[str, set[str]] = {}
+        new_links = {a: u for a, u in links.items() if a not in stored_users.get(u, user.empty(u)).aliases
+                     and a not in stored_users.get(u, user.empty(u)).anonymous_ids and a in identity_links(identity)}
+        self._merge_aliases(tenant_id, new_links, stored_users, account_days, batch_tag, also_seen)
+        for u, new in user_batch.items():
+            stored = stored_users.get(u, user.empty(u))
+            joined_now = user.merge(stored, new).joined - stored.joined
+            if not joined_now:
+                continue
+            if heads[(keys.user_pk(tenant_id, u), keys.HEAD_SK)].ver == 0:
+                # A new user has no stored days: its usage is this batch's, attributed directly in (c).
+                direct_new[u] = set(joined_now)
+                continue
+            retro_users[u] = set(joined_now)
+            history = self._user_days(tenant_id, u)
+            for acct in joined_now:
+                for day, (activity, ring) in history.items():
+                    key = (keys.account_pk(tenant_id, acct), keys.day_sk(day))
+                    _add(account_days, key, "j:" + batch_tag, DayActivity(activity.counts, Sketch.of([u])))
+                    # The chunks folded into these days now count for the account: a re-delivery of one
+                    # of them must not add it to the account again.
+                    also_seen.setdefault(key, set()).update(_tags(ring))
+
+        # (c) usage events, attributed: context.groupId, else the memberships known before (b).
+        synth: list[Event] = [e for e in identity if e.type == "group"]
+        counted_by_retro: set[tuple[str, str]] = set()
+        for e in fresh:
+            who = who_of(e)
+            if e.group_id:
+                targets: Iterable[str] = (e.group_id,)
+            elif who:
+                # Memberships new in this batch got these events through (b) already: they still go to
+                # the account's head and timeline, but not to its counters again.
+                targets = (stored_users.get(who, user.empty(who)).joined | retro_users.get(who, set())
+                           | direct_new.get(who, set()))
+                counted_by_retro |= {(e.message_id, a) for a in retro_users.get(who, set())}
+            else:
+                targets = ()
+            for acct in sorted(targets):
+                # Active users: the canonical user for membership attribution; the identity the
+                # event names when it carries context.groupId.
+                synth.append(replace(e, group_id=acct, user_id=e.user_key if e.group_id else who,
+                                     anonymous_id=None))
+        for e in synth:
+            if e.is_usage and (e.message_id, e.group_id) not in counted_by_retro:
+                _add(account_days, (keys.account_pk(tenant_id, e.group_id or ""), keys.day_sk(e.day)),
+                     tag_of[e.message_id], _one(e.catalog_name or "", e.user_id))
+
+        users_written = self._users(tenant_id, folded, user_batch)
+        accounts_written = self._accounts(tenant_id, synth, account_days, now, stats, also_seen)
+        self._catalog(tenant_id, fresh, tag_of)
+        return accounts_written, users_written
+
+    # --- claims -------------------------------------------------------------------------------------
+
+    def _claim(self, tenant_id: str, usage: list[Event], tag_of: dict[str, str], source: str,
+               now: datetime) -> list[Event]:
+        """The usage events this batch counts: unclaimed ones (claimed now) and its own earlier claims."""
+        if not usage:
+            return []
+        key_of = {e.message_id: (keys.claim_pk(tenant_id, e.digest), keys.CLAIM_SK) for e in usage}
+        found = self.store.get_plain(key_of.values(), projection="pk, sk, cl")
+        fresh, new_claims = [], []
+        expires = int(now.timestamp()) + CLAIM_TTL_SECONDS
+        for e in usage:
+            mine = f"{source}:{tag_of[e.message_id]}"
+            held = found.get(key_of[e.message_id])
+            if held is None:
+                new_claims.append({"pk": key_of[e.message_id][0], "sk": keys.CLAIM_SK, "cl": mine, "ttl": expires})
+                fresh.append(e)
+            elif held.get("cl") == mine and source != "R":
+                # A re-delivery of this chunk (live): the counters' rings say what is already applied.
+                # A replay is never re-delivered, so its own earlier claims (a first rebuild, then the
+                # promotion's catch-up over the same tables) mean "counted".
+                fresh.append(e)
+        self.store.put_many(new_claims)
+        return fresh
+
+    def _stored_links(self, tenant_id: str, anon: set[str]) -> dict[str, str]:
+        if not anon:
+            return {}
+        found = self.store.get_plain([(keys.user_pk(tenant_id, a), keys.ALIAS_SK) for a in anon])
+        prefix = keys.user_pk(tenant_id, "")
+        return {pk[len(prefix):]: str(item["user"]) for (pk, _), item in found.items()}
+
+    def _merge_aliases(self, tenant_id: str, new_links: dict[str, str], stored_users: dict[str, user.UserState],
+                       account_days: Deltas, batch_tag: str, also_seen: dict[tuple[str, str], set[str]]) -> None:
+        """An anonymous id merged into a user: its days become the user's, and count for the user's accounts."""
+        if not new_links:
+            return
+        self.store.put_many([{"pk": keys.user_pk(tenant_id, a), "sk": keys.ALIAS_SK, "user": u}
+                             for a, u in new_links.items()])
+        user_days: Deltas = {}
+        for anon_id, u in sorted(new_links.items()):
+            tag = "a:" + batch_tag
+            for day, (activity, ring) in self._user_days(tenant_id, anon_id).items():
+                key = (keys.user_pk(tenant_id, u), keys.user_day_sk(day))
+                _add(user_days, key, tag, activity)
+                also_seen.setdefault(key, set()).update(_tags(ring))
+                for acct in stored_users.get(u, user.empty(u)).joined:
+                    akey = (keys.account_pk(tenant_id, acct), keys.day_sk(day))
+                    _add(account_days, akey, tag, DayActivity(activity.counts, Sketch.of([u])))
+                    also_seen.setdefault(akey, set()).update(_tags(ring))
+        self._bump_all(user_days, also_seen)
+
+    def _user_days(self, tenant_id: str, user_key: str) -> dict[str, tuple[DayActivity, str]]:
+        """The user's retained days: ``{day: (activity, ring)}`` (the ring: chunks already in the day)."""
+        blobs, _ = self.store.query_prefix(keys.user_pk(tenant_id, user_key), keys.USER_DAY_PREFIX)
+        days = {b.sk[len(keys.USER_DAY_PREFIX):]: (DayActivity.from_dict(b.data), str(b.attrs.get("ring") or ""))
+                for b in blobs}
+        if not days:
+            return {}
+        newest = max(days)
+        cutoff = account.window(datetime.fromisoformat(newest + "T00:00:00+00:00"), account.RETENTION_DAYS)[0]
+        return {d: a for d, a in days.items() if d >= cutoff}
+
+    # --- counters -----------------------------------------------------------------------------------
+
+    def _bump_all(self, deltas: Deltas, also_seen: dict[tuple[str, str], set[str]] | None = None) -> None:
+        if not deltas:
+            return
+        blobs = self.store.get_many(deltas)
+        extra = also_seen or {}
+        self.store.run(lambda k: self._bump(blobs[k], deltas[k], extra.get(k, set())), list(deltas))
+
+    def _bump(self, blob: Blob, per_tag: dict[str, DayActivity], also_seen: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        """Add each tagged contribution not in the item's ring; remember the tags (and ``also_seen``:
+        chunk tags a retro contribution carries in)."""
+        tags = {t: (t if len(t) == TAG_CHARS else chunk_tag(t)) for t in per_tag}
+
+        def update(b: Blob) -> tuple[Any, dict[str, Any]] | None:
+            ring = str(b.attrs.get("ring") or "")
+            seen = _tags(ring)
+            new = [t for t in sorted(per_tag) if tags[t] not in seen]
+            if not new:
+                return None
+            total = DayActivity.from_dict(b.data) if b.data else DayActivity()
+            for t in new:
+                total = total.merge(per_tag[t])
+            own = "".join(tags[t] for t in new)
+            # The tags of this write always stay (a re-delivery of this batch must find them); older
+            # tags, and the tags a retro contribution carries in, within the last RING only.
+            keep = (ring + "".join(sorted(also_seen - seen)) + own)[-(RING * TAG_CHARS + len(own)):]
+            return total.to_dict(), {"ring": keep}
+
+        self.store.upsert((blob.pk, blob.sk), update, current=blob)
+
     # --- accounts ----------------------------------------------------------------------------
 
-    def _accounts(self, tenant_id: str, events: list[Event], now: datetime,
-                  stats: WriteReport) -> dict[str, dict[str, Any]]:
-        batch = account.fold_all(events)
-        if not batch:
+    def _accounts(self, tenant_id: str, synth: list[Event], account_days: Deltas, now: datetime,
+                  stats: WriteReport, also_seen: dict[tuple[str, str], set[str]]) -> dict[str, dict[str, Any]]:
+        batch = account.fold_all(synth)
+        touched = set(batch) | {pk.split("#A#", 1)[1] for pk, _ in account_days}
+        if not touched:
             return {}
-        timelines = timeline.fold_all(events)
+        timelines = timeline.fold_all(synth)
         model = self.models.current(tenant_id, cached=True)
-        pks = {a: keys.account_pk(tenant_id, a) for a in batch}
+        pks = {a: keys.account_pk(tenant_id, a) for a in touched}
         heads = self.store.get_many([(pk, keys.HEAD_SK) for pk in pks.values()] +
                                     [(pk, keys.SUMMARY_SK) for pk in pks.values()])
         tl_blobs = self.store.get_many([(pks[a], keys.timeline_sk(d)) for a, d in timelines])
+        self._bump_all(account_days, also_seen)
 
         def one(account_id: str) -> tuple[str, dict[str, Any] | None, int]:
             pk = pks[account_id]
-            new = batch[account_id]
             head = heads[(pk, keys.HEAD_SK)]
-            self._write_head(pk, head, new)
-            # The head read before the write is enough: the state we score is joined with `new` below.
-            state, _, day_blobs = load_account(self.store, tenant_id, account_id, head)
-            for day, activity in new.days.items():
-                self._write_day(day_blobs.get(day) or Blob(pk, keys.day_sk(day)), activity)
+            if account_id in batch:
+                self._write_head(pk, head, batch[account_id])
+                head = self.store.get_many([(pk, keys.HEAD_SK)])[(pk, keys.HEAD_SK)]
             for (a, d), tl in timelines.items():
                 if a == account_id:
                     self._write_timeline(tl_blobs[(pk, keys.timeline_sk(d))], tl)
-            # The state for scoring: stored days joined with the batch (covers our own writes too).
-            full = account.merge(state, new)
-            summary, alerts = self._write_summary(tenant_id, full, model, now, heads[(pk, keys.SUMMARY_SK)])
+            state, _, _ = load_account(self.store, tenant_id, account_id, head)
+            if state.account_id != account_id or (head.ver == 0 and not state.days):
+                return account_id, None, 0
+            summary, alerts = self._write_summary(tenant_id, state, model, now, heads[(pk, keys.SUMMARY_SK)])
             return account_id, summary, alerts
 
         written: dict[str, dict[str, Any]] = {}
-        for account_id, summary, alerts in self.store.run(one, sorted(batch)):
+        for account_id, summary, alerts in self.store.run(one, sorted(touched)):
             stats.alerts += alerts
             if summary is not None:
                 written[account_id] = summary
@@ -125,21 +379,13 @@ class ViewWriter:
     def _write_head(self, pk: str, blob: Blob, new: AccountState) -> None:
         def update(b: Blob) -> tuple[Any, None] | None:
             stored = assemble_account(b.data, new.account_id, {}) if b.data else account.empty(new.account_id)
-            head_only = AccountState(new.account_id, new.traits, new.first_seen, new.last_seen, new.users,
+            head_only = AccountState(new.account_id, new.traits, new.first_seen, new.last_seen, frozenset(),
                                      FrozenMap(), new.event_spans)
             merged = account.merge(stored, head_only)
             data = account_head_dict(merged)
             return None if b.data == data else (data, None)
 
         self.store.upsert((pk, keys.HEAD_SK), update, current=blob)
-
-    def _write_day(self, blob: Blob, activity: DayActivity) -> bool:
-        def update(b: Blob) -> tuple[Any, None] | None:
-            stored = DayActivity.from_dict(b.data) if b.data else DayActivity()
-            merged = stored.merge(activity)
-            return None if merged == stored and b.data is not None else (merged.to_dict(), None)
-
-        return self.store.upsert((blob.pk, blob.sk), update, current=blob) is not None
 
     def _write_timeline(self, blob: Blob, tl: timeline.TimelineBucket) -> None:
         def update(b: Blob) -> tuple[Any, None] | None:
@@ -154,8 +400,11 @@ class ViewWriter:
                        blob: Blob | None) -> tuple[dict[str, Any] | None, int]:
         """Score the account and write its SUMMARY (and an alert, atomically) if anything changed."""
         hs = health.score(state, model, now, seats(state))
-        attrs = summary_attrs(tenant_id, state, hs, now)
         pk = keys.account_pk(tenant_id, state.account_id)
+        members = self.store.get_plain([(pk, keys.MEMBERS_SK)]).get((pk, keys.MEMBERS_SK), {})
+        # No MEMBERS item: a version 1 account (upcast on read during an upgrade) still lists its users.
+        attrs = summary_attrs(tenant_id, state, hs, now,
+                              users_count=int(members["n"]) if "n" in members else None)
         return self.write_summary(tenant_id, pk, attrs, hs, model, now, blob)
 
     def write_summary(self, tenant_id: str, pk: str, attrs: dict[str, Any], hs: HealthScore, model: ScoreModel,
@@ -224,11 +473,15 @@ class ViewWriter:
 
     # --- users -------------------------------------------------------------------------------
 
-    def _users(self, tenant_id: str, events: list[Event]) -> dict[str, dict[str, Any]]:
-        batch = user.fold_all(events)
+    def _users(self, tenant_id: str, events: list[Event],
+               batch: dict[str, user.UserState]) -> dict[str, dict[str, Any]]:
         if not batch:
             return {}
         blobs = self.store.get_many([(keys.user_pk(tenant_id, u), keys.HEAD_SK) for u in batch])
+        # Which links of the accounts this batch names exist already (one batched read, not one per user).
+        candidates = {(keys.account_pk(tenant_id, a), keys.user_link_sk(u)) for u, st in batch.items()
+                      for a in st.accounts}
+        known = set(self.store.get_plain(candidates, projection="pk, sk")) if candidates else set()
 
         def one(user_key: str) -> tuple[str, dict[str, Any] | None]:
             new = batch[user_key]
@@ -252,55 +505,84 @@ class ViewWriter:
             # Links hold what rarely changes (traits, first seen): rewrite them only when that
             # changed or the user joined an account, not on every event of the user.
             unchanged = stored is not None and user_link(stored) == link
-            for account_id in merged.accounts:
-                if unchanged and account_id in stored.accounts:
-                    continue
-                self._write_link(keys.account_pk(tenant_id, account_id), keys.user_link_sk(user_key), link,
-                                 result.ver)
-            return user_key, {**link, "accounts": sorted(merged.accounts),
+            targets = [a for a in sorted(merged.accounts)
+                       if not (unchanged and stored is not None and a in stored.accounts)]
+            unknown = [(keys.account_pk(tenant_id, a), keys.user_link_sk(user_key)) for a in targets]
+            unknown = [k for k in unknown if k not in candidates]
+            existing = known | (set(self.store.get_plain(unknown, projection="pk, sk")) if unknown else set())
+            made = []
+            for account_id in targets:
+                pk = keys.account_pk(tenant_id, account_id)
+                if self._write_link(pk, keys.user_link_sk(user_key), link, result.ver,
+                                    create=(pk, keys.user_link_sk(user_key)) not in existing):
+                    made.append(pk)
+            return user_key, {**link, "accounts": sorted(merged.accounts), "_created": made,
                               "last_seen": format_ts(merged.last_seen) if merged.last_seen else None}
 
-        return {u: link for u, link in self.store.run(one, sorted(batch)) if link is not None}
+        done = [(u, link) for u, link in self.store.run(one, sorted(batch)) if link is not None]
+        created: dict[str, int] = {}
+        for _, link in done:
+            for pk in link.pop("_created"):
+                created[pk] = created.get(pk, 0) + 1
+        self._count_members(created)
+        return dict(done)
 
-    def _write_link(self, pk: str, sk: str, link: dict[str, Any], user_ver: int) -> None:
+    def _write_link(self, pk: str, sk: str, link: dict[str, Any], user_ver: int, *, create: bool) -> bool:
+        """Write a user link; True if this call created it (exactly once, by condition)."""
         item = to_ddb({"pk": pk, "sk": sk, "user_ver": user_ver, **link})
+        client = self.store.client
+        if create:
+            try:
+                resp = client.put_item(TableName=self.store.table, Item=item, ReturnConsumedCapacity="TOTAL",
+                                       ConditionExpression="attribute_not_exists(pk)")
+                self.store.stats.add(writes=1, write_units=resp.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
+                return True
+            except client.exceptions.ConditionalCheckFailedException:
+                pass  # created concurrently: update it below
         try:
-            resp = self.store.client.put_item(
+            resp = client.put_item(
                 TableName=self.store.table, Item=item, ReturnConsumedCapacity="TOTAL",
-                ConditionExpression="attribute_not_exists(pk) OR user_ver < :v",
+                ConditionExpression="attribute_exists(pk) AND user_ver < :v",
                 ExpressionAttributeValues={":v": {"N": str(user_ver)}})
             self.store.stats.add(writes=1, write_units=resp.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
-        except self.store.client.exceptions.ConditionalCheckFailedException:
+        except client.exceptions.ConditionalCheckFailedException:
             pass  # a newer version of the user already wrote its link: nothing to do
+        return False
+
+    def _count_members(self, created: dict[str, int]) -> None:
+        """Add the links created in this batch to each account's ``MEMBERS`` counter (one write per account)."""
+        def one(item: tuple[str, int]) -> None:
+            resp = self.store.client.update_item(
+                TableName=self.store.table, Key={"pk": {"S": item[0]}, "sk": {"S": keys.MEMBERS_SK}},
+                UpdateExpression="ADD n :n", ExpressionAttributeValues={":n": {"N": str(item[1])}},
+                ReturnConsumedCapacity="TOTAL")
+            self.store.stats.add(writes=1, write_units=resp.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
+
+        self.store.run(one, sorted(created.items()))
 
     # --- catalog -------------------------------------------------------------------------------
 
-    def _catalog(self, tenant_id: str, events: list[Event]) -> None:
-        """One small head item per event name, and one digest item per (day, name) touched.
-
-        Splitting by day keeps a live batch from rewriting a tenant's whole history of digests
-        for a busy event name (DynamoDB charges a write unit per started KB of the item).
-        """
-        batch = catalog.fold_all(events)
+    def _catalog(self, tenant_id: str, fresh: list[Event], tag_of: dict[str, str]) -> None:
+        """One small head item per event name (first/last seen, property types, capped), and one
+        counter per (day, name) with the ring of applied chunks."""
+        batch = catalog.fold_all(fresh)
         if not batch.entries:
             return
         pk = keys.catalog_pk(tenant_id)
-        work: list[tuple[tuple[str, str], Any]] = []
-        for name, entry in batch.entries.items():
-            head = catalog.CatalogEntry(entry.first_seen, entry.last_seen, FrozenMap(), entry.properties)
-            work.append(((pk, keys.catalog_name_sk(name)), ("head", name, head)))
-            for day, digests in entry.days.items():
-                work.append(((pk, keys.catalog_day_sk(day, name)), ("day", name, frozenset(digests))))
-        blobs = self.store.get_many([k for k, _ in work])
+        counters: Deltas = {}
+        for e in fresh:
+            name = e.catalog_name or ""
+            counters_key = (pk, keys.catalog_day_sk(e.day, name[:MAX_CATALOG_KEY]))
+            _add(counters, counters_key, tag_of[e.message_id], _one("n", None))
+        heads = {(pk, keys.catalog_name_sk(name[:MAX_CATALOG_KEY])): (name, entry)
+                 for name, entry in batch.entries.items()}
+        blobs = self.store.get_many(heads)
 
-        def one(job: tuple[tuple[str, str], Any]) -> None:
-            key, (kind, name, new) = job
+        def one(key: tuple[str, str]) -> None:
+            name, entry = heads[key]
+            new = catalog.CatalogEntry(entry.first_seen, entry.last_seen, FrozenMap(), entry.properties)
 
             def update(b: Blob) -> tuple[Any, None] | None:
-                if kind == "day":
-                    stored = frozenset(b.data or ())
-                    merged = stored | new
-                    return None if merged == stored and b.data is not None else (sorted(merged), None)
                 old = catalog.CatalogEntry.from_dict(b.data) if b.data else None
                 merged_entry = new if old is None else catalog.merge(
                     catalog.CatalogState(FrozenMap({name: old})), catalog.CatalogState(FrozenMap({name: new}))
@@ -309,7 +591,15 @@ class ViewWriter:
 
             self.store.upsert(key, update, current=blobs[key])
 
-        self.store.run(one, work)
+        self.store.run(one, list(heads))
+        self._bump_all(counters)
+
+
+MAX_CATALOG_KEY = 128
+
+
+def _tags(ring: str) -> set[str]:
+    return {ring[i:i + TAG_CHARS] for i in range(0, len(ring), TAG_CHARS)}
 
 
 def _never_active(score: HealthScore) -> bool:

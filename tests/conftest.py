@@ -20,6 +20,7 @@ from types import SimpleNamespace
 from app import app
 from chalicelib import db, services, tables
 from chalicelib.settings import get_settings
+from chalicelib.versions import VIEW_VERSION
 from streams import handler
 from tests.helpers.streams import fast_options
 from tooling import demo
@@ -51,7 +52,7 @@ def prefix(ddb_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     client = db.get_client()
     tables.ensure_control_table(client, p)
     tables.ensure_event_tables(client, p, tables.utc_today())
-    tables.ensure_view_table(client, p, 1)
+    tables.ensure_view_table(client, p, VIEW_VERSION)  # a new stack starts at this code's view version
     return p
 
 
@@ -123,7 +124,7 @@ def demo_stack(ddb_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> I
     client = db.get_client()
     tables.ensure_control_table(client, p)
     tables.ensure_event_tables(client, p, tables.utc_today())
-    tables.ensure_view_table(client, p, 1)
+    tables.ensure_view_table(client, p, VIEW_VERSION)  # a new stack starts at this code's view version
     creds = services.tenants().create("Acme Analytics (demo)")
     services.tenants().put_settings(creds["tenant_id"], {"key_features": demo.KEY_FEATURES})
     mappings = LocalMappings(SimpleNamespace(settings=get_settings()), fast_options()).start()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+
+from chalicelib import services
 
 pytestmark = pytest.mark.e2e
 
@@ -113,4 +118,84 @@ def test_dashboard_sign_in_accounts_and_account_charts(
     page.wait_for_selector("[data-testid=token-input]", state="visible")
     assert page.evaluate("sessionStorage.length") == 0
 
+    assert _unexpected(page.problems) == []
+
+
+def _segment_style_tenant(url: str) -> dict[str, Any]:
+    """A tenant sending the usual Segment pattern: identify + group once, then tracks with no groupId."""
+    creds = services.tenants().create("Membership Co")
+    now = datetime.now(UTC)
+    batch: list[dict[str, Any]] = []
+    n = 0
+    for a in range(3):
+        for u in range(4):
+            uid = f"m{a}-{u}"
+            ts = (now - timedelta(days=20)).isoformat()
+            batch.append({"type": "identify", "messageId": f"i-{uid}", "userId": uid, "timestamp": ts,
+                          "traits": {"name": f"Member {uid}", "email": f"{uid}@example.com"}})
+            batch.append({"type": "group", "messageId": f"g-{uid}", "userId": uid, "groupId": f"mc-{a}",
+                          "timestamp": ts, "traits": {"name": f"Member Co {a}", "plan": "pro"}})
+            for d in range(0, 14 - 4 * a):  # account 0 busiest, account 2 quietest
+                if (u + d) % (a + 1) == 0:
+                    n += 1
+                    batch.append({"type": "track", "messageId": f"t{n}", "userId": uid, "event": "Report Created",
+                                  "timestamp": (now - timedelta(days=d, hours=1)).isoformat()})
+    r = requests.post(f"{url}/v1/batch", json={"batch": batch}, auth=(creds["write_key"], ""), timeout=30)
+    assert r.status_code == 200, r.text
+    return creds
+
+
+def test_dashboard_shows_the_api_numbers_for_usage_attributed_by_group_membership(
+    demo_stack: dict[str, Any], browser_page: Any, output_dir: Path
+) -> None:
+    url = demo_stack["url"].rstrip("/")
+    creds = _segment_style_tenant(url)
+    auth = {"Authorization": f"Bearer {creds['api_token']}"}
+
+    def api_accounts() -> list[dict[str, Any]]:
+        return requests.get(f"{url}/api/accounts", headers=auth, timeout=30).json()["items"]
+
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        items = api_accounts()
+        if len(items) == 3 and all(a["active_users_30d"] == 4 and a["score"] for a in items):
+            break
+        time.sleep(0.5)
+    items = api_accounts()
+    # The tracks carry no groupId: every account's usage, active users and score come from membership.
+    assert sorted(a["account_id"] for a in items) == ["mc-0", "mc-1", "mc-2"]
+    assert all(a["users_count"] == 4 and a["active_users_30d"] == 4 and a["score"] > 0 for a in items), items
+
+    page = browser_page
+    page.goto(url + "/")
+    page.fill("[data-testid=token-input]", creds["api_token"])
+    page.click("[data-testid=signin-submit]")
+    page.wait_for_selector("[data-testid=account-row]")
+    rows = page.locator("[data-testid=account-row]")
+    assert rows.count() == 3
+    shown = {}
+    for i in range(3):
+        row = rows.nth(i)
+        cells = row.locator("td")
+        shown[row.get_attribute("data-account-id")] = (
+            int(row.locator(".score-num").inner_text()),
+            cells.nth(6).inner_text().replace(" ", ""),
+        )
+    assert shown == {a["account_id"]: (a["score"], f"{a['active_users_7d']}/{a['active_users_30d']}")
+                     for a in items}
+
+    # The account page: the same numbers as /api/accounts/{id}, and users with their identify traits.
+    detail = requests.get(f"{url}/api/accounts/mc-0", headers=auth, timeout=30).json()
+    page.locator("[data-testid=account-row][data-account-id=mc-0] .acct-name").click()
+    page.wait_for_selector("[data-testid=account-name]")
+    page.wait_for_selector("[data-testid=user-row]")
+    stats = dict(zip(page.locator(".stat .stat-label").all_inner_texts(),
+                     page.locator(".stat .stat-value").all_inner_texts(), strict=False))
+    assert stats["Users"] == str(detail["users_count"]) == "4"
+    assert (stats["Active 7d"], stats["Active 30d"]) == (str(detail["active_users"]["7d"]),
+                                                         str(detail["active_users"]["30d"]))
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=user-row]').length === 4")
+    users_text = " ".join(page.locator("[data-testid=user-row]").all_inner_texts())
+    assert all(f"m0-{u}@example.com" in users_text for u in range(4)), users_text
+    page.screenshot(path=str(output_dir / "membership-account.png"), full_page=True)
     assert _unexpected(page.problems) == []

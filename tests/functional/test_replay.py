@@ -1,7 +1,9 @@
-"""Replay: rebuild a view version from the day tables, compare (live == replay), promote."""
+"""Replay: upgrade a stack whose active view is version 1 to version 2 while ingest continues —
+rebuild, compare (live == replay), promote — and afterwards every acknowledged event counts once."""
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -9,12 +11,19 @@ from typing import Any
 import pytest
 import requests
 
-from chalicelib import db, keys, services
+from chalicelib import db, keys, services, tables
+from chalicelib.ingest import Ingestor, parse_request
 from chalicelib.versions import active_view_version
+from chalicelib.views import Blob, ViewStore
+from projections.account import DayActivity
+from projections.events import Event
+from projections.usage import attribute
 from streams import handler as stream_handler
 from streams import replay
 from tests.functional.test_projector import start_projector_mapping
 from tests.helpers.events import stored_events
+from tests.helpers.streams import wait_until
+from tooling.cli import main
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -38,6 +47,10 @@ def _send(server: str, key: str, n_batches: int = 4) -> int:
 def test_live_view_equals_replay_and_promotion_switches_the_api(server: str, tenant: dict[str, str],
                                                                  prefix: str, ddb: Any) -> None:
     stream_handler.get_writer.cache_clear()
+    client = db.get_client()
+    # The stack holds a version 1 view: it stays active until promotion (never promoted = v1 if present).
+    tables.ensure_view_table(client, prefix, 1)
+    assert active_view_version(client, keys.control_table_name(prefix), cached=False) == 1
     sent = _send(server, tenant["write_key"])
     assert len(stored_events(ddb, prefix)) == sent
     store, mapping, runtime = start_projector_mapping(prefix)
@@ -51,7 +64,6 @@ def test_live_view_equals_replay_and_promotion_switches_the_api(server: str, ten
                 time.sleep(1.0)
                 break
             time.sleep(0.2)
-    client = db.get_client()
     stats = replay.rebuild(client, prefix, 2)
     assert stats.events == sent and stats.poison == 0
     result = replay.compare(client, prefix, 1, 2)
@@ -64,10 +76,33 @@ def test_live_view_equals_replay_and_promotion_switches_the_api(server: str, ten
     damaged = replay.compare(client, prefix, 1, 2)
     assert not damaged.equal and damaged.only_b == [f"{victim['pk']['S']}|{victim['sk']['S']}"]
 
-    # Promotion: the API now reads version 2 (which still has the item v1 lost).
+    # Ingest continues during the upgrade: the running projector still writes the active version 1.
+    late = [{"type": "group", "messageId": "late-g", "userId": "late-u", "groupId": "acct0"}] + \
+        [{"type": "track", "messageId": f"late-{i}", "userId": "late-u", "event": "Late"} for i in range(5)]
+    r = requests.post(f"{server}/v1/batch", json={"batch": late}, auth=(tenant["write_key"], ""), timeout=30)
+    assert r.status_code == 200, r.text
+    v1 = ViewStore(client, keys.view_table_name(prefix, 1))
+
+    def late_in_v1() -> bool:
+        blobs, _ = v1.query_prefix(keys.account_pk(tenant["tenant_id"], "acct0"), keys.DAY_PREFIX)
+        return sum(DayActivity.from_dict(b.data).count("Late") for b in blobs) == 5
+
+    with runtime:
+        wait_until(late_in_v1, timeout=60, message="the late batch folded into the active version 1")
+    # Promotion: the API now reads version 2 (which still has the item v1 lost), after a catch-up
+    # that adds what v1's projector folded since the rebuild (the late batch) and nothing twice.
     assert active_view_version(client, keys.control_table_name(prefix), cached=False) == 1
     caught_up = replay.promote(client, prefix, 2)
-    assert caught_up.events == sent  # catch-up re-folds the newest day tables; nothing changes
+    assert caught_up.events == sent + len(late)
+    everything = stored_events(ddb, prefix)
+    expected = attribute([Event.from_wire(e) for e in everything])
+    v2 = ViewStore(client, keys.view_table_name(prefix, 2))
+    for acct, days in expected.items():
+        blobs, _ = v2.query_prefix(keys.account_pk(tenant["tenant_id"], acct), keys.DAY_PREFIX)
+        got = {b.sk[len(keys.DAY_PREFIX):]: DayActivity.from_dict(b.data) for b in blobs}
+        assert {d: {"counts": dict(a.counts), "users": len(a.users)} for d, a in got.items()} == days, acct
+    assert sum(n for days in expected.values() for d in days.values() for n in d["counts"].values()) == \
+        sum(1 for e in everything if e["type"] == "track")
     assert active_view_version(client, keys.control_table_name(prefix), cached=False) == 2
     assert services.query().table == keys.view_table_name(prefix, 2)
     acct = victim["pk"]["S"].split("#A#", 1)[1]
@@ -76,3 +111,35 @@ def test_live_view_equals_replay_and_promotion_switches_the_api(server: str, ten
                          headers={"Authorization": f"Bearer {tenant['api_token']}"}, timeout=30).json()
     assert day in usage["days"] and usage["totals"][usage["days"].index(day)] > 0
     assert replay.compare(client, prefix, 1, 2).only_b  # v1 still damaged; v2 is what users see
+
+
+def test_cli_upgrades_a_stack_holding_version_1_items(tenant: dict[str, str], prefix: str, ddb: Any,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """`streamfold replay view --version 2 --compare --promote` on a stack whose active view holds items
+    in the version 1 shape (digest sets): the diff is reported, promotion goes ahead, and version 2
+    counts every stored event once with membership attribution (which version 1 could not do)."""
+    stream_handler.get_writer.cache_clear()
+    tid = tenant["tenant_id"]
+    tables.ensure_view_table(ddb, prefix, 1)
+    now = datetime.now(UTC)
+    batch = [{"type": "group", "messageId": "g", "userId": "ada", "groupId": "acme"}] + \
+        [{"type": "track", "messageId": f"t{i}", "userId": "ada", "event": "Export",
+          "timestamp": (now - timedelta(days=i % 3)).isoformat()} for i in range(12)]
+    Ingestor(ddb, prefix).ingest(tid, parse_request({"batch": batch}, "batch"))
+    # What version 1 stored for that traffic: only events carrying context.groupId counted, so nothing
+    # for acme's tracks; its HEAD listed the user (the item shape of view version 1).
+    v1_head = {"account_id": "acme", "traits": {}, "first_seen": None, "last_seen": None, "users": ["ada"],
+               "event_spans": {}}
+    ViewStore(ddb, keys.view_table_name(prefix, 1)).put(Blob(keys.account_pk(tid, "acme"), keys.HEAD_SK), v1_head)
+
+    assert main(["replay", "view", "--version", "2", "--compare", "--promote"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["active_before"] == 1 and out["active_after"] == 2
+    assert not out["compare"]["equal"] and "upgrade" in out["compare"]["note"]
+    assert active_view_version(ddb, keys.control_table_name(prefix), cached=False) == 2
+    v2 = ViewStore(ddb, keys.view_table_name(prefix, 2))
+    blobs, _ = v2.query_prefix(keys.account_pk(tid, "acme"), keys.DAY_PREFIX)
+    assert sum(DayActivity.from_dict(b.data).count("Export") for b in blobs) == 12
+    # Version 1 items are still readable by this code (upcast on read) for as long as v1 is kept.
+    head = ViewStore(ddb, keys.view_table_name(prefix, 1)).get_many([(keys.account_pk(tid, "acme"), keys.HEAD_SK)])
+    assert head[(keys.account_pk(tid, "acme"), keys.HEAD_SK)].data["users"] == ["ada"]

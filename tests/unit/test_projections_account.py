@@ -7,6 +7,7 @@ from typing import Any
 
 from projections import account
 from projections.events import Event
+from projections.usage import Sketch
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -55,7 +56,7 @@ def test_users_first_last_seen_and_daily_rollup() -> None:
     assert state.first_seen == T0 - timedelta(days=3)
     assert state.last_seen == T0 + timedelta(days=1)
     assert account.daily_usage(state) == {"2026-11-01": {"Export": 2}, "2026-11-02": {"page:Home": 1}}
-    assert state.days["2026-11-01"].users == {"u1", "u2"}
+    assert state.days["2026-11-01"].users == Sketch.of(["u1", "u2"])
     assert "2026-10-29" not in state.days  # group calls are not usage
 
 
@@ -69,7 +70,7 @@ def test_active_users_windows() -> None:
     ]
     state = account.fold_all(events)["g1"]
     assert account.active_user_counts(state, T0) == {1: 1, 7: 2, 30: 3}
-    assert account.active_users(state, T0, 30) == {"u1", "u2", "u3"}
+    assert account.active_users(state, T0, 30) == Sketch.of(["u1", "u2", "u3"])
     assert account.active_days(state, T0, 30) == 3
     assert account.event_count(state, T0, 7) == 2
     assert account.event_count(state, T0, 7, names=["Nope"]) == 0
@@ -109,7 +110,24 @@ def test_to_dict_shape() -> None:
     data = state.to_dict()
     assert data["account_id"] == "g1"
     assert data["traits"]["name"] == {"at": "2026-11-01T12:00:00.000Z", "messageId": "g", "value": "Acme"}
-    assert data["days"]["2026-11-01"]["users"] == ["u1"]
-    assert list(data["days"]["2026-11-01"]["events"]) == ["Export"]
+    assert data["days"]["2026-11-01"]["users"] == Sketch.of(["u1"]).to_dict()
+    assert data["days"]["2026-11-01"]["counts"] == {"Export": 1}
     assert data["event_spans"]["Export"] == {"first": "2026-11-01T12:00:00.000Z", "last": "2026-11-01T12:00:00.000Z"}
     assert account.AccountState.from_dict(data) == state
+
+
+def test_version_1_day_items_are_upcast_on_read() -> None:
+    v1 = {"users": ["u1", "u2"], "events": {"Export": ["0123456789abcdef", "fedcba9876543210"], "page:Home": ["aa"]}}
+    day = account.DayActivity.from_dict(v1)
+    assert dict(day.counts) == {"Export": 2, "page:Home": 1}
+    assert day.users == Sketch.of(["u1", "u2"]) and len(day.users) == 2
+    assert account.DayActivity.from_dict(day.to_dict()) == day
+
+
+def test_sketch_is_exact_while_small_and_bounded_and_close_when_large() -> None:
+    small = Sketch.of(f"u{i}" for i in range(100))
+    assert len(small) == 100 and len(small.merge(small)) == 100
+    halves = Sketch.of(f"u{i}" for i in range(0, 30000, 2)).merge(Sketch.of(f"u{i}" for i in range(1, 30000, 2)))
+    assert halves == Sketch.of(f"u{i}" for i in range(30000))  # union is order- and grouping-free
+    assert abs(len(halves) - 30000) / 30000 < 0.1
+    assert len(str(halves.to_dict())) < 600  # 512 registers, whatever the number of users

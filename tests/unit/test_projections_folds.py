@@ -18,6 +18,20 @@ from tests.unit.test_projections_events import SETTINGS, event_lists, short_even
 KEYED = [account, user]
 
 
+def _once(view: ModuleType, events: Iterable[Event]) -> list[Event]:
+    """The account and catalog views (version 2) keep counters: a message id reaches them once (the
+    view writer's message claims ensure it; of copies with different content the first to arrive
+    counts), so their sequential and merge laws are stated over distinct messages: identical copies
+    (a retry) once, and no message id with two different contents."""
+    events = list(events)
+    if view not in (account, catalog):
+        return events
+    contents: dict[str, set[Event]] = {}
+    for event in events:
+        contents.setdefault(event.message_id, set()).add(event)
+    return list(dict.fromkeys(e for e in events if len(contents[e.message_id]) == 1))
+
+
 def _sequential(view: ModuleType, events: Iterable[Event]) -> dict[str, Any]:
     """Fold event by event with the single-event ``fold`` (the path with pruning per step)."""
     events = list(events)
@@ -42,9 +56,11 @@ def _catalog_sequential(events: Iterable[Event]) -> catalog.CatalogState:
 @given(data=shuffled_with_duplicates())
 def test_keyed_views_ignore_order_and_duplicates(view: ModuleType, data: tuple[list[Event], list[Event]]) -> None:
     original, shuffled = data
+    assert view.fold_all(shuffled) == view.fold_all(original)  # in one fold, copies count once
+    original, shuffled = _once(view, original), [e for e in shuffled if e in set(_once(view, shuffled))]
     expected = view.fold_all(original)
     assert view.fold_all(shuffled) == expected
-    assert _sequential(view, shuffled) == expected
+    assert _sequential(view, _once(view, shuffled)) == expected
     assert _sequential(view, original) == expected
 
 
@@ -52,9 +68,11 @@ def test_keyed_views_ignore_order_and_duplicates(view: ModuleType, data: tuple[l
 @given(data=shuffled_with_duplicates())
 def test_catalog_ignores_order_and_duplicates(data: tuple[list[Event], list[Event]]) -> None:
     original, shuffled = data
+    assert catalog.fold_all(shuffled) == catalog.fold_all(original)  # in one fold, copies count once
+    original, shuffled = _once(catalog, original), [e for e in shuffled if e in set(_once(catalog, shuffled))]
     expected = catalog.fold_all(original)
     assert catalog.fold_all(shuffled) == expected
-    assert _catalog_sequential(shuffled) == expected
+    assert _catalog_sequential(_once(catalog, shuffled)) == expected
     assert _catalog_sequential(original) == expected
 
 
@@ -62,6 +80,7 @@ def test_catalog_ignores_order_and_duplicates(data: tuple[list[Event], list[Even
 @SETTINGS
 @given(events=event_lists, split=st.integers(0, 20))
 def test_keyed_merge_of_halves_equals_fold_of_union(view: ModuleType, events: list[Event], split: int) -> None:
+    events = _once(view, events)
     left, right = view.fold_all(events[:split]), view.fold_all(events[split:])
     whole = view.fold_all(events)
     assert set(whole) == set(left) | set(right)
@@ -75,6 +94,7 @@ def test_keyed_merge_of_halves_equals_fold_of_union(view: ModuleType, events: li
 @SETTINGS
 @given(events=event_lists, split=st.integers(0, 20))
 def test_catalog_merge_of_halves_equals_fold_of_union(events: list[Event], split: int) -> None:
+    events = _once(catalog, events)
     left, right = catalog.fold_all(events[:split]), catalog.fold_all(events[split:])
     assert catalog.merge(left, right) == catalog.fold_all(events)
     assert catalog.fold_all(events[split:], left) == catalog.fold_all(events)
@@ -92,11 +112,20 @@ def _three_states(view: ModuleType, lists: list[list[Event]]) -> list[Any]:
 @SETTINGS
 @given(lists=st.lists(short_event_lists, min_size=3, max_size=3))
 def test_merge_is_a_semilattice_join(view: ModuleType, lists: list[list[Event]]) -> None:
+    if view in (account, catalog):  # counters: disjoint messages per state, and merge adds (not idempotent)
+        seen: set[str] = set()
+        disjoint = []
+        for events in lists:
+            disjoint.append([e for e in _once(view, events) if e.message_id not in seen])
+            disjoint[-1] = list({e.message_id: e for e in reversed(disjoint[-1])}.values())
+            seen |= {e.message_id for e in events}
+        lists = disjoint
     a, b, c = _three_states(view, lists)
     merge: Callable[[Any, Any], Any] = view.merge
     assert merge(a, b) == merge(b, a)
     assert merge(merge(a, b), c) == merge(a, merge(b, c))
-    assert merge(a, a) == a
+    if view not in (account, catalog):
+        assert merge(a, a) == a
 
 
 @pytest.mark.parametrize("view", [account, user, catalog], ids=lambda v: v.NAME)

@@ -1,0 +1,199 @@
+"""Usage with Segment attribution (view version 2): bounded counters, distinct-user sketches, and
+the reference fold the stored view must agree with.
+
+Attribution (Segment semantics): a ``track``/``page``/``screen`` counts towards account *A* when it
+carries ``context.groupId`` = *A* (ingest stores it as ``groupId``); otherwise towards every account
+its user joined through ``group``, whatever order the calls arrive in. ``alias`` (``previousId`` ->
+``userId``) and ``identify`` carrying both ``userId`` and ``anonymousId`` merge the anonymous
+identity's history into the user. A message id counts once; of copies with different content the
+view counts the first to arrive (:func:`attribute` models identical copies, which is what a retry is).
+
+Everything here is bounded: per-day counters keep at most :data:`MAX_NAMES` event names (the rest
+add up in :data:`OTHER`), names are cut to :data:`MAX_NAME_CHARS`, and a :class:`Sketch` of distinct
+users is exact up to :data:`SKETCH_EXACT` users and a fixed-size HyperLogLog above.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from projections.events import Event
+
+__all__ = [
+    "MAX_NAMES",
+    "MAX_NAME_CHARS",
+    "OTHER",
+    "SKETCH_EXACT",
+    "SKETCH_REGISTERS",
+    "Sketch",
+    "add_count",
+    "attribute",
+    "identity_links",
+    "memberships",
+    "resolve",
+    "storage_name",
+]
+
+MAX_NAMES: Final = 100
+"""Event names counted by name per day item; further names add up under :data:`OTHER`."""
+MAX_NAME_CHARS: Final = 128
+"""Stored event names are cut to this many characters."""
+OTHER: Final = "(other)"
+SKETCH_EXACT: Final = 128
+"""A sketch lists user hashes exactly up to this many users."""
+SKETCH_P: Final = 9
+SKETCH_REGISTERS: Final = 1 << SKETCH_P
+"""HyperLogLog registers (512: standard error 1.04/sqrt(512) = 4.6%)."""
+
+
+def storage_name(name: str) -> str:
+    """The name a counter is stored under (cut to :data:`MAX_NAME_CHARS`)."""
+    return name[:MAX_NAME_CHARS]
+
+
+def add_count(counts: dict[str, int], name: str, n: int) -> None:
+    """Add ``n`` to ``counts[name]`` keeping at most :data:`MAX_NAMES` names (+ :data:`OTHER`).
+
+    The cap is order-sensitive only in *which* names keep their own counter once a day has more
+    than :data:`MAX_NAMES` names; totals are always exact.
+    """
+    name = storage_name(name)
+    if name in counts or len([k for k in counts if k != OTHER]) < MAX_NAMES:
+        counts[name] = counts.get(name, 0) + n
+    else:
+        counts[OTHER] = counts.get(OTHER, 0) + n
+
+
+def _hash64(user: str) -> int:
+    return int.from_bytes(hashlib.blake2b(user.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+
+
+@dataclass(frozen=True, slots=True)
+class Sketch:
+    """Distinct users: a join-semilattice (union), exact while small, HyperLogLog when large.
+
+    ``hashes`` holds 64-bit user hashes while there are at most :data:`SKETCH_EXACT`; above that
+    ``registers`` (a string of :data:`SKETCH_REGISTERS` characters ``chr(48 + rank)``) replaces them.
+    Largest stored form: 512 characters, or 128 hashes of 16 hex characters.
+    """
+
+    hashes: frozenset[int] = frozenset()
+    registers: str | None = None
+
+    @classmethod
+    def of(cls, users: Iterable[str]) -> Sketch:
+        return cls._from_hashes({_hash64(u) for u in users})
+
+    @classmethod
+    def _from_hashes(cls, hashes: set[int]) -> Sketch:
+        if len(hashes) <= SKETCH_EXACT:
+            return cls(frozenset(hashes))
+        return cls(frozenset(), _registers(hashes, None))
+
+    def merge(self, other: Sketch) -> Sketch:
+        if self.registers is None and other.registers is None:
+            return Sketch._from_hashes(set(self.hashes | other.hashes))
+        regs = _registers(set(self.hashes | other.hashes), None)
+        for source in (self.registers, other.registers):
+            if source is not None:
+                regs = "".join(max(a, b) for a, b in zip(regs, source, strict=True))
+        return Sketch(frozenset(), regs)
+
+    def __len__(self) -> int:
+        if self.registers is None:
+            return len(self.hashes)
+        m = SKETCH_REGISTERS
+        ranks = [ord(c) - 48 for c in self.registers]
+        estimate = 0.7213 / (1 + 1.079 / m) * m * m / sum(2.0 ** -r for r in ranks)
+        zeros = ranks.count(0)
+        if estimate <= 2.5 * m and zeros:
+            estimate = m * math.log(m / zeros)
+        return max(SKETCH_EXACT + 1, round(estimate))
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.registers is not None:
+            return {"r": self.registers}
+        return {"h": sorted(f"{h:016x}" for h in self.hashes)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Sketch:
+        if not data:
+            return cls()
+        if data.get("r"):
+            return cls(frozenset(), str(data["r"]))
+        return cls(frozenset(int(h, 16) for h in data.get("h") or ()))
+
+
+def _registers(hashes: set[int], base: str | None) -> str:
+    regs = [0] * SKETCH_REGISTERS if base is None else [ord(c) - 48 for c in base]
+    for h in hashes:
+        index = h >> (64 - SKETCH_P)
+        rest = (h << SKETCH_P) & ((1 << 64) - 1)
+        rank = 1 if rest == 0 else min(64 - SKETCH_P + 1, (64 - rest.bit_length()) + 1)
+        regs[index] = max(regs[index], rank)
+    return "".join(chr(48 + r) for r in regs)
+
+
+# --- the reference fold ------------------------------------------------------------------------
+
+
+def identity_links(events: Iterable[Event]) -> dict[str, str]:
+    """Anonymous id -> user id, from ``alias`` and from calls carrying both ids."""
+    links: dict[str, str] = {}
+    for e in events:
+        if e.type == "alias" and e.user_id and e.previous_id and e.previous_id != e.user_id:
+            links.setdefault(e.previous_id, e.user_id)
+        elif e.user_id and e.anonymous_id and e.anonymous_id != e.user_id:
+            links.setdefault(e.anonymous_id, e.user_id)
+    return links
+
+
+def resolve(links: Mapping[str, str], who: str) -> str:
+    """The canonical user of an identity (one hop: anonymous ids point at user ids)."""
+    return links.get(who, who)
+
+
+def memberships(events: Iterable[Event], links: Mapping[str, str]) -> dict[str, set[str]]:
+    """Canonical user -> accounts joined through ``group``."""
+    out: dict[str, set[str]] = {}
+    for e in events:
+        if e.type == "group" and e.group_id and e.user_key:
+            out.setdefault(resolve(links, e.user_key), set()).add(e.group_id)
+    return out
+
+
+def attribute(events: Iterable[Event]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{account: {day: {"counts": {name: n}, "users": n_distinct}}}`` with Segment attribution.
+
+    The order-free reference the stored view is tested against: message ids count once, links
+    and memberships apply to every event of the user whenever they arrived.
+    """
+    unique: dict[str, Event] = {}
+    for e in events:
+        unique.setdefault(e.message_id, e)
+    evs = list(unique.values())
+    links = identity_links(evs)
+    members = memberships(evs, links)
+    counts: dict[str, dict[str, dict[str, int]]] = {}
+    users: dict[str, dict[str, set[str]]] = {}
+    for e in sorted(evs, key=lambda x: (x.timestamp, x.message_id)):
+        if not e.is_usage:
+            continue
+        who = resolve(links, e.user_key) if e.user_key else None
+        targets = {e.group_id} if e.group_id else (members.get(who, set()) if who else set())
+        for acct in targets:
+            day = counts.setdefault(acct, {}).setdefault(e.day, {})
+            add_count(day, e.catalog_name or "", 1)
+            # Active users: the canonical user for membership attribution; the identity the event
+            # names when it carries context.groupId (an alias does not rewrite those).
+            active = e.user_key if e.group_id else who
+            if active:
+                users.setdefault(acct, {}).setdefault(e.day, set()).add(active)
+    return {
+        acct: {d: {"counts": c, "users": len(users.get(acct, {}).get(d, set()))} for d, c in days.items()}
+        for acct, days in counts.items()
+    }
