@@ -17,6 +17,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import (
     DynamoDBRecord,
     DynamoDBRecordEventName,
@@ -35,7 +36,8 @@ from projections.events import Event
 from streams.alerts import Outbox
 from streams.writer import ViewWriter, WriteReport
 
-__all__ = ["PoisonRecordError", "decode_record", "get_writer", "handle_batch", "on_day_table_records"]
+__all__ = ["PoisonEventsError", "PoisonRecordError", "decode_record", "get_writer", "handle_batch",
+           "on_day_table_records"]
 
 
 class _Writers:
@@ -69,8 +71,20 @@ def decode_record(record: DynamoDBRecord) -> tuple[str, list[Event]]:
     return decode_chunk_record(record)[0::2]  # type: ignore[return-value]
 
 
+class PoisonEventsError(ValueError):
+    """Some events of a chunk cannot be folded; ``good`` holds the ones that can."""
+
+    def __init__(self, tenant: str, chunk: str, good: list[Event], bad: list[str]) -> None:
+        super().__init__(f"{len(bad)} of {len(good) + len(bad)} events of chunk {chunk} cannot be folded: {bad[:3]}")
+        self.tenant, self.chunk, self.good = tenant, chunk, good
+
+
 def decode_chunk_record(record: DynamoDBRecord) -> tuple[str, str, list[Event]]:
-    """A stream record -> ``(tenant_id, chunk key, events)``. Raises ValueError on a poison record."""
+    """A stream record -> ``(tenant_id, chunk key, events)``.
+
+    Raises ValueError on a poison record, and :class:`PoisonEventsError` (carrying the good events) when
+    only some of its events cannot be folded.
+    """
     if record.event_name not in (DynamoDBRecordEventName.INSERT, DynamoDBRecordEventName.MODIFY):
         return "", "", []
     image = record.dynamodb.new_image if record.dynamodb else {}
@@ -81,7 +95,16 @@ def decode_chunk_record(record: DynamoDBRecord) -> tuple[str, str, list[Event]]:
     except KeyError as exc:
         raise ValueError(f"record is not a chunk: missing {exc}") from exc
     chunk = f"{record.event_source_arn or ''}|{image.get('pk')}"
-    return str(tenant), chunk, [Event.from_wire(e) for e in decode_chunk_body(body, image.get("pk"))]
+    good: list[Event] = []
+    bad: list[str] = []
+    for i, wire in enumerate(decode_chunk_body(body, image.get("pk"))):
+        try:
+            good.append(Event.from_wire(wire))
+        except (ValueError, KeyError, TypeError) as exc:
+            bad.append(f"event {i}: {exc}")
+    if bad:
+        raise PoisonEventsError(str(tenant), chunk, good, bad)
+    return str(tenant), chunk, good
 
 
 def handle_batch(records: list[dict[str, Any]], context: Any = None, *, writer: ViewWriter | None = None,
@@ -90,13 +113,27 @@ def handle_batch(records: list[dict[str, Any]], context: Any = None, *, writer: 
     collected: dict[str, list[tuple[str, list[Event]]]] = {}
 
     def record_handler(record: DynamoDBRecord) -> None:
-        tenant, chunk, events = decode_chunk_record(record)
+        try:
+            tenant, chunk, events = decode_chunk_record(record)
+        except PoisonEventsError as poison:
+            # A poison event never takes the other events of its request with it: they are folded now (a
+            # retry of this record folds them again, which claims and chunk rings make a no-op), and the
+            # record still fails, so the mapping retries it and finally dead-letters it whole for inspection.
+            if poison.good:
+                collected.setdefault(poison.tenant, []).append((poison.chunk, poison.good))
+            raise
         if events:
             collected.setdefault(tenant, []).append((chunk, events))
 
     processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
-    with processor(records=records, handler=record_handler, lambda_context=context):
-        processor.process()
+    try:
+        with processor(records=records, handler=record_handler, lambda_context=context):
+            processor.process()
+    except BatchProcessingError:
+        # Every record failed (Powertools raises): still fold the good events of partly poisoned chunks.
+        if collected:
+            (writer or get_writer()).record(None, now or datetime.now(UTC), chunks=collected)
+        raise
     report = (writer or get_writer()).record(None, now or datetime.now(UTC), chunks=collected)
     response: dict[str, Any] = dict(processor.response())
     if response.get("batchItemFailures"):

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import requests
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from segment.analytics import Client
 
@@ -262,6 +263,37 @@ def test_poison_records_are_dead_lettered_alone_and_the_rest_lands(tenant: dict[
         with pytest.raises(ValueError):
             stream_handler.decode_record(DynamoDBRecord(rec))
         assert base64.b64decode(rec["dynamodb"]["NewImage"]["body"]["B"]) in {p["body"]["B"] for p in poison}
+
+
+def test_a_poison_event_never_takes_the_other_events_of_its_chunk_with_it(tenant: dict[str, str], ddb: Any,
+                                                                         prefix: str) -> None:
+    """A chunk written by older code (ingest now refuses such events) with one unfoldable event among good ones:
+    the good ones are counted at once, the record still fails (so the mapping retries and finally dead-letters
+    it whole), and a retry counts nothing twice."""
+    tid = tenant["tenant_id"]
+    now = datetime.now(UTC)
+    iso = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    good = [{"messageId": f"m-{i}", "type": "track", "userId": "u0-0", "event": "Report Created",
+             "groupId": "acct-0", "timestamp": iso, "receivedAt": iso} for i in (1, 2)]
+    bad = {"messageId": "m-3", "type": "track", "userId": "u0-0", "event": "X", "groupId": "acct-0",
+           "timestamp": "not a time", "receivedAt": iso}
+    item = {"pk": {"S": keys.chunk_pk(tid, "mixed")}, "tenant": {"S": tid}, "received_at": {"S": iso},
+            "fmt": {"N": "1"}, "n": {"N": "3"},
+            "body": {"B": zlib.compress(json.dumps([good[0], bad, good[1]]).encode())}}
+    table = day_table(prefix)
+    ddb.put_item(TableName=table, Item=item)
+    records = stream_records(ddb, table, 1)
+    writer = stream_handler.get_writer(VIEW_VERSION, prefix)
+    with pytest.raises(BatchProcessingError):  # the record fails (a function error: the mapping retries it)
+        stream_handler.handle_batch(records, writer=writer, now=now)
+    assert _counted_messages(prefix, tid) == {"m-1", "m-2"}  # ... and its good events are counted already
+    with pytest.raises(stream_handler.PoisonEventsError) as info:
+        stream_handler.decode_record(DynamoDBRecord(records[0]))
+    assert [e.message_id for e in info.value.good] == ["m-1", "m-2"]
+    before = writer.store.stats.write_units
+    with pytest.raises(BatchProcessingError):  # the mapping's retry
+        stream_handler.handle_batch(records, writer=writer, now=now)
+    assert writer.store.stats.write_units == before and _counted_messages(prefix, tid) == {"m-1", "m-2"}
 
 
 def _counted_messages(prefix: str, tenant_id: str) -> set[str]:
