@@ -27,6 +27,7 @@ from chalice.utils import to_cfn_resource_name
 
 import app as app_module
 from chalicelib import keys, tables
+from chalicelib.versions import VIEW_VERSION
 
 __all__ = [
     "PREFIX_PLACEHOLDER",
@@ -52,7 +53,6 @@ CHALICE_DIR = ROOT / ".chalice"
 # Table specs are built with this literal prefix, then every name is wrapped in Fn::Sub, so
 # ``keys.*_table_name`` stays the single source of the naming scheme.
 PREFIX_PLACEHOLDER = "${TablePrefix}"
-VIEW_VERSION = 1
 ALERTS_TOPIC_SUFFIX = "score-alerts"
 STREAM_FAILURES_SUFFIX = "stream-failures"
 # The projector as the app names it (``@app.lambda_function(name="projector")``, and
@@ -147,7 +147,10 @@ def storage_template() -> dict[str, Any]:
         },
         "Resources": {
             "ControlTable": _retained_table(control),
-            "ViewTable": _retained_table(view),
+            "ViewTable": {**(view_table := _retained_table(view)), "Properties": {
+                **view_table["Properties"],
+                # message claims expire (chalicelib.tables.VIEW_TTL_ATTRIBUTE), as ensure_view_table sets locally
+                "TimeToLiveSpecification": {"AttributeName": tables.VIEW_TTL_ATTRIBUTE, "Enabled": True}}},
             # Retained like the tables: a replaced topic would silently drop every subscription.
             "AlertsTopic": {
                 "Type": "AWS::SNS::Topic",
