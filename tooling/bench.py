@@ -88,11 +88,12 @@ class Workload:
     load_rate: float = 200.0  # sustained events/s through the HTTP API for the lag-under-load phase
     load_seconds: float = 10.0
     load_accounts: int = 1000
+    curve_sizes: tuple[int, ...] = (1000, 4000)  # events per account-day for the cost curve
 
     @classmethod
     def full(cls) -> Workload:
         return cls({1: 300, 10: 2000, 100: 10000}, 300, 10000, 30.0, 40, 6, 10000, 10000, 3000, 30,
-                   20000, 4, 1_000_000, 10_000, 50_000, 1000.0, 60.0, 10_000)
+                   20000, 4, 1_000_000, 10_000, 50_000, 1000.0, 60.0, 10_000, (1000, 10_000, 50_000, 200_000))
 
     @classmethod
     def quick(cls) -> Workload:
@@ -536,6 +537,8 @@ def run(quick: bool = False, endpoint: str | None = None, log: Any = None,
                                "backfill": {k: v for k, v in backfill.items() if k != "redelivered"}}
         report["redelivery"] = {"live": live["redelivered"], "live_small_batches": small["redelivered"],
                                 "backfill": backfill["redelivered"]}
+        say(f"projector: cost per event against events per account-day {w.curve_sizes} ...")
+        report["projector"]["cost_curve"] = ceilings.cost_curve(ep, list(w.curve_sizes))
         say("local mapping lag: ingest 200 OK -> SUMMARY item ...")
         report["lag"] = _lag_phase(ep, w)
         say(f"ceilings: ingest API vs raw BatchWriteItem ({w.ceiling_events} events, {w.ceiling_threads} threads) ...")
@@ -595,6 +598,11 @@ def table(report: dict[str, Any]) -> str:
     rows += ["", (f"local mapping lag (200 OK -> SUMMARY, poll {lag['poll_interval_s']} s): "
                   f"p50 {lag['p50_ms']} ms, p95 {lag['p95_ms']} ms, max {lag['max_ms']} ms "
                   f"over {lag['probes']} probes")]
+    curve = report["projector"].get("cost_curve", [])
+    if curve:
+        rows += ["", "cost against events per account-day (one account, one name, 100-record batches)"]
+        rows += [f"  {p['events_per_account_day']:>8} events: {p['wcu_per_event']:.4f} WCU/event, last batch "
+                 f"{p['marginal_wcu_per_event']:.4f}" for p in curve]
     c = report.get("ceilings", {})
     if c:
         i, r, e = c["ingest"], c["replay"], c["eventsourcing"]

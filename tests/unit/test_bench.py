@@ -16,7 +16,7 @@ TINY = bench.Workload(ingest_events={1: 5, 10: 20, 100: 100}, baseline_put_event
                       http_seconds=5.0, accounts=3, users_per_account=2, live_events=60, backfill_events=60,
                       baseline_events=30, lag_probes=2, ceiling_events=200, ceiling_threads=2, replay_events=500,
                       replay_accounts=20, eventsourcing_events=300, load_rate=100.0, load_seconds=3.0,
-                      load_accounts=50)
+                      load_accounts=50, curve_sizes=(200, 600))
 
 SUMMARY_KEYS = {"append_wru_per_event", "projection_wru_per_event", "total_wru_per_event", "ingest_vs_raw",
                 "lag_p99_ms", "replay_vs_scan", "replay_events_per_s", "replay_rss_mb", "query_p99_ms"}
@@ -73,6 +73,8 @@ def test_report_shape_on_a_tiny_workload(ddb_endpoint: str, tmp_path: Path) -> N
     assert ceilings["replay"]["events"] >= TINY.replay_events and ceilings["replay"]["replay_rss_mb"] > 0
     assert ceilings["replay"]["query"]["samples"] > 0
     assert ceilings["eventsourcing"]["counted"] == ceilings["eventsourcing"]["events"]
+    curve = report["projector"]["cost_curve"]
+    assert [p["events_per_account_day"] for p in curve] == [200, 600] and all(p["wcu_per_event"] > 0 for p in curve)
     for design in ("streamfold", "naive"):
         load = report["load"][design]
         assert load["requests"] > 0 and load["probes_seen"] + load["probes_lost"] == load["requests"]
