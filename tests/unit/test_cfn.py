@@ -15,6 +15,7 @@ from moto import mock_aws
 
 from cfn import generate
 from chalicelib import keys, tables
+from chalicelib.versions import VIEW_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 STORAGE = ROOT / "cfn" / "storage.json"
@@ -62,7 +63,7 @@ def _resolve_prefix(props: dict[str, Any], prefix: str) -> dict[str, Any]:
     ("logical_id", "spec"),
     [
         ("ControlTable", tables.control_table_spec("p-")),
-        ("ViewTable", tables.view_table_spec("p-", 1)),
+        ("ViewTable", tables.view_table_spec("p-", VIEW_VERSION)),
     ],
 )
 def test_table_properties_come_from_the_shared_specs(logical_id: str, spec: dict[str, Any]) -> None:
@@ -72,6 +73,8 @@ def test_table_properties_come_from_the_shared_specs(logical_id: str, spec: dict
     assert resource["UpdateReplacePolicy"] == "Retain"
     props = _resolve_prefix(resource["Properties"], "p-")
     props.pop("Tags")
+    if logical_id == "ViewTable":  # message claims expire (TTL), as ensure_view_table sets it locally
+        assert props.pop("TimeToLiveSpecification") == {"AttributeName": tables.VIEW_TTL_ATTRIBUTE, "Enabled": True}
     assert props == tables.to_cfn_properties(spec)
     assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert props["SSESpecification"] == {"SSEEnabled": True}
@@ -124,7 +127,7 @@ def test_storage_stack_deploys(aws: Any) -> None:
     assert control["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
     assert "StreamSpecification" not in control or not control["StreamSpecification"].get("StreamEnabled")
 
-    view = ddb.describe_table(TableName=keys.view_table_name(prefix, 1))["Table"]
+    view = ddb.describe_table(TableName=keys.view_table_name(prefix, VIEW_VERSION))["Table"]
     assert outputs["ViewTableName"] == view["TableName"]
     gsis = {g["IndexName"]: [(k["AttributeName"], k["KeyType"]) for k in g["KeySchema"]]
             for g in view["GlobalSecondaryIndexes"]}
@@ -154,7 +157,8 @@ def test_deleting_the_storage_stack_keeps_tables_and_queue(aws: Any) -> None:
     cfn = aws.client("cloudformation")
     cfn.create_stack(StackName="s", TemplateBody=STORAGE.read_text())
     cfn.delete_stack(StackName="s")
-    assert sorted(aws.client("dynamodb").list_tables()["TableNames"]) == ["streamfold-control", "streamfold-view-v1"]
+    names = sorted(aws.client("dynamodb").list_tables()["TableNames"])
+    assert names == ["streamfold-control", f"streamfold-view-v{VIEW_VERSION}"]
     assert aws.client("sqs").get_queue_url(QueueName="streamfold-stream-failures")["QueueUrl"]
 
 
@@ -162,7 +166,7 @@ def test_storage_stack_default_prefix(aws: Any) -> None:
     cfn = aws.client("cloudformation")
     cfn.create_stack(StackName="s", TemplateBody=STORAGE.read_text())
     names = aws.client("dynamodb").list_tables()["TableNames"]
-    assert sorted(names) == ["streamfold-control", "streamfold-view-v1"]
+    assert sorted(names) == ["streamfold-control", f"streamfold-view-v{VIEW_VERSION}"]
 
 
 # --- compute extras and IAM policies ----------------------------------------------------------
@@ -209,7 +213,8 @@ def test_stage_policy_is_scoped_to_its_prefix(stage: str, prefix: str, other: st
                  day):
         assert _allowed(policy, "dynamodb:PutItem", _table_arn(name)), name
         assert not _allowed(policy, "dynamodb:PutItem", _table_arn(name.replace(prefix, other, 1))), name
-    assert _allowed(policy, "dynamodb:Query", _table_arn(keys.view_table_name(prefix, 1)) + "/index/by_score")
+    view = keys.view_table_name(prefix, VIEW_VERSION)
+    assert _allowed(policy, "dynamodb:Query", _table_arn(view) + "/index/by_score")
     assert _allowed(policy, "dynamodb:CreateTable", _table_arn(day))
     assert not _allowed(policy, "dynamodb:CreateTable", _table_arn(keys.control_table_name(prefix)))
     assert not _allowed(policy, "dynamodb:DeleteTable", _table_arn(day))
