@@ -200,8 +200,9 @@ class ViewWriter:
             joined_now = user.merge(stored, new).joined - stored.joined
             if not joined_now:
                 continue
-            if heads[(keys.user_pk(tenant_id, u), keys.HEAD_SK)].ver == 0:
-                # A new user has no stored days: its usage is this batch's, attributed directly in (c).
+            if heads[(keys.user_pk(tenant_id, u), keys.HEAD_SK)].ver == 0 and u not in new_links.values():
+                # A new user has no stored days: its usage is this batch's, attributed directly in (c). (Unless
+                # an alias merged an anonymous history into it in this batch: those days go through (b).)
                 direct_new[u] = set(joined_now)
                 continue
             retro_users[u] = set(joined_now)
