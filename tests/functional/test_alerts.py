@@ -159,16 +159,21 @@ def test_failed_webhook_keeps_the_alert_pending(prefix: str, tenant: dict[str, s
     assert deliverer.deliver_all() == 1 and len(receiver.received) == 1
 
 
-def test_alerts_are_published_to_sns(prefix: str, tenant: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    tid = tenant["tenant_id"]
+def _one_pending_alert(prefix: str, tid: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """A healthy account that goes quiet for 40 days: one pending alert; fake AWS credentials for moto."""
     proj = stream_handler.get_writer(VIEW_VERSION, prefix)
     t0 = datetime.now(UTC)
     project(prefix, tid, healthy_history(t0), t0)
     assert proj.rescore(tid, [ACCOUNT], t0 + timedelta(days=40)) == 1
     [pending] = outbox(prefix).pending(tid)
-
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.setenv(var, "testing")
+    return pending
+
+
+def test_alerts_are_published_to_sns(prefix: str, tenant: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    tid = tenant["tenant_id"]
+    pending = _one_pending_alert(prefix, tid, monkeypatch)
     with mock_aws():
         sns = boto3.client("sns", region_name="us-east-1")
         sqs = boto3.client("sqs", region_name="us-east-1")
@@ -240,14 +245,7 @@ def test_scheduled_drain_publishes_each_alert_once_and_retries_failures(
     [source] = [s for s in app.event_sources if s.name == "on_outbox_schedule"]
     assert source.schedule_expression.to_string() == "rate(1 minute)"  # type: ignore[attr-defined]
     tid = tenant["tenant_id"]
-    proj = stream_handler.get_writer(VIEW_VERSION, prefix)
-    t0 = datetime.now(UTC)
-    project(prefix, tid, healthy_history(t0), t0)
-    assert proj.rescore(tid, [ACCOUNT], t0 + timedelta(days=40)) == 1
-    [pending] = outbox(prefix).pending(tid)
-
-    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(var, "testing")
+    pending = _one_pending_alert(prefix, tid, monkeypatch)
     with mock_aws():
         sns = boto3.client("sns", region_name="us-east-1")
         sqs = boto3.client("sqs", region_name="us-east-1")
