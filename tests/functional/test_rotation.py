@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -198,13 +199,20 @@ def test_lifecycle_infrequent_access_export_then_delete(aws: Aws) -> None:
     desc = aws.ddb.describe_export(ExportArn=export["ExportArn"])["ExportDescription"]
     assert desc["S3Bucket"] == "sf-exports" and desc["S3Prefix"].startswith(PREFIX)
 
-    second = rotate(aws.ddb, aws.lam, PREFIX, NOW + timedelta(minutes=5), mapping_settings=aws.settings,
-                    lifecycle=life)
-    if desc["ExportStatus"] == "COMPLETED":  # moto finishes exports at once; AWS takes minutes
-        assert second.deleted_tables == [expired] and len(second.deleted_mappings) == 1
-    else:
-        assert second.exports_pending == [expired]
-    assert second.exports_started == []  # never a second export
+    # moto runs the export in the background (AWS takes minutes): while it runs the table is pending,
+    # never exported twice, never deleted; once it completes the next rotation deletes table and mapping.
+    deadline = time.monotonic() + 30
+    for attempt in range(1, 1000):
+        later = rotate(aws.ddb, aws.lam, PREFIX, NOW + timedelta(minutes=5 * attempt),
+                       mapping_settings=aws.settings, lifecycle=life)
+        assert later.exports_started == []  # never a second export
+        if later.deleted_tables:
+            assert later.deleted_tables == [expired] and len(later.deleted_mappings) == 1
+            assert later.exports_pending == []
+            break
+        assert later.exports_pending == [expired] and later.deleted_mappings == []
+        assert time.monotonic() < deadline, "moto's export never completed"
+        time.sleep(0.2)
     remaining = [name for _day, name in tables.list_event_tables(aws.ddb, PREFIX)]
     assert expired not in remaining and {recent, cold, _day(0), _day(1)} <= set(remaining)
     assert expired_stream not in {m["EventSourceArn"] for m in aws.mappings()}
