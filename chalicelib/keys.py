@@ -210,20 +210,26 @@ def catalog_cap_prefix(kind: str) -> str:
 #   pk = <tenant>#U#<user>      sk = UD#<yyyy-mm-dd>   the user's usage that carried no context.groupId
 #   pk = <tenant>#U#<anon>      sk = ALIAS             the user an anonymous id was merged into
 #   pk = <tenant>#A#<account>   sk = MEMBERS           number of user links (a counter)
-#   pk = <tenant>#M#<digest>    sk = M                 message claim (who counted a message id; TTL)
+#   pk = <tenant>#M#<window>    sk = MP#<batch>#<n>    claim page: message digests a batch counted whose
+#                                                      client timestamp falls in <window> (a minute); TTL
 
 USER_DAY_PREFIX = "UD#"
 ALIAS_SK = "ALIAS"
 MEMBERS_SK = "MEMBERS"
-CLAIM_SK = "M"
+CLAIM_PAGE_PREFIX = "MP#"
 
 
 def user_day_sk(day: str) -> str:
     return f"{USER_DAY_PREFIX}{day}"
 
 
-def claim_pk(tenant_id: str, digest: str) -> str:
-    return f"{tenant_id}#M#{digest}"
+def claim_page_pk(tenant_id: str, window: str) -> str:
+    return f"{tenant_id}#M#{window}"
 
 
-__all__ += ["USER_DAY_PREFIX", "ALIAS_SK", "MEMBERS_SK", "CLAIM_SK", "user_day_sk", "claim_pk"]
+def claim_page_sk(owner_batch: str, page: int) -> str:
+    return f"{CLAIM_PAGE_PREFIX}{owner_batch}#{page}"
+
+
+__all__ += ["USER_DAY_PREFIX", "ALIAS_SK", "MEMBERS_SK", "CLAIM_PAGE_PREFIX", "user_day_sk", "claim_page_pk",
+            "claim_page_sk"]

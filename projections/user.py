@@ -1,7 +1,8 @@
 """User view: one state per user (``userId``, or ``anonymousId`` when there is no ``userId``).
 
 Every call type touches the user it names: identify (traits), group (links an account),
-track/page/screen (activity timeline, accounts from ``groupId``), alias (records
+track/page/screen (first/last seen, accounts from ``groupId``; a user's recent activity is on
+the account timelines, so the user state keeps no timeline of its own), alias (records
 ``previousId`` on the new ``userId``; identities are not merged). Like the account view,
 the state is a join-semilattice, so folds ignore order and duplicates.
 """
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from projections.events import Event, FrozenMap, format_ts, parse_ts
+from projections.events import Event, FrozenMap
 from projections.registers import (
     Stamped,
     cap_traits,
@@ -25,13 +26,10 @@ from projections.registers import (
     traits_from_dict,
     traits_to_dict,
 )
-from projections.usage import MAX_NAME_CHARS
 
 __all__ = [
     "NAME",
-    "TIMELINE_SIZE",
     "VERSION",
-    "TimelineEntry",
     "UserState",
     "empty",
     "fold",
@@ -46,40 +44,6 @@ MAX_ACCOUNTS: Final = 50
 """Accounts kept per user (the smallest ids, so the cap is order-free)."""
 MAX_IDS: Final = 20
 """Aliases and anonymous ids kept per user (the smallest, order-free)."""
-TIMELINE_SIZE: Final = 50
-"""The timeline keeps the newest this-many usage events by ``(timestamp, messageId)``."""
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class TimelineEntry:
-    """One usage event on a user's timeline. Ordered by ``(timestamp, message_id, ...)``."""
-
-    timestamp: datetime
-    message_id: str
-    type: str
-    name: str
-    group_id: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """``{"messageId", "type", "name", "timestamp", "groupId"}``; empty strings for none."""
-        return {
-            "messageId": self.message_id,
-            "type": self.type,
-            "name": self.name,
-            "timestamp": format_ts(self.timestamp),
-            "groupId": self.group_id,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TimelineEntry:
-        """Inverse of :meth:`to_dict`."""
-        return cls(
-            timestamp=parse_ts(data["timestamp"]),
-            message_id=str(data["messageId"]),
-            type=str(data["type"]),
-            name=str(data.get("name") or ""),
-            group_id=str(data.get("groupId") or ""),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +57,6 @@ class UserState:
         joined: group ids from group calls only: the memberships usage without a
             ``context.groupId`` is attributed through (at most :data:`MAX_ACCOUNTS`).
         first_seen / last_seen: min/max timestamp of any event of the user.
-        timeline: newest :data:`TIMELINE_SIZE` usage events, newest first.
         aliases: ``previousId`` values aliased to this user.
         anonymous_ids: anonymous ids seen together with this ``userId``.
     """
@@ -104,7 +67,6 @@ class UserState:
     joined: frozenset[str] = frozenset()
     first_seen: datetime | None = None
     last_seen: datetime | None = None
-    timeline: tuple[TimelineEntry, ...] = ()
     aliases: frozenset[str] = frozenset()
     anonymous_ids: frozenset[str] = frozenset()
 
@@ -121,7 +83,6 @@ class UserState:
             {"user_key": str,
              "traits": {key: {"at": iso, "messageId": str, "value": json}},
              "accounts": [sorted], "joined": [sorted], "first_seen": iso | None, "last_seen": iso | None,
-             "timeline": [TimelineEntry.to_dict(), newest first],
              "aliases": [sorted], "anonymous_ids": [sorted]}
         """
         return {
@@ -131,7 +92,6 @@ class UserState:
             "joined": sorted(self.joined),
             "first_seen": opt_ts_str(self.first_seen),
             "last_seen": opt_ts_str(self.last_seen),
-            "timeline": [entry.to_dict() for entry in self.timeline],
             "aliases": sorted(self.aliases),
             "anonymous_ids": sorted(self.anonymous_ids),
         }
@@ -139,7 +99,6 @@ class UserState:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> UserState:
         """Inverse of :meth:`to_dict`. Missing collections read as empty."""
-        timeline = {TimelineEntry.from_dict(entry) for entry in data.get("timeline") or ()}
         return cls(
             user_key=str(data["user_key"]),
             traits=traits_from_dict(data.get("traits")),
@@ -147,7 +106,6 @@ class UserState:
             joined=frozenset(str(a) for a in data.get("joined") or ()),
             first_seen=opt_ts(data.get("first_seen")),
             last_seen=opt_ts(data.get("last_seen")),
-            timeline=_newest(timeline),
             aliases=frozenset(str(a) for a in data.get("aliases") or ()),
             anonymous_ids=frozenset(str(a) for a in data.get("anonymous_ids") or ()),
         )
@@ -165,10 +123,6 @@ def empty(user_key: str) -> UserState:
     return UserState(user_key=user_key)
 
 
-def _newest(entries: Iterable[TimelineEntry]) -> tuple[TimelineEntry, ...]:
-    return tuple(sorted(set(entries), reverse=True)[:TIMELINE_SIZE])
-
-
 class _Builder:
     """Mutable accumulator: absorbs events and states, then builds one frozen state."""
 
@@ -179,7 +133,6 @@ class _Builder:
         self.joined: set[str] = set()
         self.first_seen: datetime | None = None
         self.last_seen: datetime | None = None
-        self.timeline: set[TimelineEntry] = set()
         self.aliases: set[str] = set()
         self.anonymous_ids: set[str] = set()
 
@@ -192,10 +145,8 @@ class _Builder:
         self.joined |= state.joined
         self.first_seen = min_opt(self.first_seen, state.first_seen)
         self.last_seen = max_opt(self.last_seen, state.last_seen)
-        self.timeline |= set(state.timeline)
         self.aliases |= state.aliases
         self.anonymous_ids |= state.anonymous_ids
-        self._trim()
 
     def add_event(self, event: Event) -> None:
         if key(event) != self.user_key:
@@ -216,22 +167,6 @@ class _Builder:
             self.accounts.add(event.group_id)
         if event.group_id and event.type == "group":
             self.joined.add(event.group_id)
-        if event.is_usage:
-            self.timeline.add(
-                TimelineEntry(
-                    timestamp=event.timestamp,
-                    message_id=event.message_id,
-                    type=event.type,
-                    name=(event.display_name or "")[:MAX_NAME_CHARS],
-                    group_id=event.group_id or "",
-                )
-            )
-            # Keep memory bounded during long replays; top-N of a union is order-free.
-            if len(self.timeline) > 4 * TIMELINE_SIZE:
-                self._trim()
-
-    def _trim(self) -> None:
-        self.timeline = set(_newest(self.timeline))
 
     def build(self) -> UserState:
         return UserState(
@@ -241,7 +176,6 @@ class _Builder:
             joined=frozenset(sorted(self.joined)[:MAX_ACCOUNTS]),
             first_seen=self.first_seen,
             last_seen=self.last_seen,
-            timeline=_newest(self.timeline),
             aliases=frozenset(sorted(self.aliases)[:MAX_IDS]),
             anonymous_ids=frozenset(sorted(self.anonymous_ids)[:MAX_IDS]),
         )

@@ -2,10 +2,14 @@
 
 For every tenant in a batch:
 
-1. **Message claims.** Each usage event's message id is claimed in the view table
-   (``<tenant>#M#<digest>``, owner = source and chunk). A message claimed by another chunk is a
-   duplicate (a re-send in another request, whatever its timestamp) and is not counted again; a
-   message claimed by this very chunk is a re-delivery and goes on to the counters.
+1. **Message claims, packed.** The message ids a batch counts are recorded in *claim pages*
+   (``<tenant>#M#<window>`` / ``MP#<batch>#<n>``): one item per batch and minute of the events' client
+   timestamps (``originalTimestamp``, which a retrying SDK re-sends unchanged whatever its new
+   ``sentAt``), holding each id's 8-byte digest under its owner (source and chunk). Before counting,
+   the batch reads every page of the windows its events fall in (strongly consistent ``Query``). A
+   message claimed by another chunk is a duplicate (a re-send in another request, whatever its
+   corrected timestamp) and is not counted again; one claimed by this very chunk is a re-delivery and
+   goes on to the counters. An event without a client timestamp gets a window of its own (its digest).
 2. **Counters with a ring of applied chunks.** Every counter item (user-day ``UD#``, account-day
    ``DAY#``, catalog day) records, in a bounded ``ring`` attribute, short tags of the last chunks it
    absorbed. A contribution whose tag is in the ring is skipped, so a re-delivered or bisected batch
@@ -29,7 +33,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib import keys
@@ -42,20 +46,26 @@ from chalicelib.view_items import (
     summary_attrs,
     user_link,
 )
-from chalicelib.views import Blob, ConflictError, ViewStore, to_ddb
+from chalicelib.views import Blob, ConflictError, ViewStore, encode_body, to_ddb
 from projections import account, catalog, health, timeline, user
 from projections.account import AccountState, DayActivity
 from projections.events import Event, FrozenMap, format_ts
 from projections.health import HealthScore, ScoreModel
 from projections.usage import Sketch, add_count, identity_links
 
-__all__ = ["CLAIM_TTL_SECONDS", "RING", "ViewWriter", "WriteReport", "chunk_tag"]
+__all__ = ["CLAIM_TTL_SECONDS", "RING", "ViewWriter", "WriteReport", "chunk_tag", "claim_window"]
 
 RING = 32
 """Chunk tags a counter item remembers beyond those of its latest write (re-delivery window)."""
 TAG_CHARS = 12
 CLAIM_TTL_SECONDS = 7 * 86400
-"""Message claims expire (DynamoDB TTL on ``ttl``) this long after they were written."""
+"""Claim pages expire (DynamoDB TTL on ``ttl``) this long after they were written."""
+LAST_SEEN_STEP = timedelta(minutes=15)
+"""A user's stored ``last_seen`` lags the newest event by less than this (accounts' are exact)."""
+DIGEST_CHARS = 16
+"""Hex characters of a message digest (8 bytes of BLAKE2b; ``Event.digest``)."""
+PAGE_DIGESTS = 8_000
+"""Digests per claim page at most: with their owners under 300 KB even before zlib (stored: ~9 B each)."""
 
 
 def chunk_tag(text: str) -> str:
@@ -158,7 +168,7 @@ class ViewWriter:
                 if e.message_id not in tag_of:
                     tag_of[e.message_id] = tag
                     events.append(e)
-        fresh = self._claim(tenant_id, [e for e in events if e.is_usage], tag_of, source, now)
+        fresh = self._claim(tenant_id, [e for e in events if e.is_usage], tag_of, source, now, batch_tag)
         stats.counted += len(fresh)
         stats.duplicates += sum(1 for e in events if e.is_usage) - len(fresh)
         identity = [e for e in events if not e.is_usage]
@@ -248,26 +258,38 @@ class ViewWriter:
     # --- claims -------------------------------------------------------------------------------------
 
     def _claim(self, tenant_id: str, usage: list[Event], tag_of: dict[str, str], source: str,
-               now: datetime) -> list[Event]:
+               now: datetime, batch_tag: str) -> list[Event]:
         """The usage events this batch counts: unclaimed ones (claimed now) and its own earlier claims."""
         if not usage:
             return []
-        key_of = {e.message_id: (keys.claim_pk(tenant_id, e.digest), keys.CLAIM_SK) for e in usage}
-        found = self.store.get_plain(key_of.values(), projection="pk, sk, cl")
-        fresh, new_claims = [], []
-        expires = int(now.timestamp()) + CLAIM_TTL_SECONDS
+        window_of = {e.message_id: claim_window(e) for e in usage}
+        windows = sorted(set(window_of.values()))
+        owner_of: dict[str, str] = {}
+        for pages in self.store.query_many([(keys.claim_page_pk(tenant_id, w), keys.CLAIM_PAGE_PREFIX)
+                                            for w in windows]):
+            for page in pages:
+                for owner, digests in (page.data or {}).items():
+                    for i in range(0, len(digests), DIGEST_CHARS):
+                        owner_of.setdefault(digests[i:i + DIGEST_CHARS], owner)
+        fresh: list[Event] = []
+        new: dict[str, dict[str, list[str]]] = {}  # window -> owner -> digests
         for e in usage:
             mine = f"{source}:{tag_of[e.message_id]}"
-            held = found.get(key_of[e.message_id])
+            held = owner_of.get(e.digest)
             if held is None:
-                new_claims.append({"pk": key_of[e.message_id][0], "sk": keys.CLAIM_SK, "cl": mine, "ttl": expires})
+                owner_of[e.digest] = mine
+                new.setdefault(window_of[e.message_id], {}).setdefault(mine, []).append(e.digest)
                 fresh.append(e)
-            elif held.get("cl") == mine and source != "R":
+            elif held == mine and source != "R":
                 # A re-delivery of this chunk (live): the counters' rings say what is already applied.
                 # A replay is never re-delivered, so its own earlier claims (a first rebuild, then the
                 # promotion's catch-up over the same tables) mean "counted".
                 fresh.append(e)
-        self.store.put_many(new_claims)
+        expires = int(now.timestamp()) + CLAIM_TTL_SECONDS
+        self.store.put_many([
+            {"pk": keys.claim_page_pk(tenant_id, window), "sk": keys.claim_page_sk(f"{source}:{batch_tag}", n),
+             "body": encode_body(page), "ttl": expires}
+            for window, owners in sorted(new.items()) for n, page in enumerate(_pages(owners))])
         return fresh
 
     def _stored_links(self, tenant_id: str, anon: set[str]) -> dict[str, str]:
@@ -493,7 +515,7 @@ class ViewWriter:
                 stored = user.UserState.from_dict(b.data) if b.data else user.empty(user_key)
                 merged = user.merge(stored, new)
                 box[:] = [stored if b.data else None, merged]
-                if merged == stored and b.data is not None:
+                if b.data is not None and _same_but_recent(stored, merged):
                     return None
                 # last_seen as a plain attribute: the users list reads it with a projection.
                 return merged.to_dict(), {"last_seen": format_ts(merged.last_seen) if merged.last_seen else None}
@@ -597,6 +619,40 @@ class ViewWriter:
 
 
 MAX_CATALOG_KEY = 128
+
+
+def claim_window(e: Event) -> str:
+    """The claim-page window of an event: the minute of its client timestamp (stable across an SDK's
+    retries), or the message digest when the client sent no timestamp."""
+    if e.original_timestamp is not None:
+        return "t" + e.original_timestamp.strftime("%Y%m%dT%H%M")
+    return "m" + e.digest
+
+
+def _pages(owners: dict[str, list[str]]) -> list[dict[str, str]]:
+    """Split ``{owner: [digest]}`` into pages of at most :data:`PAGE_DIGESTS` digests."""
+    pages: list[dict[str, str]] = [{}]
+    room = PAGE_DIGESTS
+    for owner, digests in sorted(owners.items()):
+        while digests:
+            if room == 0:
+                pages.append({})
+                room = PAGE_DIGESTS
+            take, digests = digests[:room], digests[room:]
+            pages[-1][owner] = pages[-1].get(owner, "") + "".join(take)
+            room -= len(take)
+    return pages
+
+
+def _same_but_recent(stored: user.UserState, merged: user.UserState) -> bool:
+    """Nothing to write: the user is unchanged but for a ``last_seen`` less than
+    :data:`LAST_SEEN_STEP` newer than the stored one (usage alone rewrites a user at most that often)."""
+    if merged == stored:
+        return True
+    if stored.last_seen is None or merged.last_seen is None:
+        return False
+    return replace(merged, last_seen=stored.last_seen) == stored and \
+        merged.last_seen - stored.last_seen < LAST_SEEN_STEP
 
 
 def _tags(ring: str) -> set[str]:

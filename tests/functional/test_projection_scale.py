@@ -34,7 +34,7 @@ BATCH = 100
 
 # The stated bounds (docs/ARCHITECTURE.md, "Largest size of every item (view version 2)").
 BOUND_BYTES = {
-    "claim": 200,
+    "claim": 300 * 1024,  # a claim page: streams.writer.PAGE_DIGESTS digests with their owners
     "account_day": 60 * 1024,
     "user_day": 56 * 1024,
     "catalog_day": 3 * 1024,
@@ -47,7 +47,7 @@ TYPICAL_BYTES = 4 * 1024
 
 
 def item_kind(pk: str, sk: str) -> str:
-    if sk == keys.CLAIM_SK:
+    if sk.startswith(keys.CLAIM_PAGE_PREFIX):
         return "claim"
     if "#CATALOG" in pk and sk.startswith(keys.DAY_PREFIX):
         return "catalog_day"
@@ -89,7 +89,9 @@ def max_sizes(client: Any, table: str) -> dict[str, int]:
 
 
 def ev(mid: str, kind: str, at: datetime, **fields: Any) -> Event:
-    return Event.from_wire({"messageId": mid, "type": kind, "timestamp": at.isoformat(), **fields})
+    # Sent as an SDK sends it: the client's timestamp (the claim pages key on its minute).
+    return Event.from_wire({"messageId": mid, "type": kind, "timestamp": at.isoformat(),
+                            "originalTimestamp": at.isoformat(), **fields})
 
 
 def batches(tenant: str, events: list[Event]) -> list[list[tuple[str, list[Event]]]]:

@@ -20,9 +20,10 @@ from chalicelib.scoremodels import ScoreModelStore
 from chalicelib.versions import VIEW_VERSION
 from chalicelib.views import ViewStore
 from projections.account import DayActivity
-from projections.events import Event
+from projections.events import Event, message_digest
 from projections.usage import attribute
 from streams.writer import ViewWriter
+from tests.helpers.fold import claimed_digests
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -37,7 +38,11 @@ def writer(ddb: Any, prefix: str) -> ViewWriter:
 
 
 def ev(mid: str, kind: str, at: datetime = DAY0, **fields: Any) -> Event:
-    wire = {"messageId": mid, "type": kind, "timestamp": at.isoformat().replace("+00:00", "Z"), **fields}
+    """An event as ingest stores it from an SDK: the corrected timestamp and the client's own
+    (``originalTimestamp``, which a retry re-sends unchanged); ``originalTimestamp=None`` for a client
+    that sends no timestamp."""
+    stamp = at.isoformat().replace("+00:00", "Z")
+    wire = {"messageId": mid, "type": kind, "timestamp": stamp, "originalTimestamp": stamp, **fields}
     return Event.from_wire(wire)
 
 
@@ -189,6 +194,16 @@ def test_each_duplicate_class_is_counted_once(writer: ViewWriter) -> None:
     apply(writer, tenant, [[("c3", moved)]])
     assert view_usage(writer.store, tenant, {"acme"}) == {"acme": expected}
     assert first_cost > 0
+    # (e) the classes above for a client that sends no timestamp (its claim has a window of its own).
+    bare = [ev(f"n{i}", "track", DAY0, userId="u", event="Run", originalTimestamp=None) for i in range(3)]
+    apply(writer, tenant, [[("c4", bare)], [("c4", bare)], [("c5", bare[1:])],
+                           [("c6", [replace_ts(e, DAY0 + timedelta(days=1)) for e in bare])]])
+    expected[DAY0.date().isoformat()]["counts"]["Run"] = 14
+    assert view_usage(writer.store, tenant, {"acme"}) == {"acme": expected}
+    # The claims of this test: 14 counted message ids, packed into one page per batch and window.
+    claims = claimed_digests(writer.store, tenant)
+    assert sorted(claims) == sorted(message_digest(i) for i in [*(f"m{i}" for i in range(10)), "m99", "n0", "n1",
+                                                                 "n2"])
 
 
 def replace_ts(e: Event, at: datetime) -> Event:

@@ -10,14 +10,14 @@ from chalicelib.chunks import unpack_chunk
 from chalicelib.ingest import Ingestor, IngestResult, parse_request
 from chalicelib.scoremodels import ScoreModelStore
 from chalicelib.versions import VIEW_VERSION
-from chalicelib.views import ViewStore
+from chalicelib.views import ViewStore, decode_body
 from projections.events import Event
 from streams import handler
 from streams.alerts import Outbox
 from streams.decode import to_lambda_record
 from streams.writer import ViewWriter, WriteReport
 
-__all__ = ["fold_items", "ingest_body", "project_requests", "writer_for"]
+__all__ = ["claimed_digests", "fold_items", "ingest_body", "project_requests", "writer_for"]
 
 
 def writer_for(prefix: str) -> ViewWriter:
@@ -61,3 +61,16 @@ def project_requests(tenant_id: str, prefix: str, bodies: list[Any]) -> WriteRep
     response, report, _ = fold_items(prefix, new)
     assert not response.get("batchItemFailures"), response
     return report
+
+
+def claimed_digests(store: ViewStore, tenant_id: str) -> dict[str, str]:
+    """Every message digest the view claimed for a tenant, with its owner (source and chunk tag):
+    the claim pages, read with a scan (tests only)."""
+    out: dict[str, str] = {}
+    prefix = keys.claim_page_pk(tenant_id, "")
+    for raw in db.items(store.client, "scan", TableName=store.table):
+        if raw["pk"]["S"].startswith(prefix) and raw["sk"]["S"].startswith(keys.CLAIM_PAGE_PREFIX):
+            for owner, digests in decode_body(raw["body"]["B"]).items():
+                for i in range(0, len(digests), 16):
+                    out[digests[i:i + 16]] = owner
+    return out

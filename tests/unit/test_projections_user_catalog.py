@@ -42,23 +42,17 @@ def test_anonymous_user_keyed_by_anonymous_id() -> None:
     event = ev("p", "page", userId=None, anonymousId="anon-1", name="Pricing")
     states = user.fold_all([event])
     assert list(states) == ["anon-1"]
-    entry = states["anon-1"].timeline[0]
-    assert entry.to_dict() == {
-        "messageId": "p",
-        "type": "page",
-        "name": "Pricing",
-        "timestamp": "2026-11-01T12:00:00.000Z",
-        "groupId": "",
-    }
+    assert states["anon-1"].last_seen == T0
 
 
-def test_timeline_keeps_newest_50_newest_first() -> None:
+def test_usage_moves_only_first_and_last_seen_and_folds_in_any_order() -> None:
     events = [ev(f"m{i:03d}", at=T0 + timedelta(minutes=i), groupId="g") for i in range(70)]
-    events.append(ev("i", "identify", T0 + timedelta(days=9)))  # not usage: not on the timeline
+    events.append(ev("i", "identify", T0 + timedelta(days=9)))
     state = user.fold_all(events)["u1"]
-    assert len(state.timeline) == user.TIMELINE_SIZE == 50
-    assert [e.message_id for e in state.timeline[:2]] == ["m069", "m068"]
-    assert state.timeline[-1].message_id == "m020"
+    # Usage: first/last seen and the accounts it names; a user's recent events are on account timelines.
+    assert (state.first_seen, state.last_seen, state.accounts) == (T0, T0 + timedelta(days=9), {"g"})
+    assert set(state.to_dict()) == {"user_key", "traits", "accounts", "joined", "first_seen", "last_seen",
+                                    "aliases", "anonymous_ids"}
     one_by_one = user.empty("u1")
     for event in reversed(events):
         one_by_one = user.fold(one_by_one, event)
