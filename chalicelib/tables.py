@@ -17,6 +17,7 @@ __all__ = [
     "control_table_spec",
     "events_table_spec",
     "view_table_spec",
+    "LISTING_ATTRIBUTES",
     "VIEW_INDEXES",
     "ensure_table",
     "ensure_control_table",
@@ -35,6 +36,14 @@ VIEW_INDEXES: dict[str, tuple[str, str]] = {
     "by_active": ("gpk", "active_sk"),
     "by_name": ("gpk", "name_sk"),
 }
+
+LISTING_ATTRIBUTES: tuple[str, ...] = (
+    "account_id", "name", "score", "band", "trend", "last_seen", "first_seen", "active_1d", "active_7d",
+    "active_30d", "users_count", "plan", "traits_json",
+)
+"""What the listing indexes carry besides keys (``chalicelib.query`` lists accounts from these alone).
+Not ``health_json``, ``alerts`` or ``as_of``: every SUMMARY write rewrites each index's copy, and
+DynamoDB charges those index writes by the projected size."""
 
 
 def utc_today(now: datetime | None = None) -> date:
@@ -81,7 +90,7 @@ def view_table_spec(prefix: str, version: int) -> dict[str, Any]:
                     {"AttributeName": hash_attr, "KeyType": "HASH"},
                     {"AttributeName": range_attr, "KeyType": "RANGE"},
                 ],
-                "Projection": {"ProjectionType": "ALL"},
+                "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(LISTING_ATTRIBUTES)},
             }
         )
     return {

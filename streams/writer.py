@@ -49,7 +49,7 @@ from chalicelib.view_items import (
 from chalicelib.views import Blob, ConflictError, ViewStore, encode_body, to_ddb
 from projections import account, catalog, health, timeline, user
 from projections.account import AccountState, DayActivity
-from projections.events import Event, FrozenMap, format_ts
+from projections.events import Event, FrozenMap, format_ts, parse_ts
 from projections.health import HealthScore, ScoreModel
 from projections.usage import Sketch, add_count, identity_links
 
@@ -61,7 +61,8 @@ TAG_CHARS = 12
 CLAIM_TTL_SECONDS = 7 * 86400
 """Claim pages expire (DynamoDB TTL on ``ttl``) this long after they were written."""
 LAST_SEEN_STEP = timedelta(minutes=15)
-"""A user's stored ``last_seen`` lags the newest event by less than this (accounts' are exact)."""
+"""Usage alone moves a stored ``last_seen`` (user HEAD, account SUMMARY: what lists show) at most this
+often: it lags the newest event by less than this. An account's HEAD, days and score use the exact time."""
 DIGEST_CHARS = 16
 """Hex characters of a message digest (8 bytes of BLAKE2b; ``Event.digest``)."""
 PAGE_DIGESTS = 8_000
@@ -436,7 +437,7 @@ class ViewWriter:
             if blob is None:
                 blob = self.store.get_many([(pk, keys.SUMMARY_SK)])[(pk, keys.SUMMARY_SK)]
             stored = {k: v for k, v in blob.attrs.items() if k not in _VOLATILE}
-            if blob.ver and stored == {k: v for k, v in attrs.items() if v is not None}:
+            if blob.ver and _summary_unchanged(stored, {k: v for k, v in attrs.items() if v is not None}):
                 self.store.stats.add(skipped=1)
                 return None, 0
             prev = None
@@ -653,6 +654,18 @@ def _same_but_recent(stored: user.UserState, merged: user.UserState) -> bool:
         return False
     return replace(merged, last_seen=stored.last_seen) == stored and \
         merged.last_seen - stored.last_seen < LAST_SEEN_STEP
+
+
+def _summary_unchanged(stored: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Nothing to write: the SUMMARY is the same but for a ``last_seen`` less than :data:`LAST_SEEN_STEP`
+    newer. (Every SUMMARY write also rewrites the four listing indexes' copies: moving ``last_seen``
+    alone on every batch was the largest cost of a busy account.)"""
+    if stored == new:
+        return True
+    moved = {k for k in stored.keys() | new.keys() if stored.get(k) != new.get(k)}
+    if not moved <= {"last_seen", "seen_sk"} or not stored.get("last_seen") or not new.get("last_seen"):
+        return False
+    return parse_ts(new["last_seen"]) - parse_ts(stored["last_seen"]) < LAST_SEEN_STEP
 
 
 def _tags(ring: str) -> set[str]:

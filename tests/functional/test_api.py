@@ -104,6 +104,12 @@ def test_accounts_sorted_filtered_paginated(demo_stack: dict[str, Any], calls: C
             break
     assert sorted(ids) == sorted(i["account_id"] for i in items) and len(ids) == len(set(ids))
     assert calls["Scan"] == 0
+    # The listing is read from the indexes' projected attributes alone (tables.LISTING_ATTRIBUTES):
+    # it says what the account page (the SUMMARY item itself) says.
+    for it in items[:5]:
+        detail = get(demo_stack, f"/api/accounts/{it['account_id']}").json()
+        detail["score"] = detail["score"]["score"]
+        assert {k: detail[k] for k in it} == it
 
 
 def test_account_detail_endpoints(demo_stack: dict[str, Any], calls: Counter[str]) -> None:
