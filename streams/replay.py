@@ -28,7 +28,7 @@ from chalicelib.scoremodels import ScoreModelStore
 from chalicelib.versions import TTL_SECONDS, active_view_version, set_active_view_version
 from chalicelib.views import ViewStore, decode_body, from_ddb
 from projections.events import Event
-from streams.writer import ViewWriter
+from streams.writer import ViewWriter, same_but_recency
 
 __all__ = ["ReplayStats", "Comparison", "iter_chunks", "iter_events", "rebuild", "compare", "promote",
            "IGNORED_ATTRIBUTES"]
@@ -36,7 +36,7 @@ __all__ = ["ReplayStats", "Comparison", "iter_chunks", "iter_events", "rebuild",
 
 # Bookkeeping and time-dependent attributes (scores are a function of state *and* as-of time).
 IGNORED_ATTRIBUTES = frozenset({
-    "ver", "as_of", "alerts", "user_ver", "ring", "cl", "ttl",
+    "ver", "as_of", "alerts", "user_ver", "ring", "cl", "ttl", "seen_sk",
     "score", "band", "trend", "health_json", "score_sk", "active_sk",
     "active_1d", "active_7d", "active_30d", "model_version",
 })
@@ -149,14 +149,22 @@ def _normalise(item: dict[str, Any]) -> tuple[str, Any]:
 
 
 def compare(client: Any, prefix: str, a: int, b: int) -> Comparison:
-    """Item-by-item difference of two view versions (time-dependent score fields aside)."""
-    left = dict(_normalise(i) for i in _scan(client, keys.view_table_name(prefix, a)))
-    right = dict(_normalise(i) for i in _scan(client, keys.view_table_name(prefix, b)))
+    """Item-by-item difference of two view versions (time-dependent score fields aside; claim pages,
+    which name the batch that wrote them, skipped; "last seen" times equal within
+    :data:`streams.writer.LAST_SEEN_STEP`, the lag a live view is allowed)."""
+    left = dict(_normalise(i) for i in _scan(client, keys.view_table_name(prefix, a)) if not _claims(i))
+    right = dict(_normalise(i) for i in _scan(client, keys.view_table_name(prefix, b)) if not _claims(i))
     result = Comparison(a, b, len(left), len(right))
     result.only_a = sorted(set(left) - set(right))
     result.only_b = sorted(set(right) - set(left))
-    result.different = sorted(k for k in set(left) & set(right) if left[k] != right[k])
+    result.different = sorted(k for k in set(left) & set(right) if left[k] != right[k]
+                              and not same_but_recency(left[k], right[k])
+                              and not same_but_recency(right[k], left[k]))
     return result
+
+
+def _claims(item: dict[str, Any]) -> bool:
+    return item["sk"]["S"].startswith(keys.CLAIM_PAGE_PREFIX)
 
 
 def promote(client: Any, prefix: str, version: int, *, catch_up_tables: int = 2,

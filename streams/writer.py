@@ -53,7 +53,8 @@ from projections.events import Event, FrozenMap, format_ts, parse_ts
 from projections.health import HealthScore, ScoreModel
 from projections.usage import Sketch, add_count, identity_links
 
-__all__ = ["CLAIM_TTL_SECONDS", "RING", "ViewWriter", "WriteReport", "chunk_tag", "claim_window"]
+__all__ = ["CLAIM_TTL_SECONDS", "LAST_SEEN_STEP", "RING", "ViewWriter", "WriteReport", "chunk_tag", "claim_window",
+           "same_but_recency"]
 
 RING = 32
 """Chunk tags a counter item remembers beyond those of its latest write (re-delivery window)."""
@@ -61,8 +62,8 @@ TAG_CHARS = 12
 CLAIM_TTL_SECONDS = 7 * 86400
 """Claim pages expire (DynamoDB TTL on ``ttl``) this long after they were written."""
 LAST_SEEN_STEP = timedelta(minutes=15)
-"""Usage alone moves a stored ``last_seen`` (user HEAD, account SUMMARY: what lists show) at most this
-often: it lags the newest event by less than this. An account's HEAD, days and score use the exact time."""
+"""Usage alone moves a stored "last seen" (user and account HEAD, event spans, SUMMARY, catalog names) at
+most this often: it lags the newest event by less than this. Counts, days and timelines are exact."""
 DIGEST_CHARS = 16
 """Hex characters of a message digest (8 bytes of BLAKE2b; ``Event.digest``)."""
 PAGE_DIGESTS = 8_000
@@ -407,7 +408,7 @@ class ViewWriter:
                                      FrozenMap(), new.event_spans)
             merged = account.merge(stored, head_only)
             data = account_head_dict(merged)
-            return None if b.data == data else (data, None)
+            return None if b.data is not None and same_but_recency(b.data, data) else (data, None)
 
         self.store.upsert((pk, keys.HEAD_SK), update, current=blob)
 
@@ -611,7 +612,8 @@ class ViewWriter:
                 merged_entry = new if old is None else catalog.merge(
                     catalog.CatalogState(FrozenMap({name: old})), catalog.CatalogState(FrozenMap({name: new}))
                 ).entries[name]
-                return None if merged_entry == old else ({"name": name, **merged_entry.to_dict()}, None)
+                data = {"name": name, **merged_entry.to_dict()}
+                return None if b.data is not None and same_but_recency(b.data, data) else (data, None)
 
             self.store.upsert(key, update, current=blobs[key])
 
@@ -654,6 +656,29 @@ def _same_but_recent(stored: user.UserState, merged: user.UserState) -> bool:
         return False
     return replace(merged, last_seen=stored.last_seen) == stored and \
         merged.last_seen - stored.last_seen < LAST_SEEN_STEP
+
+
+_RECENCY_KEYS = frozenset({"last", "last_seen"})
+
+
+def same_but_recency(old: Any, new: Any) -> bool:
+    """``new`` equals ``old`` but for "last seen" times (``last_seen``, a span's ``last``), each less than
+    :data:`LAST_SEEN_STEP` later: not worth a write (an account HEAD, a catalog name)."""
+    moved: list[tuple[str, str]] = []
+
+    def same(a: Any, b: Any) -> bool:
+        if isinstance(a, dict) and isinstance(b, dict):
+            if a.keys() != b.keys():
+                return False
+            for k in a:
+                if k in _RECENCY_KEYS and isinstance(a[k], str) and isinstance(b[k], str):
+                    moved.append((a[k], b[k]))
+                elif not same(a[k], b[k]):
+                    return False
+            return True
+        return bool(a == b)
+
+    return same(old, new) and all(parse_ts(b) - parse_ts(a) < LAST_SEEN_STEP for a, b in moved)
 
 
 def _summary_unchanged(stored: dict[str, Any], new: dict[str, Any]) -> bool:

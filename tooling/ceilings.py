@@ -574,7 +574,8 @@ def chart(report: dict[str, Any], path: str) -> None:
         ax3.set_ylim(bottom=0)
         ax3.legend()
     else:
-        names = ["live", "live_small_batches", "backfill"]
+        names = [n for n in ("live", "live_small_batches", "one_record_invocations", "backfill")
+                 if n in report["projector"]]
         ax3.bar(names, [report["projector"][n]["wcu_per_event"] for n in names], color="#4c72b0")
         ax3.bar(names, [report["projector"][n]["baseline_wcu_per_event"] for n in names], color="none",
                 edgecolor="#c44e52", label="per-event UpdateItem baseline")
