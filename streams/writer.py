@@ -377,21 +377,22 @@ class ViewWriter:
         heads = self.store.get_many([(pk, keys.HEAD_SK) for pk in pks.values()] +
                                     [(pk, keys.SUMMARY_SK) for pk in pks.values()])
         tl_blobs = self.store.get_many([(pks[a], keys.timeline_sk(d)) for a, d in timelines])
+        members = self.store.get_plain([(pk, keys.MEMBERS_SK) for pk in pks.values()])
         self._bump_all(account_days, also_seen)
 
         def one(account_id: str) -> tuple[str, dict[str, Any] | None, int]:
             pk = pks[account_id]
             head = heads[(pk, keys.HEAD_SK)]
             if account_id in batch:
-                self._write_head(pk, head, batch[account_id])
-                head = self.store.get_many([(pk, keys.HEAD_SK)])[(pk, keys.HEAD_SK)]
+                head = self._write_head(pk, head, batch[account_id])
             for (a, d), tl in timelines.items():
                 if a == account_id:
                     self._write_timeline(tl_blobs[(pk, keys.timeline_sk(d))], tl)
             state, _, _ = load_account(self.store, tenant_id, account_id, head)
             if state.account_id != account_id or (head.ver == 0 and not state.days):
                 return account_id, None, 0
-            summary, alerts = self._write_summary(tenant_id, state, model, now, heads[(pk, keys.SUMMARY_SK)])
+            summary, alerts = self._write_summary(tenant_id, state, model, now, heads[(pk, keys.SUMMARY_SK)],
+                                                  members.get((pk, keys.MEMBERS_SK), {}))
             return account_id, summary, alerts
 
         written: dict[str, dict[str, Any]] = {}
@@ -401,8 +402,12 @@ class ViewWriter:
                 written[account_id] = summary
         return written
 
-    def _write_head(self, pk: str, blob: Blob, new: AccountState) -> None:
+    def _write_head(self, pk: str, blob: Blob, new: AccountState) -> Blob:
+        """Merge the batch into the account's HEAD; returns the HEAD as stored now."""
+        seen: list[Blob] = [blob]
+
         def update(b: Blob) -> tuple[Any, None] | None:
+            seen[0] = b
             stored = assemble_account(b.data, new.account_id, {}) if b.data else account.empty(new.account_id)
             head_only = AccountState(new.account_id, new.traits, new.first_seen, new.last_seen, frozenset(),
                                      FrozenMap(), new.event_spans)
@@ -410,7 +415,8 @@ class ViewWriter:
             data = account_head_dict(merged)
             return None if b.data is not None and same_but_recency(b.data, data) else (data, None)
 
-        self.store.upsert((pk, keys.HEAD_SK), update, current=blob)
+        written = self.store.upsert((pk, keys.HEAD_SK), update, current=blob)
+        return seen[0] if written is None else written
 
     def _write_timeline(self, blob: Blob, tl: timeline.TimelineBucket) -> None:
         def update(b: Blob) -> tuple[Any, None] | None:
@@ -422,11 +428,13 @@ class ViewWriter:
         self.store.upsert((blob.pk, blob.sk), update, current=blob)
 
     def _write_summary(self, tenant_id: str, state: AccountState, model: ScoreModel, now: datetime,
-                       blob: Blob | None) -> tuple[dict[str, Any] | None, int]:
-        """Score the account and write its SUMMARY (and an alert, atomically) if anything changed."""
+                       blob: Blob | None, members: dict[str, Any] | None = None) -> tuple[dict[str, Any] | None, int]:
+        """Score the account and write its SUMMARY (and an alert, atomically) if anything changed.
+        ``members``: the account's ``MEMBERS`` item if already read (read here otherwise)."""
         hs = health.score(state, model, now, seats(state))
         pk = keys.account_pk(tenant_id, state.account_id)
-        members = self.store.get_plain([(pk, keys.MEMBERS_SK)]).get((pk, keys.MEMBERS_SK), {})
+        if members is None:
+            members = self.store.get_plain([(pk, keys.MEMBERS_SK)]).get((pk, keys.MEMBERS_SK), {})
         # No MEMBERS item: a version 1 account (upcast on read during an upgrade) still lists its users.
         attrs = summary_attrs(tenant_id, state, hs, now,
                               users_count=int(members["n"]) if "n" in members else None)
