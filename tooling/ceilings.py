@@ -446,9 +446,10 @@ def _warm_up(url: str, tenant: dict[str, Any], client: Any, view: str, accounts:
 
     started = time.perf_counter()
     ts = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    events = [{"type": "track", "userId": f"u{2 * a + k}", "event": FEATURES[0], "timestamp": ts,
-               "messageId": f"warm-{a}-{k}", "context": {"groupId": f"acct-{a:05d}"}}
-              for a in range(accounts) for k in (0, 1)]
+    events: list[dict[str, Any]] = [{"type": "track", "userId": f"u{2 * a + k}", "event": FEATURES[0],
+                                     "timestamp": ts,
+                                     "messageId": f"warm-{a}-{k}", "context": {"groupId": f"acct-{a:05d}"}}
+                                    for a in range(accounts) for k in (0, 1)]
     session = requests.Session()
     for i in range(0, len(events), per_request):
         session.post(f"{url}/v1/batch", json={"batch": events[i:i + per_request]}, auth=(tenant["write_key"], ""),
