@@ -46,7 +46,8 @@ from chalicelib import keys
 from chalicelib.chunks import iso_ts, pack_chunks
 from chalicelib.db import batch_get
 from chalicelib.errors import ApiError, FieldError
-from projections.events import Event
+from projections.events import Event, canonical_json, thaw
+from projections.registers import MAX_TRAIT_KEY, MAX_TRAIT_VALUE, MAX_TRAITS
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -488,6 +489,25 @@ def _derived_message_id(tenant_id: str, raw: dict[str, Any]) -> str:
     return str(uuid.UUID(bytes=digest[:16], version=4))
 
 
+def _trait_caps(event: Event, where: str, index: int | None) -> list[FieldError]:
+    """What the user and account views keep of identify/group traits, said at ingest (a 4xx) rather than
+    cut silently: at most :data:`~projections.registers.MAX_TRAITS` names of at most
+    :data:`~projections.registers.MAX_TRAIT_KEY` characters, values of at most
+    :data:`~projections.registers.MAX_TRAIT_VALUE` characters of JSON."""
+    if len(event.traits) > MAX_TRAITS:
+        return [FieldError(where, f"{len(event.traits)} traits in one call; the limit is {MAX_TRAITS}", index,
+                           MAX_TRAITS)]
+    for name, value in event.traits.items():
+        if len(name) > MAX_TRAIT_KEY:
+            return [FieldError(where, f"trait name of {len(name)} characters; the limit is {MAX_TRAIT_KEY}", index,
+                               MAX_TRAIT_KEY)]
+        text = value if isinstance(value, str) else canonical_json(thaw(value))
+        if len(text) > MAX_TRAIT_VALUE:
+            return [FieldError(_path(where, name), f"trait value of {len(text)} characters (as JSON); the limit is "
+                               f"{MAX_TRAIT_VALUE}", index, MAX_TRAIT_VALUE)]
+    return []
+
+
 def normalise(tenant_id: str, msg: BaseModel, raw: dict[str, Any], received_at: datetime,
               batch_sent_at: datetime | None) -> dict[str, Any]:
     """One validated message -> the stored event (Segment field names, corrected ``timestamp``)."""
@@ -661,6 +681,8 @@ class Ingestor:
             if folded.traits and _json_bytes(ev["traits"]) > MAX_TRAITS_BYTES:
                 errors.append(FieldError(_path(where, "traits"), f"traits are {_json_bytes(ev['traits'])} bytes; the "
                                          f"limit is {MAX_TRAITS_BYTES}", index, MAX_TRAITS_BYTES))
+            elif folded.type in ("identify", "group"):
+                errors += _trait_caps(folded, _path(where, "traits"), index)
             name = folded.catalog_name
             if name is not None:
                 names.setdefault(name, _path(where, "event" if folded.type == "track" else "name"))

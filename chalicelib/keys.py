@@ -212,6 +212,7 @@ def catalog_cap_prefix(kind: str) -> str:
 #   pk = <tenant>#A#<account>   sk = MEMBERS           number of user links (a counter)
 #   pk = <tenant>#M#<window>    sk = MP#<batch>#<n>    claim page: message digests a batch counted whose
 #                                                      client timestamp falls in <window> (a minute); TTL
+#   pk = <tenant>#M#m<digest>   sk = MP#               the claim of one message sent without a timestamp
 
 USER_DAY_PREFIX = "UD#"
 ALIAS_SK = "ALIAS"

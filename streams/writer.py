@@ -266,13 +266,17 @@ class ViewWriter:
             return []
         window_of = {e.message_id: claim_window(e) for e in usage}
         windows = sorted(set(window_of.values()))
+        # Minute windows hold pages of many batches (a Query each); a window of one message (no client
+        # timestamp) holds one page under a known key (read in batches of 100).
+        minutes = [w for w in windows if not w.startswith("m")]
+        singles = self.store.get_many([(keys.claim_page_pk(tenant_id, w), keys.CLAIM_PAGE_PREFIX)
+                                       for w in windows if w.startswith("m")])
         owner_of: dict[str, str] = {}
-        for pages in self.store.query_many([(keys.claim_page_pk(tenant_id, w), keys.CLAIM_PAGE_PREFIX)
-                                            for w in windows]):
-            for page in pages:
-                for owner, digests in (page.data or {}).items():
-                    for i in range(0, len(digests), DIGEST_CHARS):
-                        owner_of.setdefault(digests[i:i + DIGEST_CHARS], owner)
+        found = self.store.query_many([(keys.claim_page_pk(tenant_id, w), keys.CLAIM_PAGE_PREFIX) for w in minutes])
+        for page in [p for pages in found for p in pages] + list(singles.values()):
+            for owner, digests in (page.data or {}).items():
+                for i in range(0, len(digests), DIGEST_CHARS):
+                    owner_of.setdefault(digests[i:i + DIGEST_CHARS], owner)
         fresh: list[Event] = []
         new: dict[str, dict[str, list[str]]] = {}  # window -> owner -> digests
         for e in usage:
@@ -289,7 +293,9 @@ class ViewWriter:
                 fresh.append(e)
         expires = int(now.timestamp()) + CLAIM_TTL_SECONDS
         self.store.put_many([
-            {"pk": keys.claim_page_pk(tenant_id, window), "sk": keys.claim_page_sk(f"{source}:{batch_tag}", n),
+            {"pk": keys.claim_page_pk(tenant_id, window),
+             "sk": keys.CLAIM_PAGE_PREFIX if window.startswith("m")
+             else keys.claim_page_sk(f"{source}:{batch_tag}", n),
              "body": encode_body(page), "ttl": expires}
             for window, owners in sorted(new.items()) for n, page in enumerate(_pages(owners))])
         return fresh

@@ -68,7 +68,7 @@ FEATURES = ("Report Created", "Dashboard Viewed", "Export Downloaded", "Filter A
 
 @dataclass(frozen=True)
 class Workload:
-    """Sizes of one run (``quick`` keeps the whole run under about a minute)."""
+    """Sizes of one run (``quick`` keeps the whole run under about two minutes)."""
 
     ingest_events: dict[int, int]  # batch size -> events sent at that size
     baseline_put_events: int
@@ -98,7 +98,9 @@ class Workload:
 
     @classmethod
     def quick(cls) -> Workload:
-        return cls({1: 60, 10: 300, 100: 2000}, 60, 1500, 8.0, 15, 4, 2000, 2000, 600, 6)
+        return cls({1: 60, 10: 300, 100: 2000}, 60, 1500, 5.0, 15, 4, 1500, 1500, 600, 6, ceiling_events=1000,
+                   replay_events=1500, replay_accounts=100, eventsourcing_events=2000, load_rate=100.0,
+                   load_seconds=6.0, load_accounts=200, curve_sizes=(500, 2000), one_record_events=100)
 
 
 # --- events ----------------------------------------------------------------------------------------
@@ -633,6 +635,7 @@ def table(report: dict[str, Any]) -> str:
         for name, ld in report.get("load", {}).items():
             rows.append(f"  lag under load ({name}): {ld['achieved_events_per_s']} ev/s for {ld['seconds']} s: "
                         f"p50 {ld['p50_ms']} ms, p99 {ld['p99_ms']} ms, {ld['probes_lost']} probes not seen")
+    rows += ["", "goals (docs/PERFORMANCE.md):", *ceilings.verdicts(report)]
     rows += ["", "summary: " + json.dumps(report.get("summary", {})), f"total {report['seconds']} s"]
     return "\n".join(rows)
 

@@ -34,6 +34,7 @@ from chalicelib.ingest import (
     parse_request,
 )
 from chalicelib.query import encode_cursor
+from projections.registers import MAX_TRAIT_KEY, MAX_TRAIT_VALUE, MAX_TRAITS
 from tests.helpers.events import scan_chunks, stored_events
 from tests.helpers.fold import project_requests
 
@@ -155,6 +156,15 @@ BAD_BODIES: list[tuple[str, bytes, str, Any]] = [
      "batch[0].properties", MAX_ID_BYTES),
     ("traits of 20 KB", json.dumps({"batch": [{"type": "identify", "userId": "u", "traits": {"bio": "t" * 20_000}}]})
      .encode(), "batch[0].traits", MAX_TRAITS_BYTES),
+    ("51 traits in one identify", json.dumps({"batch": [{"type": "identify", "userId": "u",
+                                                          "traits": {f"t{i:02d}": i for i in range(51)}}]}).encode(),
+     "batch[0].traits", MAX_TRAITS),
+    ("a trait name of 129 characters", json.dumps({"batch": [{"type": "group", "userId": "u", "groupId": "g",
+                                                               "traits": {"n" * 129: 1}}]}).encode(),
+     "batch[0].traits", MAX_TRAIT_KEY),
+    ("a trait value of 300 characters", json.dumps({"batch": [{"type": "identify", "userId": "u",
+                                                                "traits": {"bio": "b" * 300}}]}).encode(),
+     "batch[0].traits.bio", MAX_TRAIT_VALUE),
     ("sentAt year 9999, timestamp year 1 (skew overflow)",
      json.dumps({"batch": [track(1, timestamp="0001-01-01T00:00:00Z", sentAt="9999-12-31T23:59:59Z")]}).encode(),
      "batch[0].timestamp", None),
@@ -335,5 +345,6 @@ def test_per_tenant_caps_on_event_names_and_property_keys(prefix: str, ddb: Any)
 
 def test_default_caps_are_documented() -> None:
     text = (ROOT / "docs" / "RELIABILITY.md").read_text()
-    for value in (MAX_EVENT_NAMES, MAX_PROPERTY_KEYS, MAX_ID_BYTES, MAX_DEPTH, MAX_STORED_BYTES, MAX_TRAITS_BYTES):
+    for value in (MAX_EVENT_NAMES, MAX_PROPERTY_KEYS, MAX_ID_BYTES, MAX_DEPTH, MAX_STORED_BYTES, MAX_TRAITS_BYTES,
+                  MAX_TRAITS, MAX_TRAIT_KEY, MAX_TRAIT_VALUE):
         assert f"{value:,}" in text, value

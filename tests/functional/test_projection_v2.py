@@ -130,7 +130,11 @@ def _population() -> list[Event]:
     for i in range(14):
         who = {"userId": users[i % 3]} if i % 5 else {"anonymousId": "anon-9"}
         ctx = {"groupId": "C", "context": {"groupId": "C"}} if i % 7 == 3 else {}
-        out.append(ev(f"t{i}", "track", DAY0 - timedelta(days=i % 4, hours=i), event=f"E{i % 3}", **who, **ctx))
+        # Every fourth sent without a client timestamp (a claim window of its own); the others share
+        # claim windows (minutes) with each other.
+        sent: dict[str, Any] = {"originalTimestamp": None} if i % 4 == 1 else {}
+        out.append(ev(f"t{i}", "track", DAY0 - timedelta(days=i % 4, hours=i % 2), event=f"E{i % 3}", **who, **ctx,
+                      **sent))
     return out
 
 

@@ -16,7 +16,7 @@ TINY = bench.Workload(ingest_events={1: 5, 10: 20, 100: 100}, baseline_put_event
                       http_seconds=5.0, accounts=3, users_per_account=2, live_events=60, backfill_events=60,
                       baseline_events=30, lag_probes=2, ceiling_events=200, ceiling_threads=2, replay_events=500,
                       replay_accounts=20, eventsourcing_events=300, load_rate=100.0, load_seconds=3.0,
-                      load_accounts=50, curve_sizes=(200, 600))
+                      load_accounts=50, curve_sizes=(200, 600), one_record_events=20)
 
 SUMMARY_KEYS = {"append_wru_per_event", "projection_wru_per_event", "total_wru_per_event", "ingest_vs_raw",
                 "lag_p99_ms", "replay_vs_scan", "replay_events_per_s", "replay_rss_mb", "query_p99_ms"}
@@ -60,6 +60,11 @@ def test_report_shape_on_a_tiny_workload(ddb_endpoint: str, tmp_path: Path) -> N
         assert r["events"] == TINY.live_events + r["setup_events"]
         assert 0 < r["wcu_per_event"] and r["baseline_wcu_per_event"] == 3.0
         assert r["ratio_vs_baseline"] == pytest.approx(r["wcu_per_event"] / r["baseline_wcu_per_event"], rel=1e-3)
+    one = report["projector"]["one_record_invocations"]  # usage alone, after the tenant's identify/group
+    assert one["events"] == TINY.one_record_events and one["invocations"] == one["records"]
+    goals = ceilings_module.verdicts(report)
+    assert goals[0] == "| line | goal | figure | verdict |" and all(row.count("|") == 5 for row in goals)
+    assert sum("≤ 0.5" in row or "≤ 1.0×" in row or "≤ 1,000 ms" in row for row in goals) == 4
     for r in report["redelivery"].values():
         assert (r["write_units"], r["writes"], r["failures"]) == (0, 0, 0) and r["records"] > 0
     assert report["lag"]["probes"] == TINY.lag_probes and report["lag"]["timeouts"] == 0
