@@ -290,6 +290,16 @@ def _query_latency(tenant: dict[str, str], samples: int) -> dict[str, Any]:
         out["account_page_calls"] = {"p50_ms": round(percentile(page, 50), 2), "p99_ms": round(percentile(page, 99), 2)}
         out["p99_ms"] = round(percentile(all_ms + page, 99), 2)
         out["samples"] = len(all_ms) + len(page)
+        # The ceiling, same run: the bare index Query of one page of 50 (boto3, no HTTP, no API).
+        client = db.get_client()
+        table = services.query().table
+        raw: list[float] = []
+        for _ in range(samples):
+            t = time.perf_counter()
+            client.query(TableName=table, IndexName="by_score", KeyConditionExpression="gpk = :g", Limit=50,
+                         ExpressionAttributeValues={":g": {"S": keys.accounts_gpk(tenant["tenant_id"])}})
+            raw.append((time.perf_counter() - t) * 1000)
+        out["raw_index_query"] = {"p50_ms": round(percentile(raw, 50), 2), "p99_ms": round(percentile(raw, 99), 2)}
     finally:
         server.stop()
     return out
@@ -486,8 +496,10 @@ def cost_curve(endpoint: str, sizes: list[int], *, chunk: int = 10, batch: int =
         users = [f"u{i}" for i in range(50)]
         wire = [{"messageId": f"g-{u}", "type": "group", "userId": u, "groupId": "busy",
                  "timestamp": day.isoformat()} for u in users]
+        # As ingest stores an SDK's call: the corrected timestamp and the client's own.
+        stamps = [(day + timedelta(seconds=i * 86_000 // n)).isoformat() for i in range(n)]
         wire += [{"messageId": f"e{i}", "type": "track", "userId": users[i % 50], "event": "Report Viewed",
-                  "timestamp": (day + timedelta(seconds=i * 86_000 // n)).isoformat()} for i in range(n)]
+                  "timestamp": stamps[i], "originalTimestamp": stamps[i]} for i in range(n)]
         events = [Event.from_wire(w) for w in wire]
         chunks = [(f"t|c{i}", events[i:i + chunk]) for i in range(0, len(events), chunk)]
         per_batch: list[float] = []
@@ -618,8 +630,10 @@ def verdicts(report: dict[str, Any]) -> list[str]:
         rows.append(f"| replay peak RSS ({at:,} events) | ≤ 500 MB at 1,000,000 | {r['replay_rss_mb']:.0f} MB | "
                     f"{_verdict(r['replay_rss_mb'] <= 500) if at >= 1_000_000 else 'not measured at 1M'} |")
         q = r["query"]["p99_ms"]
+        raw = r["query"].get("raw_index_query", {}).get("p99_ms")
+        ceiling = f" (bare index Query of the page: {raw:.1f} ms)" if raw is not None else ""
         rows.append(f"| query p99 (account list, each sort; account page calls; {r['accounts']:,} accounts) | ≤ 15 ms "
-                    f"| {q:.1f} ms | {_verdict(q <= 15)} |")
+                    f"| {q:.1f} ms{ceiling} | {_verdict(q <= 15)} |")
     return rows
 
 
