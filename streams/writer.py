@@ -531,7 +531,7 @@ class ViewWriter:
                 stored = user.UserState.from_dict(b.data) if b.data else user.empty(user_key)
                 merged = user.merge(stored, new)
                 box[:] = [stored if b.data else None, merged]
-                if b.data is not None and _same_but_recent(stored, merged):
+                if b.data is not None and same_but_recency(stored.to_dict(), merged.to_dict()):
                     return None
                 # last_seen as a plain attribute: the users list reads it with a projection.
                 return merged.to_dict(), {"last_seen": format_ts(merged.last_seen) if merged.last_seen else None}
@@ -661,17 +661,6 @@ def _pages(owners: dict[str, list[str]]) -> list[dict[str, str]]:
     return pages
 
 
-def _same_but_recent(stored: user.UserState, merged: user.UserState) -> bool:
-    """Nothing to write: the user is unchanged but for a ``last_seen`` less than
-    :data:`LAST_SEEN_STEP` newer than the stored one (usage alone rewrites a user at most that often)."""
-    if merged == stored:
-        return True
-    if stored.last_seen is None or merged.last_seen is None:
-        return False
-    return replace(merged, last_seen=stored.last_seen) == stored and \
-        merged.last_seen - stored.last_seen < LAST_SEEN_STEP
-
-
 _RECENCY_KEYS = frozenset({"last", "last_seen"})
 
 
@@ -697,14 +686,12 @@ def same_but_recency(old: Any, new: Any) -> bool:
 
 def _summary_unchanged(stored: dict[str, Any], new: dict[str, Any]) -> bool:
     """Nothing to write: the SUMMARY is the same but for a ``last_seen`` less than :data:`LAST_SEEN_STEP`
-    newer. (Every SUMMARY write also rewrites the four listing indexes' copies: moving ``last_seen``
-    alone on every batch was the largest cost of a busy account.)"""
-    if stored == new:
-        return True
-    moved = {k for k in stored.keys() | new.keys() if stored.get(k) != new.get(k)}
-    if not moved <= {"last_seen", "seen_sk"} or not stored.get("last_seen") or not new.get("last_seen"):
-        return False
-    return parse_ts(new["last_seen"]) - parse_ts(stored["last_seen"]) < LAST_SEEN_STEP
+    newer (and the listing key derived from it). Every SUMMARY write also rewrites the four listing
+    indexes' copies: moving ``last_seen`` alone on every batch was the largest cost of a busy account."""
+    def content(attrs: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in attrs.items() if k != "seen_sk"}
+
+    return stored == new or same_but_recency(content(stored), content(new))
 
 
 def _tags(ring: str) -> set[str]:
