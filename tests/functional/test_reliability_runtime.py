@@ -22,7 +22,7 @@ from chalicelib import db
 from streams.functions import FunctionRegistry
 from streams.poller import owner_is_dead, runtime_owner
 from streams.store import ControlStore
-from tests.helpers.echo import EchoHandler
+from tests.helpers.echo import EchoHandler, raise_on_call
 from tests.helpers.streams import day_table, fast_options, local_parts, put_events, wait_until
 
 pytestmark = pytest.mark.timeout(90)
@@ -90,15 +90,8 @@ def test_storage_outage_backs_off_and_resumes_without_losing_records(prefix: str
 
 
 def test_supervisor_restarts_a_poller_thread_that_died(prefix: str, ddb: Any) -> None:
-    calls = {"n": 0}
-
-    def die_once(event: dict[str, Any]) -> bool:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise SystemExit("the poller thread dies (not an Exception: escapes every handler)")
-        return False
-
-    echo = EchoHandler(crash=die_once)
+    # SystemExit is not an Exception: it escapes every handler, and the poller thread dies.
+    echo = EchoHandler(crash=raise_on_call(1, SystemExit("the poller thread dies")))
     _, store, backend, runtime, src = _setup(prefix, echo)
     m = backend.create(event_source_arn=src, function_name="echo:blue", batch_size=10)
     table = day_table(prefix)

@@ -12,7 +12,7 @@ import pytest
 from chalicelib import tables
 from streams.functions import FunctionRegistry
 from streams.poller import HostCrash
-from tests.helpers.echo import EchoHandler
+from tests.helpers.echo import EchoHandler, raise_on_call
 from tests.helpers.streams import day_table, fast_options, local_parts, put_events, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -132,15 +132,7 @@ def test_retries_exhausted_go_to_dead_letter_store_and_shard_moves_on(prefix: st
 
 
 def test_crash_mid_batch_redelivers_that_batch_and_nothing_earlier(prefix: str, ddb: Any) -> None:
-    calls = {"n": 0}
-
-    def crash_on_second_batch(event: dict[str, Any]) -> bool:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise HostCrash("host died mid-batch")
-        return False
-
-    crashing = EchoHandler(crash=crash_on_second_batch)
+    crashing = EchoHandler(crash=raise_on_call(2, HostCrash("host died mid-batch")))
     reg, store, backend, runtime, src = _setup(prefix, crashing)
     m = backend.create(event_source_arn=src, function_name="echo:blue", batch_size=5)
     table = day_table(prefix)

@@ -18,7 +18,8 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
     DynamoDBStreamEvent,
 )
 
-__all__ = ["DynamoDBRecord", "DynamoDBStreamEvent", "EchoHandler", "RecordHandler", "batch_handler", "echo_handler"]
+__all__ = ["DynamoDBRecord", "DynamoDBStreamEvent", "EchoHandler", "RecordHandler", "batch_handler", "echo_handler",
+           "raise_on_call"]
 
 
 RecordHandler = Callable[[DynamoDBRecord], Any]
@@ -39,6 +40,19 @@ def batch_handler(record_handler: RecordHandler) -> Callable[[dict[str, Any], An
     handler.__name__ = getattr(record_handler, "__name__", "handler")
     handler.__doc__ = record_handler.__doc__
     return handler
+
+
+def raise_on_call(n: int, exc: BaseException) -> Callable[[dict[str, Any]], bool]:
+    """An ``EchoHandler`` ``crash`` predicate that raises ``exc`` on the ``n``-th invocation only."""
+    calls = {"n": 0}
+
+    def crash(event: dict[str, Any]) -> bool:
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise exc
+        return False
+
+    return crash
 
 
 class EchoHandler:
