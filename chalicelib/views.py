@@ -23,6 +23,7 @@ from typing import Any
 from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
 
 from chalicelib.db import batch_get
+from chalicelib.keys import MEMBERS_SK
 
 __all__ = ["Blob", "ViewStore", "WriteStats", "encode_body", "decode_body", "to_ddb", "from_ddb"]
 
@@ -228,7 +229,12 @@ class ViewStore:
         list(self._io.map(self._batch_put, chunks))
 
     def _batch_put(self, chunk: list[dict[str, Any]]) -> None:
-        request = {self.table: [{"PutRequest": {"Item": to_ddb(it)}} for it in chunk]}
+        self.batch_write_raw([to_ddb(it) for it in chunk])
+
+    def batch_write_raw(self, chunk: list[dict[str, Any]]) -> None:
+        """One ``BatchWriteItem`` of up to 25 items in DynamoDB's attribute-value form (unprocessed items
+        retried with backoff)."""
+        request = {self.table: [{"PutRequest": {"Item": it}} for it in chunk]}
         for attempt in range(10):
             if attempt:
                 time.sleep(random.uniform(0, 0.05 * 2 ** attempt))
@@ -240,6 +246,39 @@ class ViewStore:
             if not request:
                 return
         raise RuntimeError(f"BatchWriteItem on {self.table}: items still unprocessed")
+
+    def put_link(self, pk: str, sk: str, link: dict[str, Any], user_ver: int, *, create: bool) -> bool:
+        """Write a user link (plain item, no ``ver``); True if this call created it (exactly once, by
+        condition). An existing link is replaced only by a newer version of its user (``user_ver``)."""
+        item = to_ddb({"pk": pk, "sk": sk, "user_ver": user_ver, **link})
+        if create:
+            try:
+                resp = self.client.put_item(TableName=self.table, Item=item, ReturnConsumedCapacity="TOTAL",
+                                            ConditionExpression="attribute_not_exists(pk)")
+                self.stats.add(writes=1, write_units=resp.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
+                return True
+            except self.client.exceptions.ConditionalCheckFailedException:
+                pass  # created concurrently: update it below
+        try:
+            resp = self.client.put_item(
+                TableName=self.table, Item=item, ReturnConsumedCapacity="TOTAL",
+                ConditionExpression="attribute_exists(pk) AND user_ver < :v",
+                ExpressionAttributeValues={":v": {"N": str(user_ver)}})
+            self.stats.add(writes=1, write_units=resp.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
+        except self.client.exceptions.ConditionalCheckFailedException:
+            pass  # a newer version of the user already wrote its link: nothing to do
+        return False
+
+    def add_members(self, added: dict[str, int]) -> None:
+        """Add to the ``n`` counter of each account partition's ``MEMBERS`` item (``ADD``, one write each)."""
+        def one(item: tuple[str, int]) -> None:
+            resp = self.client.update_item(
+                TableName=self.table, Key={"pk": {"S": item[0]}, "sk": {"S": MEMBERS_SK}},
+                UpdateExpression="ADD n :n", ExpressionAttributeValues={":n": {"N": str(item[1])}},
+                ReturnConsumedCapacity="TOTAL")
+            self.stats.add(writes=1, write_units=resp.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
+
+        self.run(one, sorted(added.items()))
 
     def get_plain(self, keys: Iterable[tuple[str, str]], projection: str | None = None,
                   consistent: bool = True) -> dict[tuple[str, str], dict[str, Any]]:

@@ -28,6 +28,7 @@ from chalicelib.scoremodels import ScoreModelStore
 from chalicelib.versions import TTL_SECONDS, active_view_version, set_active_view_version
 from chalicelib.views import ViewStore, decode_body, from_ddb
 from projections.events import Event
+from streams.buffered import DEFAULT_MAX_ITEMS, BufferedViewStore
 from streams.writer import ViewWriter, same_but_recency
 
 __all__ = ["ReplayStats", "Comparison", "iter_chunks", "iter_events", "rebuild", "compare", "promote",
@@ -51,6 +52,8 @@ class ReplayStats:
     poison: int = 0
     write_units: float = 0.0
     writes: int = 0
+    buffered: bool = False  # folded in memory, written once per flush (an inactive version)
+    flushes: int = 0
 
 
 @dataclass
@@ -111,11 +114,21 @@ def iter_chunks(client: Any, prefix: str, *, last_tables: int | None = None,
 
 
 def rebuild(client: Any, prefix: str, version: int, *, now: datetime | None = None, batch_events: int = 5000,
-            last_tables: int | None = None) -> ReplayStats:
-    """Fold every stored event into ``<prefix>view-v<version>`` (created if missing)."""
+            last_tables: int | None = None, max_items: int | None = None,
+            buffered: bool | None = None) -> ReplayStats:
+    """Fold every stored event into ``<prefix>view-v<version>`` (created if missing).
+
+    A version that is not the active one has no other writer: the fold runs in memory
+    (:class:`streams.buffered.BufferedViewStore`) and each item is written once per flush with
+    ``BatchWriteItem``. The active version (a promotion's catch-up) is written item by item with the
+    live store's conditional writes, beside the live projectors. ``buffered`` overrides that choice."""
     table = tables.ensure_view_table(client, prefix, version)
-    projector = ViewWriter(ViewStore(client, table), ScoreModelStore(client, keys.control_table_name(prefix)))
-    stats = ReplayStats(version)
+    exclusive = (version != active_view_version(client, keys.control_table_name(prefix), cached=False)
+                 if buffered is None else buffered)
+    store: ViewStore = (BufferedViewStore(client, table, max_items=max_items or DEFAULT_MAX_ITEMS) if exclusive
+                        else ViewStore(client, table))
+    projector = ViewWriter(store, ScoreModelStore(client, keys.control_table_name(prefix)))
+    stats = ReplayStats(version, buffered=exclusive)
     now = now or datetime.now(UTC)
     pending: dict[str, list[tuple[str, list[Event]]]] = {}
     size = 0
@@ -123,19 +136,22 @@ def rebuild(client: Any, prefix: str, version: int, *, now: datetime | None = No
         pending.setdefault(tenant, []).append((chunk, events))
         size += len(events)
         if size >= batch_events:
-            _flush(projector, pending, now, stats)
+            _flush(projector, pending, now)
             pending, size = {}, 0
-    _flush(projector, pending, now, stats)
+    _flush(projector, pending, now)
+    if isinstance(store, BufferedViewStore):
+        store.flush()
+        stats.flushes = store.flushes
+    stats.write_units, stats.writes = store.stats.write_units, store.stats.writes
     return stats
 
 
-def _flush(projector: ViewWriter, pending: dict[str, list[tuple[str, list[Event]]]], now: datetime,
-           stats: ReplayStats) -> None:
+def _flush(projector: ViewWriter, pending: dict[str, list[tuple[str, list[Event]]]], now: datetime) -> None:
     if pending:
         # Replay claims (source "R") never count a message the live projector claimed, and vice versa.
-        result = projector.record(None, now, chunks=pending, source="R")
-        stats.write_units += result.write_units
-        stats.writes += result.writes
+        projector.record(None, now, chunks=pending, source="R")
+        if isinstance(projector.store, BufferedViewStore):
+            projector.store.maybe_flush()
 
 
 def _normalise(item: dict[str, Any]) -> tuple[str, Any]:

@@ -552,8 +552,8 @@ class ViewWriter:
             made = []
             for account_id in targets:
                 pk = keys.account_pk(tenant_id, account_id)
-                if self._write_link(pk, keys.user_link_sk(user_key), link, result.ver,
-                                    create=(pk, keys.user_link_sk(user_key)) not in existing):
+                if self.store.put_link(pk, keys.user_link_sk(user_key), link, result.ver,
+                                       create=(pk, keys.user_link_sk(user_key)) not in existing):
                     made.append(pk)
             return user_key, {**link, "accounts": sorted(merged.accounts), "_created": made,
                               "last_seen": format_ts(merged.last_seen) if merged.last_seen else None}
@@ -563,41 +563,9 @@ class ViewWriter:
         for _, link in done:
             for pk in link.pop("_created"):
                 created[pk] = created.get(pk, 0) + 1
-        self._count_members(created)
+        # The links created in this batch, added to each account's MEMBERS counter (one write per account).
+        self.store.add_members(created)
         return dict(done)
-
-    def _write_link(self, pk: str, sk: str, link: dict[str, Any], user_ver: int, *, create: bool) -> bool:
-        """Write a user link; True if this call created it (exactly once, by condition)."""
-        item = to_ddb({"pk": pk, "sk": sk, "user_ver": user_ver, **link})
-        client = self.store.client
-        if create:
-            try:
-                resp = client.put_item(TableName=self.store.table, Item=item, ReturnConsumedCapacity="TOTAL",
-                                       ConditionExpression="attribute_not_exists(pk)")
-                self.store.stats.add(writes=1, write_units=resp.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
-                return True
-            except client.exceptions.ConditionalCheckFailedException:
-                pass  # created concurrently: update it below
-        try:
-            resp = client.put_item(
-                TableName=self.store.table, Item=item, ReturnConsumedCapacity="TOTAL",
-                ConditionExpression="attribute_exists(pk) AND user_ver < :v",
-                ExpressionAttributeValues={":v": {"N": str(user_ver)}})
-            self.store.stats.add(writes=1, write_units=resp.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
-        except client.exceptions.ConditionalCheckFailedException:
-            pass  # a newer version of the user already wrote its link: nothing to do
-        return False
-
-    def _count_members(self, created: dict[str, int]) -> None:
-        """Add the links created in this batch to each account's ``MEMBERS`` counter (one write per account)."""
-        def one(item: tuple[str, int]) -> None:
-            resp = self.store.client.update_item(
-                TableName=self.store.table, Key={"pk": {"S": item[0]}, "sk": {"S": keys.MEMBERS_SK}},
-                UpdateExpression="ADD n :n", ExpressionAttributeValues={":n": {"N": str(item[1])}},
-                ReturnConsumedCapacity="TOTAL")
-            self.store.stats.add(writes=1, write_units=resp.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
-
-        self.store.run(one, sorted(created.items()))
 
     # --- catalog -------------------------------------------------------------------------------
 
