@@ -38,13 +38,15 @@ def assemble_account(head: dict[str, Any] | None, account_id: str, days: dict[st
     return account.merge(AccountState.from_dict(base), account.empty(account_id))
 
 
-def load_account(store: ViewStore, tenant_id: str, account_id: str,
-                 head: Blob | None = None) -> tuple[AccountState, Blob, dict[str, Blob]]:
-    """The full stored state of an account, with the blobs it was built from."""
+def load_account(store: ViewStore, tenant_id: str, account_id: str, head: Blob | None = None,
+                 day_blobs: list[Blob] | None = None) -> tuple[AccountState, Blob, dict[str, Blob]]:
+    """The full stored state of an account, with the blobs it was built from (``head`` and ``day_blobs``:
+    already read)."""
     pk = keys.account_pk(tenant_id, account_id)
     if head is None:
         head = store.get_many([(pk, keys.HEAD_SK)])[(pk, keys.HEAD_SK)]
-    day_blobs, _ = store.query_prefix(pk, keys.DAY_PREFIX)
+    if day_blobs is None:
+        day_blobs, _ = store.query_prefix(pk, keys.DAY_PREFIX)
     days = {b.sk[len(keys.DAY_PREFIX):]: b for b in day_blobs}
     state = assemble_account(head.data, account_id, {d: b.data for d, b in days.items()})
     return state, head, days

@@ -16,7 +16,6 @@ was empty when the rebuild began needs no read for a key this store never wrote.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -25,12 +24,25 @@ from chalicelib.views import Blob, ConflictError, ViewStore, _ddb_safe, _plain, 
 
 __all__ = ["BufferedViewStore", "DEFAULT_MAX_ITEMS"]
 
-DEFAULT_MAX_ITEMS = 60_000
-"""Items held before a flush forgets them (≈ 2 KB of Python objects each: ~120 MB)."""
+DEFAULT_MAX_ITEMS = 150_000
+"""Items held before a flush forgets them."""
 
 
-def _roundtrip(data: Any) -> Any:
-    return None if data is None else json.loads(json.dumps(data, separators=(",", ":"), sort_keys=True))
+def _body(data: Any) -> bytes | None:
+    return None if data is None else encode_body(data)
+
+
+class _Held:
+    """An item as held: its body as stored (compressed JSON: compact in memory, and a fresh object on every
+    read, as a read from the table gives), its ``ver`` and plain attributes."""
+
+    __slots__ = ("body", "ver", "attrs")
+
+    def __init__(self, body: bytes | None, ver: int, attrs: dict[str, Any]) -> None:
+        self.body, self.ver, self.attrs = body, ver, attrs or None
+
+    def blob(self, pk: str, sk: str) -> Blob:
+        return Blob(pk, sk, None if self.body is None else decode_body(self.body), self.ver, dict(self.attrs or {}))
 
 
 def _attrs(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -44,7 +56,7 @@ class BufferedViewStore(ViewStore):
     def __init__(self, client: Any, table: str, *, max_items: int = DEFAULT_MAX_ITEMS, workers: int = 8) -> None:
         super().__init__(client, table, workers=workers)
         self.max_items = max_items
-        self._items: dict[tuple[str, str], Blob | None] = {}  # None: known absent
+        self._items: dict[tuple[str, str], _Held | None] = {}  # None: known absent
         self._sks: dict[str, set[str]] = {}  # pk -> sort keys held (present items only)
         self._loaded: dict[str, list[str]] = {}  # pk -> sort-key prefixes read whole from the table
         self._dirty: set[tuple[str, str]] = set()
@@ -62,38 +74,38 @@ class BufferedViewStore(ViewStore):
     def _may_exist(self, key: tuple[str, str]) -> bool:
         return not self._started_empty or hash(key) in self._written
 
-    def _hold(self, key: tuple[str, str], blob: Blob | None, *, dirty: bool = False) -> None:
-        self._items[key] = blob
-        if blob is not None:
+    def _hold(self, key: tuple[str, str], held: _Held | None, *, dirty: bool = False) -> None:
+        self._items[key] = held
+        if held is not None:
             self._sks.setdefault(key[0], set()).add(key[1])
         if dirty:
             self._dirty.add(key)
 
-    def _lookup(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Blob | None]:
+    def _lookup(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], _Held | None]:
         wanted = list(dict.fromkeys(keys))
         missing = [k for k in wanted if k not in self._items and self._may_exist(k)]
         if missing:
             for k, b in super().get_many(missing).items():
                 present = b.ver or b.data is not None or b.attrs
                 if k not in self._items:
-                    self._hold(k, b if present else None)
+                    self._hold(k, _Held(_body(b.data), b.ver, b.attrs) if present else None)
         return {k: self._items.get(k) for k in wanted}
 
     # --- reads ----------------------------------------------------------------------------------
 
     def get_many(self, keys: Iterable[tuple[str, str]], *, consistent: bool = True) -> dict[tuple[str, str], Blob]:
-        return {k: (b if b is not None else Blob(k[0], k[1])) for k, b in self._lookup(keys).items()}
+        return {k: (h.blob(*k) if h is not None else Blob(k[0], k[1])) for k, h in self._lookup(keys).items()}
 
     def get_plain(self, keys: Iterable[tuple[str, str]], projection: str | None = None,
                   consistent: bool = True) -> dict[tuple[str, str], dict[str, Any]]:
         out: dict[tuple[str, str], dict[str, Any]] = {}
-        for k, b in self._lookup(keys).items():
-            if b is not None:
-                plain: dict[str, Any] = {"pk": b.pk, "sk": b.sk, **b.attrs}
-                if b.ver:
-                    plain["ver"] = b.ver
-                if b.data is not None:
-                    plain["body"] = encode_body(b.data)
+        for k, h in self._lookup(keys).items():
+            if h is not None:
+                plain: dict[str, Any] = {"pk": k[0], "sk": k[1], **(h.attrs or {})}
+                if h.ver:
+                    plain["ver"] = h.ver
+                if h.body is not None:
+                    plain["body"] = h.body
                 out[k] = plain
         return out
 
@@ -105,18 +117,30 @@ class BufferedViewStore(ViewStore):
             self.flush(forget=False)
             return super().query_prefix(pk, sk_prefix, consistent=consistent, newest_first=newest_first,
                                         limit=limit, start=start, sk_from=sk_from, sk_to=sk_to)
-        if not any(sk_prefix.startswith(p) for p in self._loaded.get(pk, ())):
+        if not self._covered(pk, sk_prefix):
             if not self._started_empty or pk in self._written_pks:
                 for b in super().query_prefix(pk, sk_prefix)[0]:
                     if (b.pk, b.sk) not in self._items:
-                        self._hold((b.pk, b.sk), b)
+                        self._hold((b.pk, b.sk), _Held(_body(b.data), b.ver, b.attrs))
             self._loaded.setdefault(pk, []).append(sk_prefix)
         sks = sorted((sk for sk in self._sks.get(pk, ()) if sk.startswith(sk_prefix)), reverse=newest_first)
-        held = [self._items[(pk, sk)] for sk in sks]
-        return [b for b in held if b is not None], None
+        found = [(sk, self._items[(pk, sk)]) for sk in sks]
+        return [h.blob(pk, sk) for sk, h in found if h is not None], None
 
     def query_many(self, requests: list[tuple[str, str]]) -> list[list[Blob]]:
+        # What must come from the table is read in parallel first; then every answer is from memory.
+        unread = [(pk, p) for pk, p in dict.fromkeys(requests) if not self._covered(pk, p)
+                  and (not self._started_empty or pk in self._written_pks)]
+        for (pk, p), blobs in zip(unread, self._io.map(lambda r: ViewStore.query_prefix(self, *r)[0], unread),
+                                  strict=True):
+            for b in blobs:
+                if (b.pk, b.sk) not in self._items:
+                    self._hold((b.pk, b.sk), _Held(_body(b.data), b.ver, b.attrs))
+            self._loaded.setdefault(pk, []).append(p)
         return [self.query_prefix(pk, prefix)[0] for pk, prefix in requests]
+
+    def _covered(self, pk: str, sk_prefix: str) -> bool:
+        return any(sk_prefix.startswith(p) for p in self._loaded.get(pk, ()))
 
     # --- writes (held until flushed) ------------------------------------------------------------
 
@@ -126,7 +150,7 @@ class BufferedViewStore(ViewStore):
         if (held.ver if held is not None else 0) != blob.ver:
             self.stats.add(conflicts=1)
             raise ConflictError(f"{blob.pk}/{blob.sk}")
-        self._hold(key, Blob(blob.pk, blob.sk, _roundtrip(data), blob.ver + 1, _attrs(attrs or {})), dirty=True)
+        self._hold(key, _Held(_body(data), blob.ver + 1, _attrs(attrs or {})), dirty=True)
         return Blob(blob.pk, blob.sk, data, blob.ver + 1, attrs or {})
 
     def put_many(self, items: list[dict[str, Any]]) -> None:
@@ -134,17 +158,16 @@ class BufferedViewStore(ViewStore):
             rest = dict(it)
             pk, sk, body = rest.pop("pk"), rest.pop("sk"), rest.pop("body", None)
             ver = int(rest.pop("ver", 0))
-            self._hold((pk, sk), Blob(pk, sk, None if body is None else decode_body(body), ver, _attrs(rest)),
-                       dirty=True)
+            self._hold((pk, sk), _Held(body, ver, _attrs(rest)), dirty=True)
 
     def put_link(self, pk: str, sk: str, link: dict[str, Any], user_ver: int, *, create: bool) -> bool:
         held = self._lookup([(pk, sk)])[(pk, sk)]
-        item = Blob(pk, sk, None, 0, _attrs({"user_ver": user_ver, **link}))
+        item = _Held(None, 0, _attrs({"user_ver": user_ver, **link}))
         if held is None:
             if create:
                 self._hold((pk, sk), item, dirty=True)
             return create
-        if int(held.attrs.get("user_ver", 0)) < user_ver:
+        if int((held.attrs or {}).get("user_ver", 0)) < user_ver:
             self._hold((pk, sk), item, dirty=True)
         return False
 
@@ -152,8 +175,8 @@ class BufferedViewStore(ViewStore):
         found = self._lookup((pk, MEMBERS_SK) for pk in added)
         for pk, n in sorted(added.items()):
             held = found[(pk, MEMBERS_SK)]
-            total = int(held.attrs.get("n", 0)) + n if held is not None else n
-            self._hold((pk, MEMBERS_SK), Blob(pk, MEMBERS_SK, None, 0, {"n": total}), dirty=True)
+            total = int((held.attrs or {}).get("n", 0)) + n if held is not None else n
+            self._hold((pk, MEMBERS_SK), _Held(None, 0, {"n": total}), dirty=True)
 
     def run(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
         return [fn(i) for i in items]  # no I/O to overlap: the items are in memory
@@ -170,15 +193,7 @@ class BufferedViewStore(ViewStore):
     def flush(self, *, forget: bool = True) -> None:
         """Write every changed item once (``BatchWriteItem``), then forget what is held (``forget``)."""
         dirty = sorted(self._dirty)
-        raw = []
-        for key in dirty:
-            b = self._items[key]
-            assert b is not None
-            item = to_ddb({"pk": b.pk, "sk": b.sk, **({"ver": b.ver} if b.ver else {}), **b.attrs})
-            if b.data is not None:
-                item["body"] = {"B": encode_body(b.data)}
-            raw.append(item)
-        list(self._io.map(self.batch_write_raw, [raw[i:i + 25] for i in range(0, len(raw), 25)]))
+        list(self._io.map(self._write, [dirty[i:i + 25] for i in range(0, len(dirty), 25)]))
         self._written.update(hash(k) for k in dirty)
         self._written_pks.update(k[0] for k in dirty)
         self._dirty.clear()
@@ -187,3 +202,15 @@ class BufferedViewStore(ViewStore):
             self._items.clear()
             self._sks.clear()
             self._loaded.clear()
+
+    def _write(self, keys: list[tuple[str, str]]) -> None:
+        # Items take their DynamoDB form 25 at a time (all at once would double a big flush's memory).
+        raw = []
+        for key in keys:
+            h = self._items[key]
+            assert h is not None
+            item = to_ddb({"pk": key[0], "sk": key[1], **({"ver": h.ver} if h.ver else {}), **(h.attrs or {})})
+            if h.body is not None:
+                item["body"] = {"B": h.body}
+            raw.append(item)
+        self.batch_write_raw(raw)

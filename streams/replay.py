@@ -35,6 +35,9 @@ __all__ = ["ReplayStats", "Comparison", "iter_chunks", "iter_events", "rebuild",
            "IGNORED_ATTRIBUTES"]
 
 
+BUFFERED_BATCH_EVENTS = 20_000
+"""Events per batch of an in-memory rebuild (≈ 1.5 KB of Python objects each)."""
+
 # Bookkeeping and time-dependent attributes (scores are a function of state *and* as-of time).
 IGNORED_ATTRIBUTES = frozenset({
     "ver", "as_of", "alerts", "user_ver", "ring", "cl", "ttl", "seen_sk",
@@ -113,7 +116,7 @@ def iter_chunks(client: Any, prefix: str, *, last_tables: int | None = None,
             yield tenant, f"{table}|{item.get('pk', {}).get('S')}", events
 
 
-def rebuild(client: Any, prefix: str, version: int, *, now: datetime | None = None, batch_events: int = 5000,
+def rebuild(client: Any, prefix: str, version: int, *, now: datetime | None = None, batch_events: int | None = None,
             last_tables: int | None = None, max_items: int | None = None,
             buffered: bool | None = None) -> ReplayStats:
     """Fold every stored event into ``<prefix>view-v<version>`` (created if missing).
@@ -129,6 +132,9 @@ def rebuild(client: Any, prefix: str, version: int, *, now: datetime | None = No
                         else ViewStore(client, table))
     projector = ViewWriter(store, ScoreModelStore(client, keys.control_table_name(prefix)))
     stats = ReplayStats(version, buffered=exclusive)
+    # Each batch scores every account it touches once: in memory, big batches fold a busy view's
+    # accounts far fewer times (the Event objects of a batch are what it costs in memory).
+    batch_events = batch_events or (BUFFERED_BATCH_EVENTS if exclusive else 5000)
     now = now or datetime.now(UTC)
     pending: dict[str, list[tuple[str, list[Event]]]] = {}
     size = 0

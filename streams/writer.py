@@ -383,18 +383,23 @@ class ViewWriter:
         heads = self.store.get_many([(pk, keys.HEAD_SK) for pk in pks.values()] +
                                     [(pk, keys.SUMMARY_SK) for pk in pks.values()])
         tl_blobs = self.store.get_many([(pks[a], keys.timeline_sk(d)) for a, d in timelines])
+        timelines_of: dict[str, list[tuple[str, timeline.TimelineBucket]]] = {}
+        for (a, d), tl in timelines.items():
+            timelines_of.setdefault(a, []).append((d, tl))
         members = self.store.get_plain([(pk, keys.MEMBERS_SK) for pk in pks.values()])
         self._bump_all(account_days, also_seen)
+        # Every touched account's days (as bumped now), read in parallel before scoring.
+        order = sorted(touched)
+        days_of = dict(zip(order, self.store.query_many([(pks[a], keys.DAY_PREFIX) for a in order]), strict=True))
 
         def one(account_id: str) -> tuple[str, dict[str, Any] | None, int]:
             pk = pks[account_id]
             head = heads[(pk, keys.HEAD_SK)]
             if account_id in batch:
                 head = self._write_head(pk, head, batch[account_id])
-            for (a, d), tl in timelines.items():
-                if a == account_id:
-                    self._write_timeline(tl_blobs[(pk, keys.timeline_sk(d))], tl)
-            state, _, _ = load_account(self.store, tenant_id, account_id, head)
+            for d, tl in timelines_of.get(account_id, []):
+                self._write_timeline(tl_blobs[(pk, keys.timeline_sk(d))], tl)
+            state, _, _ = load_account(self.store, tenant_id, account_id, head, days_of[account_id])
             if state.account_id != account_id or (head.ver == 0 and not state.days):
                 return account_id, None, 0
             summary, alerts = self._write_summary(tenant_id, state, model, now, heads[(pk, keys.SUMMARY_SK)],
@@ -402,7 +407,7 @@ class ViewWriter:
             return account_id, summary, alerts
 
         written: dict[str, dict[str, Any]] = {}
-        for account_id, summary, alerts in self.store.run(one, sorted(touched)):
+        for account_id, summary, alerts in self.store.run(one, order):
             stats.alerts += alerts
             if summary is not None:
                 written[account_id] = summary
