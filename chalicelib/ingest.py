@@ -628,6 +628,26 @@ class CatalogCaps:
             missing = missing[len(part):]
 
 
+RETRY_CLOCK_MARGIN = timedelta(minutes=10)
+"""How far a corrected client timestamp may sit after the moment its request was first received (the
+clock-skew correction is exact up to the request's time in flight)."""
+
+
+def _may_be_a_retry_from_yesterday(events: list[dict[str, Any]], received_at: datetime) -> bool:
+    """Could an earlier attempt of this request have been stored in yesterday's table?
+
+    A retry re-sends the same events with the same client timestamps; their corrected times are when the
+    events happened, which is before the first attempt was received. If every event carries a client
+    timestamp corrected to at least :data:`RETRY_CLOCK_MARGIN` after today's UTC midnight, no attempt of
+    it was received yesterday, and the read of yesterday's table is skipped. An event without a client
+    timestamp (its time is its arrival) keeps the read. Were a drifting clock without ``sentAt`` to fool
+    this, the chunk would be stored twice and still counted once (the projector's claims).
+    """
+    midnight = received_at.replace(hour=0, minute=0, second=0, microsecond=0)
+    floor = _iso(midnight + RETRY_CLOCK_MARGIN)
+    return any(e["originalTimestamp"] is None or e["timestamp"] < floor for e in events)
+
+
 class Ingestor:
     """Appends validated requests to the day table of their arrival (UTC)."""
 
@@ -708,7 +728,8 @@ class Ingestor:
         self.caps.admit(tenant_id, names, props)
         items = pack_chunks(tenant_id, events, received_at)
         table = keys.events_table_name(self._prefix, received_at)
-        already = self._in_previous_day(items, received_at)
+        already = self._in_previous_day(items, received_at) if _may_be_a_retry_from_yesterday(events, received_at) \
+            else set()
         todo = [it for it in items if it["pk"]["S"] not in already]
         try:
             units, stored = self._append(table, todo)

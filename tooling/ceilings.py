@@ -140,7 +140,9 @@ def ingest_vs_raw(endpoint: str, events: int, threads: int = 4, per_request: int
     for i, e in enumerate(wire):
         e["messageId"] = f"ceil-{i}"
     requests_ = [wire[i:i + per_request] for i in range(0, len(wire), per_request)]
-    server = LocalHttpServer(app, port=0).start()
+    # The API in its own process, as it is deployed (never in its clients' process): the client threads
+    # and the server do not share one interpreter lock.
+    server = _ServerProcess(endpoint, prefix)
     local = threading.local()
     failures: list[int] = []
 
@@ -174,8 +176,45 @@ def ingest_vs_raw(endpoint: str, events: int, threads: int = 4, per_request: int
     api_rate, raw_rate = len(wire) / api_s, len(wire) / raw_s
     return {"events": len(wire), "threads": threads, "events_per_request": per_request, "failures": len(failures),
             "api_events_per_s": round(api_rate, 1), "raw_batch_write_events_per_s": round(raw_rate, 1),
-            "ingest_vs_raw": round(api_rate / raw_rate, 3),
+            "ingest_vs_raw": round(api_rate / raw_rate, 3), "server": "own process",
             "reference": "boto3 BatchWriteItem, one item per event (25 per call), same threads, same DynamoDB Local"}
+
+
+class _ServerProcess:
+    """The local HTTP API in a child process (``python -m tooling.ceilings serve``) until :meth:`stop`."""
+
+    def __init__(self, endpoint: str, prefix: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "tooling.ceilings", "serve", endpoint, prefix],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True)
+        assert self.proc.stdout is not None
+        lines = iter(self.proc.stdout.readline, "")
+        line = next((x.strip() for x in lines if x.startswith("http://")), "")  # log lines come first
+        if not line:
+            self.stop()
+            raise RuntimeError("API server child did not start")
+        self.url = line
+        # Keep reading its log lines, so a full pipe never blocks the server.
+        threading.Thread(target=lambda: [None for _ in lines], daemon=True).start()
+
+    def stop(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()  # the child stops when its stdin closes
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _serve_child(endpoint: str, prefix: str) -> None:
+    use_endpoint(endpoint, prefix)
+    server = LocalHttpServer(app, port=0).start()
+    print(server.url, flush=True)
+    try:
+        sys.stdin.read()
+    finally:
+        server.stop()
 
 
 # --- replay against a raw scan, then the query API over the rebuilt view ---------------------------
@@ -354,11 +393,19 @@ def naive_handler(client: Any, table: str) -> Callable[[dict[str, Any], Any], di
     return handler
 
 
+AtRest = Callable[[str, dict[str, Any], Any, str], dict[str, Any]]
+"""``at_rest(url, tenant, client, view)``: a measurement run on the lag-under-load stack after its warm-up."""
+
+
 def lag_under_load(endpoint: str, rate: float, seconds: float, accounts: int, *, naive: bool = False,
-                   per_request: int = 100) -> dict[str, Any]:
+                   per_request: int = 100, at_rest: AtRest | None = None) -> dict[str, Any]:
     """Sustained ``rate`` events/s for ``seconds`` over ``accounts`` through the HTTP API, mappings polling
     4 times a second; each request carries one probe event for a fresh account, and the lag of a request is
-    from its HTTP 200 to that account's SUMMARY item existing in the view."""
+    from its HTTP 200 to that account's SUMMARY item existing in the view.
+
+    ``at_rest``: run after the warm-up, before the load (the lag at rest of ``streamfold bench``: the same
+    stack and mapping, already warm, so it needs no warm-up of its own); its result is ``out["at_rest"]``
+    with the runtime's ``poll_interval_s``."""
     # deferred: heavy optional dependency, only the HTTP phases need it
     import requests
 
@@ -383,7 +430,14 @@ def lag_under_load(endpoint: str, rate: float, seconds: float, accounts: int, *,
     server = LocalHttpServer(app, port=0).start()
     rng = random.Random(17)
     users = accounts
-    warm_s = _warm_up(server.url, tenant, client, view, accounts, per_request)
+    try:
+        warm_s = _warm_up(server.url, tenant, client, view, accounts, per_request)
+        rest = None if at_rest is None else {**at_rest(server.url, tenant, client, view),
+                                             "poll_interval_s": runtime.options.poll_interval}
+    except BaseException:
+        server.stop()
+        runtime.stop()
+        raise
     pending: dict[str, float] = {}
     lags: list[float] = []
     lock = threading.Lock()
@@ -446,6 +500,8 @@ def lag_under_load(endpoint: str, rate: float, seconds: float, accounts: int, *,
                            "p50_ms": round(percentile(lags, 50), 1), "p99_ms": round(percentile(lags, 99), 1),
                            "max_ms": round(max(lags), 1) if lags else None,
                            "samples_ms": [round(x, 1) for x in lags]}
+    if rest is not None:
+        out["at_rest"] = rest
     if naive_fn is not None:
         u = naive_fn.units  # type: ignore[attr-defined]
         out["write_units_per_event"] = round(sum(u) / max(1, len(u) // 3), 3)
@@ -474,7 +530,7 @@ def _warm_up(url: str, tenant: dict[str, Any], client: Any, view: str, accounts:
     while not db.batch_get(client, view, [last], projection="pk"):
         if time.perf_counter() - started > timeout:
             raise RuntimeError(f"warm-up: {accounts} accounts not projected within {timeout:.0f} s")
-        time.sleep(0.5)
+        time.sleep(0.05)
     return time.perf_counter() - started
 
 
@@ -692,6 +748,9 @@ def chart(report: dict[str, Any], path: str) -> None:
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "replay":
         _replay_child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif len(sys.argv) == 4 and sys.argv[1] == "serve":
+        _serve_child(sys.argv[2], sys.argv[3])
     else:
-        print("usage: python -m tooling.ceilings replay ENDPOINT PREFIX VERSION", file=sys.stderr)
+        print("usage: python -m tooling.ceilings replay ENDPOINT PREFIX VERSION | serve ENDPOINT PREFIX",
+              file=sys.stderr)
         sys.exit(2)

@@ -125,6 +125,37 @@ def test_retry_after_utc_midnight_is_not_stored_again(prefix: str, tenant: dict[
     assert len(stored_events(ddb, prefix, day - timedelta(days=1))) == 4
 
 
+def test_yesterday_is_read_only_for_requests_an_earlier_attempt_could_have_stored_there(
+        prefix: str, tenant: dict[str, str], ddb: Any) -> None:
+    """The cross-midnight read costs a request: events whose client timestamps say they happened today
+    (after the margin) cannot be a retry of yesterday's request; events timestamped before midnight, or
+    without a client timestamp, still are looked up — and a retry of them is caught."""
+    day = datetime(2031, 3, 1, tzinfo=UTC)
+    tables.ensure_event_tables(ddb, prefix, day.date() - timedelta(days=1))
+    clock = [day - timedelta(seconds=5)]
+    ing = Ingestor(ddb, prefix, clock=lambda: clock[0])
+    reads: list[str] = []
+    ddb.meta.events.register("provide-client-params.dynamodb.BatchGetItem",
+                             lambda params, **_: reads.extend(params["RequestItems"]))
+
+    def batch(ids: range, at: datetime, sent: datetime) -> Any:  # as an SDK sends: sentAt is the send time
+        return parse_request({"batch": [{**track(i), "timestamp": at.isoformat()} for i in ids],
+                              "sentAt": sent.isoformat()}, "batch")
+
+    at = day - timedelta(seconds=8)  # the events happened before midnight
+    assert ing.ingest(tenant["tenant_id"], batch(range(3), at, clock[0])).stored == 3
+    clock[0] = day + timedelta(hours=3)
+    yesterday = keys.events_table_name(prefix, day - timedelta(days=1))
+    reads.clear()
+    retried = batch(range(3), at, clock[0])  # the SDK's retry, three hours later
+    assert ing.ingest(tenant["tenant_id"], retried).duplicates == 3 and reads == [yesterday]
+    reads.clear()
+    today = batch(range(10, 13), day + timedelta(hours=2, minutes=59), clock[0])
+    assert ing.ingest(tenant["tenant_id"], today).stored == 3 and reads == []
+    no_client_time = parse_request({"batch": [{k: v for k, v in track(20).items() if k != "timestamp"}]}, "batch")
+    assert ing.ingest(tenant["tenant_id"], no_client_time).stored == 1 and reads == [yesterday]
+
+
 def test_gzip_body(server: str, tenant: dict[str, str], ddb: Any, prefix: str) -> None:
     raw = gzip.compress(json.dumps({"batch": [track(i) for i in range(10)]}).encode())
     r = post(server, "/v1/batch", None, tenant["write_key"], raw=raw, headers={"Content-Encoding": "gzip"})
