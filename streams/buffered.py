@@ -24,7 +24,7 @@ from chalicelib.views import Blob, ConflictError, ViewStore, _ddb_safe, _plain, 
 
 __all__ = ["BufferedViewStore", "DEFAULT_MAX_ITEMS"]
 
-DEFAULT_MAX_ITEMS = 150_000
+DEFAULT_MAX_ITEMS = 100_000
 """Items held before a flush forgets them."""
 
 

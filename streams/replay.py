@@ -35,7 +35,7 @@ __all__ = ["ReplayStats", "Comparison", "iter_chunks", "iter_events", "rebuild",
            "IGNORED_ATTRIBUTES"]
 
 
-BUFFERED_BATCH_EVENTS = 20_000
+BUFFERED_BATCH_EVENTS = 10_000
 """Events per batch of an in-memory rebuild (≈ 1.5 KB of Python objects each)."""
 
 # Bookkeeping and time-dependent attributes (scores are a function of state *and* as-of time).
