@@ -293,15 +293,15 @@ def replay_vs_scan(endpoint: str, events: int, accounts: int, *, users_per_accou
     }
     set_active_view_version(client, keys.control_table_name(prefix), version)
     services.reset()
-    out["query"] = _query_latency(tenant, query_samples)
+    out["query"] = _query_latency(endpoint, prefix, tenant, query_samples)
     return out
 
 
-def _query_latency(tenant: dict[str, str], samples: int) -> dict[str, Any]:
+def _query_latency(endpoint: str, prefix: str, tenant: dict[str, str], samples: int) -> dict[str, Any]:
     # deferred: heavy optional dependency, only the HTTP phases need it
     import requests
 
-    server = LocalHttpServer(app, port=0).start()
+    server = _ServerProcess(endpoint, prefix)  # the API alone in its process, as deployed
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {tenant['api_token']}"
     out: dict[str, Any] = {}
