@@ -1,4 +1,5 @@
-"""``streamfold bench``: the report's shape on a tiny workload (no speed is asserted, ever)."""
+"""``streamfold bench``: the report's shape, from one run of ``--quick`` (the smoke test; no speed is asserted,
+ever)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,7 @@ import pytest
 from tooling import bench
 from tooling import ceilings as ceilings_module
 
-TINY = bench.Workload(ingest_events={1: 5, 10: 20, 100: 100}, baseline_put_events=5, http_events=50,
-                      http_seconds=5.0, accounts=3, users_per_account=2, live_events=60, backfill_events=60,
-                      baseline_events=30, lag_probes=2, ceiling_events=200, ceiling_threads=2, replay_events=500,
-                      replay_accounts=20, eventsourcing_events=300, load_rate=100.0, load_seconds=3.0,
-                      load_accounts=50, curve_sizes=(200, 600), one_record_events=20)
+QUICK = bench.Workload.quick()
 
 SUMMARY_KEYS = {"append_wru_per_event", "projection_wru_per_event", "total_wru_per_event", "ingest_vs_raw",
                 "lag_p99_ms", "replay_vs_scan", "replay_events_per_s", "replay_rss_mb", "query_p99_ms"}
@@ -44,9 +41,10 @@ def test_register_adds_the_bench_command() -> None:
     assert args.quick and args.out == "x.json" and args.func is bench.cmd_bench
 
 
-@pytest.mark.timeout(120)
-def test_report_shape_on_a_tiny_workload(ddb_endpoint: str, tmp_path: Path) -> None:
-    report = bench.run(endpoint=ddb_endpoint, workload=TINY)
+@pytest.mark.timeout(300)  # a hang guard with margin, not a speed: the quick run takes well under two minutes
+def test_quick_bench_report_shape(ddb_endpoint: str, tmp_path: Path) -> None:
+    report = bench.run(quick=True, endpoint=ddb_endpoint)
+    assert report["quick"] is True and report["workload"]["lag_probes"] == QUICK.lag_probes
     assert set(report) >= {"date", "machine", "workload", "ingest", "projector", "redelivery", "lag", "seconds"}
     by_size = report["ingest"]["by_batch_size"]
     assert set(by_size) == {"1", "10", "100"}
@@ -55,31 +53,33 @@ def test_report_shape_on_a_tiny_workload(ddb_endpoint: str, tmp_path: Path) -> N
     assert by_size["100"]["wcu_per_event"] < by_size["10"]["wcu_per_event"] < by_size["1"]["wcu_per_event"]
     assert report["ingest"]["http"]["errors"] == 0
     assert report["ingest"]["http"]["events_stored"] == report["ingest"]["http"]["events_sent"]
-    for name in ("live", "live_small_batches", "backfill"):
+    for name, usage in (("live", QUICK.live_events), ("live_small_batches", QUICK.live_events),
+                        ("backfill", QUICK.backfill_events)):
         r = report["projector"][name]
-        assert r["events"] == TINY.live_events + r["setup_events"]
+        assert r["events"] == usage + r["setup_events"]
         assert 0 < r["wcu_per_event"] and r["baseline_wcu_per_event"] == 3.0
         assert r["ratio_vs_baseline"] == pytest.approx(r["wcu_per_event"] / r["baseline_wcu_per_event"], rel=1e-3)
     one = report["projector"]["one_record_invocations"]  # usage alone, after the tenant's identify/group
-    assert one["events"] == TINY.one_record_events and one["invocations"] == one["records"]
+    assert one["events"] == QUICK.one_record_events and one["invocations"] == one["records"]
     goals = ceilings_module.verdicts(report)
     assert goals[0] == "| line | goal | figure | verdict |" and all(row.count("|") == 5 for row in goals)
     assert sum("≤ 0.5" in row or "≤ 1.0×" in row or "≤ 1,000 ms" in row for row in goals) == 4
     for r in report["redelivery"].values():
         assert (r["write_units"], r["writes"], r["failures"]) == (0, 0, 0) and r["records"] > 0
-    assert report["lag"]["probes"] == TINY.lag_probes and report["lag"]["timeouts"] == 0
+    assert report["lag"]["probes"] == QUICK.lag_probes and report["lag"]["timeouts"] == 0
     text = bench.table(report)
     assert "WCU/event" in text and "p95" in text
     # The headline numbers: exactly the issue's keys, every one a number measured in this run.
     assert set(report["summary"]) == SUMMARY_KEYS
     assert all(isinstance(v, float | int) and not math.isnan(v) for v in report["summary"].values())
     ceilings = report["ceilings"]
-    assert ceilings["ingest"]["failures"] == 0 and ceilings["ingest"]["events"] == TINY.ceiling_events
-    assert ceilings["replay"]["events"] >= TINY.replay_events and ceilings["replay"]["replay_rss_mb"] > 0
+    assert ceilings["ingest"]["failures"] == 0 and ceilings["ingest"]["events"] == QUICK.ceiling_events
+    assert ceilings["replay"]["events"] >= QUICK.replay_events and ceilings["replay"]["replay_rss_mb"] > 0
     assert ceilings["replay"]["query"]["samples"] > 0
     assert ceilings["eventsourcing"]["counted"] == ceilings["eventsourcing"]["events"]
     curve = report["projector"]["cost_curve"]
-    assert [p["events_per_account_day"] for p in curve] == [200, 600] and all(p["wcu_per_event"] > 0 for p in curve)
+    assert [p["events_per_account_day"] for p in curve] == list(QUICK.curve_sizes)
+    assert all(p["wcu_per_event"] > 0 for p in curve)
     for design in ("streamfold", "naive"):
         load = report["load"][design]
         assert load["requests"] > 0 and load["probes_seen"] + load["probes_lost"] == load["requests"]
