@@ -209,8 +209,11 @@ class _ServerProcess:
 
 def _serve_child(endpoint: str, prefix: str) -> None:
     use_endpoint(endpoint, prefix)
-    server = LocalHttpServer(app, port=0).start()
+    server = LocalHttpServer(app, port=0)  # bound and listening already
+    # The URL line before the server thread starts: its "Serving on ..." banner, printed from that thread,
+    # could otherwise land inside this line, and the parent would never read a URL (a hang).
     print(server.url, flush=True)
+    server.start()
     try:
         sys.stdin.read()
     finally:
