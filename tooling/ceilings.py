@@ -293,6 +293,7 @@ def replay_vs_scan(endpoint: str, events: int, accounts: int, *, users_per_accou
         "replay_events_per_s": round(child["events_per_s"], 1), "replay_seconds": round(child["seconds"], 1),
         "replay_vs_scan": round(child["events_per_s"] / scan_rate, 3), "replay_rss_mb": round(child["rss_mb"], 1),
         "replay_write_units": child["write_units"], "replay_writes": child["writes"],
+        "replay_in_memory": child.get("buffered"), "replay_flushes": child.get("flushes"),
     }
     set_active_view_version(client, keys.control_table_name(prefix), version)
     services.reset()
@@ -354,7 +355,8 @@ def _replay_child(endpoint: str, prefix: str, version: int) -> None:
     seconds = time.perf_counter() - started
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
     print(json.dumps({"events": stats.events, "seconds": seconds, "events_per_s": stats.events / seconds,
-                      "rss_mb": rss_mb, "write_units": stats.write_units, "writes": stats.writes}))
+                      "rss_mb": rss_mb, "write_units": stats.write_units, "writes": stats.writes,
+                      "buffered": stats.buffered, "flushes": stats.flushes}))
 
 
 # --- lag under sustained load, ours and the naive design ----------------------------------------
