@@ -55,7 +55,7 @@ from tooling.dynamodb_local import DynamoDBLocal
 from tooling.server import LocalHttpServer
 from tooling.stack import use_endpoint
 
-__all__ = ["Workload", "baseline_projection_units", "register", "run"]
+__all__ = ["Workload", "baseline_projection_units", "markdown", "register", "run"]
 
 FEATURES = ("Report Created", "Dashboard Viewed", "Export Downloaded", "Filter Applied", "Alert Configured",
             "Invite Sent", "Integration Connected", "Comment Added")
@@ -635,6 +635,73 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def markdown(report: dict[str, Any]) -> str:
+    """The generated part of ``docs/PERFORMANCE.md``'s "Latest run": the goal table and one line per phase,
+    every figure read from ``report`` (the interpretation around it is written by hand)."""
+    p, c, s = report["projector"], report.get("ceilings", {}), report.get("summary") or ceilings.summarise(report)
+    w = report["workload"]
+    m = report["machine"]
+    lines = [f"`streamfold bench{' --quick' if report['quick'] else ''}` ({report['date']}, "
+             f"{report['seconds']:,.0f} s, {m['cpu']} × {m['cores']}, {m['dynamodb']}).", "",
+             *ceilings.verdicts(report), ""]
+    shapes = [("live", "100-record batches"), ("live_small_batches", "10-record batches"),
+              ("one_record_invocations", "one-record invocations of usage alone"), ("backfill", "30-day backfill")]
+    lines.append("- Projection by batch shape (write units per event; the per-event `UpdateItem` baseline is "
+                 f"{p['live']['baseline_wcu_per_event']:.1f}): "
+                 + ", ".join(f"{label} {p[k]['wcu_per_event']:.3f}" for k, label in shapes if k in p)
+                 + ". A re-delivered batch: "
+                 + ", ".join(f"{r['write_units']:g}" for r in report["redelivery"].values())
+                 + " write units.")
+    curve = p.get("cost_curve") or []
+    if curve:
+        lines.append("- Cost against events per account-day (one account, one event name, 100-record batches of "
+                     "10-event records): " + "; ".join(f"{q['events_per_account_day']:,} → {q['wcu_per_event']:.3f} "
+                                                       f"(last batch {q['marginal_wcu_per_event']:.3f})" for q in curve)
+                     + ".")
+    if "ingest" in c:
+        i = c["ingest"]
+        lines.append(f"- Ingest: HTTP API {i['api_events_per_s']:,} events/s vs raw `BatchWriteItem` "
+                     f"{i['raw_batch_write_events_per_s']:,} ({i['threads']} threads, {i['events']:,} events, "
+                     f"{i['failures']} failures); one Segment SDK client: {report['ingest']['http']['events_per_s']:,} "
+                     "events/s.")
+    if "replay" in c:
+        r = c["replay"]
+        how = "in memory, " + f"{r['replay_flushes']} flushes" if r.get("replay_in_memory") else "item by item"
+        lines.append(f"- Replay ({how}): {r['replay_events_per_s']:,} events/s vs raw Scan {r['scan_events_per_s']:,} "
+                     f"events/s ({r['events']:,} events over {r['accounts']:,} accounts, {r['replay_seconds']:,} s; "
+                     f"{r['replay_writes']:,} writes, {r['replay_write_units']:,.0f} write units: "
+                     f"{r['replay_write_units'] / max(r['events'], 1):.2f} per event); "
+                     f"peak RSS {r['replay_rss_mb']} MB.")
+        q = r["query"]
+        sorts = ", ".join(f"{k.removeprefix('accounts_sort_')} p50 {v['p50_ms']} / p99 {v['p99_ms']} ms"
+                          for k, v in q.items() if k.startswith("accounts_sort_"))
+        lines.append(f"- Query ({r['accounts']:,} accounts, {q['samples']} requests): {sorts}; account page calls "
+                     f"p50 {q['account_page_calls']['p50_ms']} / p99 {q['account_page_calls']['p99_ms']} ms; the bare "
+                     f"index `Query` of the same page (boto3, no HTTP): p50 {q['raw_index_query']['p50_ms']} / "
+                     f"p99 {q['raw_index_query']['p99_ms']} ms.")
+    for name, ld in report.get("load", {}).items():
+        seen = f"{ld['probes_lost']} of {ld['requests']} probes not seen" if ld.get("probes_lost") else \
+            f"all {ld['requests']} probes seen"
+        tail = ", 3.0 write units/event" if name == "naive" else ""
+        lines.append(f"- Lag under load, {ld['design']}: {ld['achieved_events_per_s']:,} events/s for "
+                     f"{ld['seconds']} s over {ld['accounts']:,} accounts (warm-up {ld['warm_up_s']} s): "
+                     f"p50 {_ms(ld['p50_ms'])}, p99 {_ms(ld['p99_ms'])}, max {_ms(ld['max_ms'])}; {seen}{tail}.")
+    if "eventsourcing" in c:
+        e = c["eventsourcing"]
+        lines.append(f"- {e['library']}: {e['events_per_s']:,} events/s folding "
+                     f"{e['events']:,} tracks into per-account counts ({e['note']}).")
+    lag = report["lag"]
+    lines.append(f"- Lag at rest ({lag['probes']} single probes, 200 OK → `SUMMARY` item): p50 {_ms(lag['p50_ms'])}, "
+                 f"p95 {_ms(lag['p95_ms'])}, max {_ms(lag['max_ms'])}.")
+    lines.append(f"- Summary: `{json.dumps(s)}` (workload: {w['replay_events']:,} replay events, "
+                 f"{w['load_rate']:,} events/s for {w['load_seconds']} s of load).")
+    return "\n".join(lines) + "\n"
+
+
+def _ms(v: float | None) -> str:
+    return "not reached" if v is None or v != v else f"{v:,.0f} ms"
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
 
     logging.getLogger("streamfold").setLevel(logging.WARNING)  # keep stdout for the table
@@ -644,6 +711,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     if args.chart:
         ceilings.chart(report, args.chart)
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(report))
     print(table(report))
     return 0
 
@@ -654,4 +723,5 @@ def register(subparsers: Any) -> None:
     p.add_argument("--quick", action="store_true", help="small workload, about a minute")
     p.add_argument("--out", help="write the JSON report to this file")
     p.add_argument("--chart", help="draw the PNG chart of docs/PERFORMANCE.md to this file")
+    p.add_argument("--markdown", help="write the generated part of docs/PERFORMANCE.md's latest run to this file")
     p.set_defaults(func=cmd_bench)

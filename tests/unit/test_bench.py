@@ -69,6 +69,9 @@ def test_quick_bench_report_shape(ddb_endpoint: str, tmp_path: Path) -> None:
     assert report["lag"]["probes"] == QUICK.lag_probes and report["lag"]["timeouts"] == 0
     text = bench.table(report)
     assert "WCU/event" in text and "p95" in text
+    doc = bench.markdown(report)  # the generated part of docs/PERFORMANCE.md: the goal table and a line per phase
+    assert goals[0] in doc and f"{report['ceilings']['replay']['replay_events_per_s']:,}" in doc
+    assert sum(line.startswith("- ") for line in doc.splitlines()) >= 8
     # The headline numbers: exactly the keys, every one a number measured in this run.
     assert set(report["summary"]) == SUMMARY_KEYS
     assert all(isinstance(v, float | int) and not math.isnan(v) for v in report["summary"].values())
