@@ -28,13 +28,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import matplotlib
-import matplotlib.pyplot as plt
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from eventsourcing.application import Application
-from eventsourcing.domain import Aggregate, event
-
-from app import app
 from chalicelib import db, keys, services, tables
 from chalicelib.chunks import decode_chunk_body, pack_chunks
 from chalicelib.scoremodels import ScoreModelStore
@@ -209,6 +202,8 @@ class _ServerProcess:
 
 def _serve_child(endpoint: str, prefix: str) -> None:
     use_endpoint(endpoint, prefix)
+    from app import app  # deferred: the whole API, only its server child and the load phase need it
+
     server = LocalHttpServer(app, port=0)  # bound and listening already
     # The URL line before the server thread starts: its "Serving on ..." banner, printed from that thread,
     # could otherwise land inside this line, and the parent would never read a URL (a hang).
@@ -366,7 +361,8 @@ def naive_handler(client: Any, table: str) -> Callable[[dict[str, Any], Any], di
     """The design a user would build first with the same packages: Powertools ``BatchProcessor`` calling one
     ``UpdateItem`` per event per view item (counter per account/day/name, ``last_seen`` on account and user,
     and a per-account summary marker the lag probe looks for). Not idempotent; counted for comparison."""
-
+    # deferred: only this baseline uses Powertools' batch utility (a replay child need not import it)
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 
     units: list[float] = []
 
@@ -432,6 +428,8 @@ def lag_under_load(endpoint: str, rate: float, seconds: float, accounts: int, *,
         event_source_arn=family_source_arn(prefix), **settings)
     runtime = LocalRuntime(store, client, db.get_streams_client(), RuntimeOptions(poll_interval=0.25),
                            functions).start()
+    from app import app  # deferred: see _serve_child
+
     server = LocalHttpServer(app, port=0).start()
     rng = random.Random(17)
     users = accounts
@@ -586,6 +584,8 @@ def cost_curve(endpoint: str, sizes: list[int], *, chunk: int = 10, batch: int =
 def eventsourcing_baseline(events: int, accounts: int) -> dict[str, Any]:
     """The ``eventsourcing`` library (POPO recorder) folding the same tracks into per-account counts."""
     # deferred: heavy optional dependency, a baseline only the benchmark uses
+    from eventsourcing.application import Application
+    from eventsourcing.domain import Aggregate, event
 
     class AccountUsage(Aggregate):  # type: ignore[misc]
         def __init__(self, account_id: str) -> None:
@@ -701,8 +701,9 @@ def verdicts(report: dict[str, Any]) -> list[str]:
 def chart(report: dict[str, Any], path: str) -> None:
     """A PNG: lag distribution; throughput against ceilings and baselines; cost per event."""
     # deferred: heavy optional dependency, only `streamfold bench --chart` draws
-
+    import matplotlib
     matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4.5))
     load = report.get("load", {})
