@@ -289,6 +289,7 @@ def replay_vs_scan(endpoint: str, events: int, accounts: int, *, users_per_accou
         "replay_vs_scan": round(child["events_per_s"] / scan_rate, 3), "replay_rss_mb": round(child["rss_mb"], 1),
         "replay_write_units": child["write_units"], "replay_writes": child["writes"],
         "replay_in_memory": child.get("buffered"), "replay_flushes": child.get("flushes"),
+        "replay_batches": child.get("batches"),
     }
     set_active_view_version(client, keys.control_table_name(prefix), version)
     services.reset()
@@ -351,7 +352,7 @@ def _replay_child(endpoint: str, prefix: str, version: int) -> None:
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
     print(json.dumps({"events": stats.events, "seconds": seconds, "events_per_s": stats.events / seconds,
                       "rss_mb": rss_mb, "write_units": stats.write_units, "writes": stats.writes,
-                      "buffered": stats.buffered, "flushes": stats.flushes}))
+                      "buffered": stats.buffered, "flushes": stats.flushes, "batches": stats.batches}))
 
 
 # --- lag under sustained load, ours and the naive design ----------------------------------------

@@ -199,9 +199,12 @@ def test_in_memory_rebuild_equals_the_item_by_item_rebuild(tenant: dict[str, str
     once = replay.rebuild(ddb, prefix, 3, batch_events=150)
     assert once.flushes == 1 and replay.compare(ddb, prefix, 1, 3).equal
     assert once.writes < item_by_item.writes / 2  # same batches: each item written once, not once a batch
-    # And what it holds is what the events say (attribution by membership and alias included).
+    # Batches cut by the accounts and users they name (the working-set bound), not by events.
+    few = replay.rebuild(ddb, prefix, 4, batch_events=150, batch_entities=3)
+    assert few.batches > 2 * item_by_item.batches and few.events == item_by_item.events
+    # And what each holds is what the events say (attribution by membership and alias included).
     expected = attribute([Event.from_wire(e) for e in stored_events(ddb, prefix)])
-    for v in (2, 3):
+    for v in (2, 3, 4):
         store = ViewStore(ddb, keys.view_table_name(prefix, v))
         for acct, days in expected.items():
             blobs, _ = store.query_prefix(keys.account_pk(tenant["tenant_id"], acct), keys.DAY_PREFIX)
