@@ -709,8 +709,12 @@ def chart(report: dict[str, Any], path: str) -> None:
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4.5))
     load = report.get("load", {})
     for name, colour in (("streamfold", "#4c72b0"), ("naive", "#c44e52")):
-        if load.get(name, {}).get("samples_ms"):
-            ax1.hist(load[name]["samples_ms"], bins=20, color=colour, alpha=0.6, label=name)
+        run = load.get(name, {})
+        if run.get("samples_ms"):
+            lost = f", {run['probes_lost']} of {run['requests']} not seen" if run.get("probes_lost") else ""
+            ax1.hist(run["samples_ms"], bins=20, color=colour, alpha=0.6, label=f"{name}{lost}")
+        elif run:  # a design none of whose probes became visible draws nothing: say so, not an empty legend
+            ax1.plot([], [], color=colour, label=f"{name}: none of {run.get('requests', 0)} probes seen")
     if not load:
         ax1.hist(report["lag"].get("samples_ms", []), bins=20, color="#4c72b0", label="idle")
     ax1.legend()
