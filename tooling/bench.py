@@ -666,8 +666,8 @@ def markdown(report: dict[str, Any]) -> str:
                      "events/s.")
     if "replay" in c:
         r = c["replay"]
-        how = (f"in memory, {r.get('replay_batches', '?')} batches, {r['replay_flushes']} flushes"
-               if r.get("replay_in_memory") else "item by item")
+        batches = f"{r['replay_batches']:,} batches, " if r.get("replay_batches") else ""
+        how = f"in memory, {batches}{r['replay_flushes']} flushes" if r.get("replay_in_memory") else "item by item"
         lines.append(f"- Replay ({how}): {r['replay_events_per_s']:,} events/s vs raw Scan {r['scan_events_per_s']:,} "
                      f"events/s ({r['events']:,} events over {r['accounts']:,} accounts, {r['replay_seconds']:,} s; "
                      f"{r['replay_writes']:,} writes, {r['replay_write_units']:,.0f} write units: "

@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from app import app
 from chalicelib import db, keys, services, tables
 from chalicelib.chunks import decode_chunk_body, pack_chunks
 from chalicelib.scoremodels import ScoreModelStore
@@ -202,8 +203,6 @@ class _ServerProcess:
 
 def _serve_child(endpoint: str, prefix: str) -> None:
     use_endpoint(endpoint, prefix)
-    from app import app  # deferred: the whole API, only its server child and the load phase need it
-
     server = LocalHttpServer(app, port=0)  # bound and listening already
     # The URL line before the server thread starts: its "Serving on ..." banner, printed from that thread,
     # could otherwise land inside this line, and the parent would never read a URL (a hang).
@@ -429,8 +428,6 @@ def lag_under_load(endpoint: str, rate: float, seconds: float, accounts: int, *,
         event_source_arn=family_source_arn(prefix), **settings)
     runtime = LocalRuntime(store, client, db.get_streams_client(), RuntimeOptions(poll_interval=0.25),
                            functions).start()
-    from app import app  # deferred: see _serve_child
-
     server = LocalHttpServer(app, port=0).start()
     rng = random.Random(17)
     users = accounts
@@ -586,7 +583,7 @@ def eventsourcing_baseline(events: int, accounts: int) -> dict[str, Any]:
     """The ``eventsourcing`` library (POPO recorder) folding the same tracks into per-account counts."""
     # deferred: heavy optional dependency, a baseline only the benchmark uses
     from eventsourcing.application import Application
-    from eventsourcing.domain import Aggregate, event
+    from eventsourcing.domain import Aggregate, event  # deferred: as the line above
 
     class AccountUsage(Aggregate):  # type: ignore[misc]
         def __init__(self, account_id: str) -> None:
@@ -704,7 +701,7 @@ def chart(report: dict[str, Any], path: str) -> None:
     # deferred: heavy optional dependency, only `streamfold bench --chart` draws
     import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: after choosing the Agg backend, as pyplot requires
 
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4.5))
     load = report.get("load", {})
