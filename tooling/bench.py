@@ -641,6 +641,7 @@ def markdown(report: dict[str, Any]) -> str:
     p, c, s = report["projector"], report.get("ceilings", {}), report.get("summary") or ceilings.summarise(report)
     w = report["workload"]
     m = report["machine"]
+    ms = ceilings.format_ms
     lines = [f"`streamfold bench{' --quick' if report['quick'] else ''}` ({report['date']}, "
              f"{report['seconds']:,.0f} s, {m['cpu']} × {m['cores']}, {m['dynamodb']}).", "",
              *ceilings.verdicts(report), ""]
@@ -686,21 +687,17 @@ def markdown(report: dict[str, Any]) -> str:
         tail = ", 3.0 write units/event" if name == "naive" else ""
         lines.append(f"- Lag under load, {ld['design']}: {ld['achieved_events_per_s']:,} events/s for "
                      f"{ld['seconds']} s over {ld['accounts']:,} accounts (warm-up {ld['warm_up_s']} s): "
-                     f"p50 {_ms(ld['p50_ms'])}, p99 {_ms(ld['p99_ms'])}, max {_ms(ld['max_ms'])}; {seen}{tail}.")
+                     f"p50 {ms(ld['p50_ms'])}, p99 {ms(ld['p99_ms'])}, max {ms(ld['max_ms'])}; {seen}{tail}.")
     if "eventsourcing" in c:
         e = c["eventsourcing"]
         lines.append(f"- {e['library']}: {e['events_per_s']:,} events/s folding "
                      f"{e['events']:,} tracks into per-account counts ({e['note']}).")
     lag = report["lag"]
-    lines.append(f"- Lag at rest ({lag['probes']} single probes, 200 OK → `SUMMARY` item): p50 {_ms(lag['p50_ms'])}, "
-                 f"p95 {_ms(lag['p95_ms'])}, max {_ms(lag['max_ms'])}.")
+    lines.append(f"- Lag at rest ({lag['probes']} single probes, 200 OK → `SUMMARY` item): p50 {ms(lag['p50_ms'])}, "
+                 f"p95 {ms(lag['p95_ms'])}, max {ms(lag['max_ms'])}.")
     lines.append(f"- Summary: `{json.dumps(s)}` (workload: {w['replay_events']:,} replay events, "
                  f"{w['load_rate']:,} events/s for {w['load_seconds']} s of load).")
     return "\n".join(lines) + "\n"
-
-
-def _ms(v: float | None) -> str:
-    return "not reached" if v is None or v != v else f"{v:,.0f} ms"
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

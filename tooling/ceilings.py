@@ -643,6 +643,11 @@ def summarise(report: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def format_ms(v: float | None) -> str:
+    """A latency as the reports print it; a probe that was never seen (None, NaN) is "not reached"."""
+    return "not reached" if v is None or v != v else f"{v:,.0f} ms"
+
+
 def _verdict(ok: bool | None) -> str:
     return "—" if ok is None else ("met" if ok else "**missed**")
 
@@ -678,7 +683,7 @@ def verdicts(report: dict[str, Any]) -> list[str]:
     if load:
         p99 = load.get("p99_ms")
         seen = p99 == p99 and p99 is not None and not load.get("probes_lost")
-        fig = f"{p99:,.0f} ms" if p99 == p99 and p99 is not None else "not reached"
+        fig = format_ms(p99)
         rows.append(f"| lag p99 at {load['achieved_events_per_s']:,.0f} events/s over {load['accounts']:,} accounts "
                     f"(warm) | ≤ 1,000 ms | {fig}, {load.get('probes_lost', 0)} probes not seen | "
                     f"{_verdict(bool(seen and p99 <= 1000))} |")
