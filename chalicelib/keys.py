@@ -232,5 +232,10 @@ def claim_page_sk(owner_batch: str, page: int) -> str:
     return f"{CLAIM_PAGE_PREFIX}{owner_batch}#{page}"
 
 
+META_PK = "META"
+FOLD_CODE_SK = "FOLD_CODE"
+"""The view table's record of the fold code that wrote it (``codes``: a string set)."""
+
+__all__ += ["META_PK", "FOLD_CODE_SK"]
 __all__ += ["USER_DAY_PREFIX", "ALIAS_SK", "MEMBERS_SK", "CLAIM_PAGE_PREFIX", "user_day_sk", "claim_page_pk",
             "claim_page_sk"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from projections.events import Event
@@ -32,6 +32,7 @@ __all__ = [
     "Sketch",
     "add_count",
     "attribute",
+    "attributed_events",
     "identity_links",
     "memberships",
     "resolve",
@@ -197,3 +198,27 @@ def attribute(events: Iterable[Event]) -> dict[str, dict[str, dict[str, Any]]]:
         acct: {d: {"counts": c, "users": len(users.get(acct, {}).get(d, set()))} for d, c in days.items()}
         for acct, days in counts.items()
     }
+
+
+def attributed_events(events: Iterable[Event]) -> list[Event]:
+    """The events every account's HEAD and timeline are folded from, with Segment attribution: each
+    ``group`` call, and each usage event once per account it counts towards (``groupId`` set to that
+    account, the user to the one :func:`attribute` counts as active). Order-free, like :func:`attribute`:
+    ``projections.account.fold_all`` and ``projections.timeline.fold_all`` of this list are what the
+    view's HEAD (first/last seen, event spans) and ``TL#`` items must show, whatever the arrival order.
+    """
+    unique: dict[str, Event] = {}
+    for e in events:
+        unique.setdefault(e.message_id, e)
+    evs = list(unique.values())
+    links = identity_links(evs)
+    members = memberships(evs, links)
+    out: list[Event] = [e for e in evs if e.type == "group" and e.group_id]
+    for e in sorted(evs, key=lambda x: (x.timestamp, x.message_id)):
+        if not e.is_usage:
+            continue
+        who = resolve(links, e.user_key) if e.user_key else None
+        targets = {e.group_id} if e.group_id else (members.get(who, set()) if who else set())
+        for acct in sorted(targets):
+            out.append(replace(e, group_id=acct, user_id=e.user_key if e.group_id else who, anonymous_id=None))
+    return out

@@ -75,13 +75,34 @@ class Comparison:
     only_a: list[str] = field(default_factory=list)
     only_b: list[str] = field(default_factory=list)
     different: list[str] = field(default_factory=list)
+    codes_a: list[str] = field(default_factory=list)
+    codes_b: list[str] = field(default_factory=list)
+    samples: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def same_code(self) -> bool:
+        """Both versions were written by one and the same fold code (and only by it): any difference is
+        damage (a lost or doubled update, a bug), never the upgrade."""
+        return bool(self.codes_a) and self.codes_a == self.codes_b and len(self.codes_a) == 1
+
+    @property
+    def verdict(self) -> str:
+        if self.equal:
+            return "equal"
+        if self.same_code:
+            return "damage: the same fold code built both versions, so every difference is a defect"
+        if not (self.codes_a and self.codes_b):
+            return "unknown fold code (a version written before codes were recorded): differences not classified"
+        return "upgrade: different fold code built the two versions; the differences are the upgrade's"
 
     @property
     def equal(self) -> bool:
         return not (self.only_a or self.only_b or self.different)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"a": self.a, "b": self.b, "equal": self.equal, "items_a": self.items_a, "items_b": self.items_b,
+        return {"a": self.a, "b": self.b, "equal": self.equal, "same_code": self.same_code, "verdict": self.verdict,
+                "codes_a": self.codes_a, "codes_b": self.codes_b, "samples": self.samples,
+                "items_a": self.items_a, "items_b": self.items_b,
                 "only_a": self.only_a[:20], "only_b": self.only_b[:20], "different": self.different[:20],
                 "counts": {"only_a": len(self.only_a), "only_b": len(self.only_b),
                            "different": len(self.different)}}
@@ -189,12 +210,18 @@ def compare(client: Any, prefix: str, a: int, b: int) -> Comparison:
     :data:`streams.writer.LAST_SEEN_STEP`, the lag a live view is allowed)."""
     left = dict(_normalise(i) for i in _scan(client, keys.view_table_name(prefix, a)) if not _claims(i))
     right = dict(_normalise(i) for i in _scan(client, keys.view_table_name(prefix, b)) if not _claims(i))
-    result = Comparison(a, b, len(left), len(right))
+    meta = f"{keys.META_PK}|{keys.FOLD_CODE_SK}"
+    codes = [sorted(str(c) for c in (side.pop(meta, None) or {}).get("codes") or ()) for side in (left, right)]
+    result = Comparison(a, b, len(left), len(right), codes_a=codes[0], codes_b=codes[1])
     result.only_a = sorted(set(left) - set(right))
     result.only_b = sorted(set(right) - set(left))
     result.different = sorted(k for k in set(left) & set(right) if left[k] != right[k]
                               and not same_but_recency(left[k], right[k])
                               and not same_but_recency(right[k], left[k]))
+    # A few differing items in full, so an operator can see what differs without a scan of their own.
+    result.samples = {k: {"a": left[k], "b": right[k]} for k in result.different[:3]}
+    result.samples.update({k: {"a": left[k], "b": None} for k in result.only_a[:2]})
+    result.samples.update({k: {"a": None, "b": right[k]} for k in result.only_b[:2]})
     return result
 
 

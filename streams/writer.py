@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from chalicelib import keys
@@ -52,9 +54,32 @@ from projections.account import AccountState, DayActivity
 from projections.events import Event, FrozenMap, format_ts, parse_ts
 from projections.health import HealthScore, ScoreModel
 from projections.usage import Sketch, add_count, identity_links
+from projections.userday import UserDay
 
-__all__ = ["CLAIM_TTL_SECONDS", "LAST_SEEN_STEP", "RING", "ViewWriter", "WriteReport", "chunk_tag", "claim_window",
-           "same_but_recency"]
+__all__ = ["CLAIM_TTL_SECONDS", "FOLD_CODE", "LAST_SEEN_STEP", "RING", "ViewWriter", "WriteReport", "chunk_tag",
+           "claim_window", "fold_codes", "same_but_recency"]
+
+
+def _fold_code() -> str:
+    """A digest of the code that decides what a view version holds: the pure folds (``projections/``) and
+    this writer. Two tables written by the same digest must be equal item for item (replay == live); a
+    difference between them is damage, not an upgrade (``streamfold replay --compare``)."""
+    h = hashlib.blake2b(digest_size=6)
+    sources = sorted(Path(account.__file__).parent.glob("*.py")) + [Path(__file__)]
+    for path in sources:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+FOLD_CODE = _fold_code()
+"""The fold code of this process (see :func:`_fold_code`); recorded in every view table it writes."""
+
+
+def fold_codes(store: ViewStore) -> set[str]:
+    """The fold codes that have written ``store``'s table (empty: a table written before they were recorded)."""
+    item = store.get_plain([(keys.META_PK, keys.FOLD_CODE_SK)]).get((keys.META_PK, keys.FOLD_CODE_SK), {})
+    return {str(c) for c in item.get("codes") or ()}
 
 RING = 32
 """Chunk tags a counter item remembers beyond those of its latest write (re-delivery window)."""
@@ -93,10 +118,14 @@ class WriteReport:
 _VOLATILE = {"as_of", "alerts"}
 
 Chunks = Sequence[tuple[str, Sequence[Event]]]
-Deltas = dict[tuple[str, str], dict[str, DayActivity]]
+Deltas = dict[tuple[str, str], dict[str, Any]]
+"""Counter contributions by item key and tag: :class:`DayActivity` (account and catalog days) or
+:class:`UserDay` (user-days), both with ``merge``."""
+RetroHeads = dict[str, AccountState]
+RetroTimelines = dict[tuple[str, str], timeline.TimelineBucket]
 
 
-def _add(deltas: Deltas, key: tuple[str, str], tag: str, activity: DayActivity) -> None:
+def _add(deltas: Deltas, key: tuple[str, str], tag: str, activity: Any) -> None:
     per_tag = deltas.setdefault(key, {})
     current = per_tag.get(tag)
     per_tag[tag] = activity if current is None else current.merge(activity)
@@ -123,6 +152,19 @@ class ViewWriter:
         self.models = models
         self.outbox = outbox
         self.search = search
+        self._code_recorded = False
+        self._code_lock = threading.Lock()
+
+    def _record_code(self) -> None:
+        """Add :data:`FOLD_CODE` to the table's ``META``/``FOLD_CODE`` set, once per writer (one small write
+        per process and table)."""
+        with self._code_lock:
+            if self._code_recorded:
+                return
+            self.store.client.update_item(
+                TableName=self.store.table, Key={"pk": {"S": keys.META_PK}, "sk": {"S": keys.FOLD_CODE_SK}},
+                UpdateExpression="ADD codes :c", ExpressionAttributeValues={":c": {"SS": [FOLD_CODE]}})
+            self._code_recorded = True
 
     def record(self, events_by_tenant: dict[str, list[Event]] | None, now: datetime, *,
                chunks: Mapping[str, Chunks] | None = None, source: str = "L") -> WriteReport:
@@ -130,6 +172,7 @@ class ViewWriter:
         event came from (the unit of re-delivery); plain ``events_by_tenant`` lists are one chunk per
         tenant named by their message ids. ``source`` tells live (``L``) from replay (``R``) claims."""
         stats = WriteReport()
+        self._record_code()
         before = (self.store.stats.write_units, self.store.stats.writes, self.store.stats.skipped)
         work: dict[str, Chunks] = dict(chunks or {})
         for tenant_id, events in (events_by_tenant or {}).items():
@@ -197,16 +240,21 @@ class ViewWriter:
             who = who_of(e)
             if who and not e.group_id:
                 _add(user_days, (keys.user_pk(tenant_id, who), keys.user_day_sk(e.day)), tag_of[e.message_id],
-                     _one(e.catalog_name or "", None))
-        self._bump_all(user_days, also_seen)
+                     UserDay.of(e))
+        self._bump_all(user_days, also_seen, codec=UserDay)
 
         # (b) retro attribution: alias merges, then new memberships.
         account_days: Deltas = {}
+        # What the retro attribution adds to account HEADs (first/last seen, spans) and timelines: the
+        # user-days carry them, so a late group leaves the account as an early one would have.
+        retro_heads: RetroHeads = {}
+        retro_tl: RetroTimelines = {}
         retro_users: dict[str, set[str]] = {}
         direct_new: dict[str, set[str]] = {}
         new_links = {a: u for a, u in links.items() if a not in stored_users.get(u, user.empty(u)).aliases
                      and a not in stored_users.get(u, user.empty(u)).anonymous_ids and a in identity_links(identity)}
-        self._merge_aliases(tenant_id, new_links, stored_users, account_days, batch_tag, also_seen)
+        self._merge_aliases(tenant_id, new_links, stored_users, account_days, batch_tag, also_seen,
+                            (retro_heads, retro_tl))
         for u, new in user_batch.items():
             stored = stored_users.get(u, user.empty(u))
             joined_now = user.merge(stored, new).joined - stored.joined
@@ -220,9 +268,10 @@ class ViewWriter:
             retro_users[u] = set(joined_now)
             history = self._user_days(tenant_id, u)
             for acct in joined_now:
-                for day, (activity, ring) in history.items():
+                for day, (ud, ring) in history.items():
                     key = (keys.account_pk(tenant_id, acct), keys.day_sk(day))
-                    _add(account_days, key, "j:" + batch_tag, DayActivity(activity.counts, Sketch.of([u])))
+                    _add(account_days, key, "j:" + batch_tag, DayActivity(ud.activity.counts, Sketch.of([u])))
+                    _retro(retro_heads, retro_tl, ud, acct, day, u)
                     # The chunks folded into these days now count for the account: a re-delivery of one
                     # of them must not add it to the account again.
                     also_seen.setdefault(key, set()).update(_tags(ring))
@@ -253,7 +302,8 @@ class ViewWriter:
                      tag_of[e.message_id], _one(e.catalog_name or "", e.user_id))
 
         users_written = self._users(tenant_id, folded, user_batch)
-        accounts_written = self._accounts(tenant_id, synth, account_days, now, stats, also_seen)
+        accounts_written = self._accounts(tenant_id, synth, account_days, now, stats, also_seen,
+                                          retro_heads, retro_tl)
         self._catalog(tenant_id, fresh, tag_of)
         return accounts_written, users_written
 
@@ -308,7 +358,8 @@ class ViewWriter:
         return {pk[len(prefix):]: str(item["user"]) for (pk, _), item in found.items()}
 
     def _merge_aliases(self, tenant_id: str, new_links: dict[str, str], stored_users: dict[str, user.UserState],
-                       account_days: Deltas, batch_tag: str, also_seen: dict[tuple[str, str], set[str]]) -> None:
+                       account_days: Deltas, batch_tag: str, also_seen: dict[tuple[str, str], set[str]],
+                       retro: tuple[RetroHeads, RetroTimelines]) -> None:
         """An anonymous id merged into a user: its days become the user's, and count for the user's accounts."""
         if not new_links:
             return
@@ -317,20 +368,21 @@ class ViewWriter:
         user_days: Deltas = {}
         for anon_id, u in sorted(new_links.items()):
             tag = "a:" + batch_tag
-            for day, (activity, ring) in self._user_days(tenant_id, anon_id).items():
+            for day, (ud, ring) in self._user_days(tenant_id, anon_id).items():
                 key = (keys.user_pk(tenant_id, u), keys.user_day_sk(day))
-                _add(user_days, key, tag, activity)
+                _add(user_days, key, tag, ud)
                 also_seen.setdefault(key, set()).update(_tags(ring))
                 for acct in stored_users.get(u, user.empty(u)).joined:
                     akey = (keys.account_pk(tenant_id, acct), keys.day_sk(day))
-                    _add(account_days, akey, tag, DayActivity(activity.counts, Sketch.of([u])))
+                    _add(account_days, akey, tag, DayActivity(ud.activity.counts, Sketch.of([u])))
                     also_seen.setdefault(akey, set()).update(_tags(ring))
-        self._bump_all(user_days, also_seen)
+                    _retro(*retro, ud, acct, day, u)
+        self._bump_all(user_days, also_seen, codec=UserDay)
 
-    def _user_days(self, tenant_id: str, user_key: str) -> dict[str, tuple[DayActivity, str]]:
-        """The user's retained days: ``{day: (activity, ring)}`` (the ring: chunks already in the day)."""
+    def _user_days(self, tenant_id: str, user_key: str) -> dict[str, tuple[UserDay, str]]:
+        """The user's retained days: ``{day: (user-day, ring)}`` (the ring: chunks already in the day)."""
         blobs, _ = self.store.query_prefix(keys.user_pk(tenant_id, user_key), keys.USER_DAY_PREFIX)
-        days = {b.sk[len(keys.USER_DAY_PREFIX):]: (DayActivity.from_dict(b.data), str(b.attrs.get("ring") or ""))
+        days = {b.sk[len(keys.USER_DAY_PREFIX):]: (UserDay.from_dict(b.data), str(b.attrs.get("ring") or ""))
                 for b in blobs}
         if not days:
             return {}
@@ -340,14 +392,16 @@ class ViewWriter:
 
     # --- counters -----------------------------------------------------------------------------------
 
-    def _bump_all(self, deltas: Deltas, also_seen: dict[tuple[str, str], set[str]] | None = None) -> None:
+    def _bump_all(self, deltas: Deltas, also_seen: dict[tuple[str, str], set[str]] | None = None, *,
+                  codec: Any = DayActivity) -> None:
         if not deltas:
             return
         blobs = self.store.get_many(deltas)
         extra = also_seen or {}
-        self.store.run(lambda k: self._bump(blobs[k], deltas[k], extra.get(k, set())), list(deltas))
+        self.store.run(lambda k: self._bump(blobs[k], deltas[k], extra.get(k, set()), codec), list(deltas))
 
-    def _bump(self, blob: Blob, per_tag: dict[str, DayActivity], also_seen: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    def _bump(self, blob: Blob, per_tag: dict[str, Any], also_seen: set[str] = frozenset(),  # type: ignore[assignment]
+              codec: Any = DayActivity) -> None:
         """Add each tagged contribution not in the item's ring; remember the tags (and ``also_seen``:
         chunk tags a retro contribution carries in)."""
         tags = {t: (t if len(t) == TAG_CHARS else chunk_tag(t)) for t in per_tag}
@@ -358,7 +412,7 @@ class ViewWriter:
             new = [t for t in sorted(per_tag) if tags[t] not in seen]
             if not new:
                 return None
-            total = DayActivity.from_dict(b.data) if b.data else DayActivity()
+            total = codec.from_dict(b.data) if b.data else codec()
             for t in new:
                 total = total.merge(per_tag[t])
             own = "".join(tags[t] for t in new)
@@ -372,12 +426,13 @@ class ViewWriter:
     # --- accounts ----------------------------------------------------------------------------
 
     def _accounts(self, tenant_id: str, synth: list[Event], account_days: Deltas, now: datetime,
-                  stats: WriteReport, also_seen: dict[tuple[str, str], set[str]]) -> dict[str, dict[str, Any]]:
-        batch = account.fold_all(synth)
+                  stats: WriteReport, also_seen: dict[tuple[str, str], set[str]], retro_heads: RetroHeads,
+                  retro_tl: RetroTimelines) -> dict[str, dict[str, Any]]:
+        batch = account.fold_all(synth, retro_heads)
         touched = set(batch) | {pk.split("#A#", 1)[1] for pk, _ in account_days}
         if not touched:
             return {}
-        timelines = timeline.fold_all(synth)
+        timelines = timeline.fold_all(synth, retro_tl)
         model = self.models.current(tenant_id, cached=True)
         pks = {a: keys.account_pk(tenant_id, a) for a in touched}
         heads = self.store.get_many([(pk, keys.HEAD_SK) for pk in pks.values()] +
@@ -609,6 +664,16 @@ class ViewWriter:
 
 
 MAX_CATALOG_KEY = 128
+
+
+def _retro(heads: RetroHeads, timelines: RetroTimelines, ud: UserDay, account_id: str, day: str,
+           user_id: str) -> None:
+    """Add what a user-day brings to an account (a late membership or alias) to the batch's HEAD and
+    timeline contributions."""
+    head, bucket = ud.for_account(account_id, day, user_id)
+    heads[account_id] = head if account_id not in heads else account.merge(heads[account_id], head)
+    key = (account_id, day)
+    timelines[key] = bucket if key not in timelines else timeline.merge(timelines[key], bucket)
 
 
 def claim_window(e: Event) -> str:

@@ -19,9 +19,10 @@ from chalicelib.query import QueryService
 from chalicelib.scoremodels import ScoreModelStore
 from chalicelib.versions import VIEW_VERSION
 from chalicelib.views import ViewStore
+from projections import account, timeline
 from projections.account import DayActivity
 from projections.events import Event, message_digest
-from projections.usage import attribute
+from projections.usage import attribute, attributed_events
 from streams.writer import ViewWriter
 from tests.helpers.fold import claimed_digests
 
@@ -60,6 +61,38 @@ def view_usage(store: ViewStore, tenant: str, accounts: set[str]) -> dict[str, A
     return {a: u for a in sorted(accounts) if (u := stored_usage(store, tenant, a))}
 
 
+def view_heads(store: ViewStore, tenant: str, accounts: set[str]) -> dict[str, Any]:
+    """Every figure an account's HEAD and timelines serve: first/last seen, event spans, traits, and the
+    timeline entries of each day."""
+    out: dict[str, Any] = {}
+    for a in sorted(accounts):
+        pk = keys.account_pk(tenant, a)
+        head = store.get_many([(pk, keys.HEAD_SK)])[(pk, keys.HEAD_SK)].data
+        tls, _ = store.query_prefix(pk, keys.TIMELINE_PREFIX)
+        if head is None and not tls:
+            continue
+        head = head or {}
+        out[a] = {"first_seen": head.get("first_seen"), "last_seen": head.get("last_seen"),
+                  "event_spans": head.get("event_spans") or {}, "traits": head.get("traits") or {},
+                  "timeline": {b.sk[len(keys.TIMELINE_PREFIX):]: b.data["entries"] for b in tls}}
+    return out
+
+
+def expected_heads(events: list[Event], accounts: set[str]) -> dict[str, Any]:
+    """The same figures from the order-free reference (:func:`projections.usage.attributed_events`)."""
+    synth = attributed_events(events)
+    states = account.fold_all(synth)
+    timelines = timeline.fold_all(synth)
+    out: dict[str, Any] = {}
+    for a in sorted(accounts & set(states)):
+        d = states[a].to_dict()
+        out[a] = {"first_seen": d["first_seen"], "last_seen": d["last_seen"], "event_spans": d["event_spans"],
+                  "traits": d["traits"],
+                  "timeline": {day: tl.to_dict()["entries"] for (acct, day), tl in sorted(timelines.items())
+                               if acct == a}}
+    return out
+
+
 def apply(writer: ViewWriter, tenant: str, batches: list[list[tuple[str, list[Event]]]],
           now: datetime = DAY0 + timedelta(days=1)) -> None:
     for batch in batches:
@@ -87,6 +120,9 @@ def test_tracks_without_group_id_count_for_the_accounts_the_user_joined_in_any_o
         apply(writer, tenant, [[("c1", first)], [("c2", last)]])
         got = view_usage(store, tenant, {"acme", "globex", "initech"})
         assert got == attribute(first + last), order
+        # Not only the counters: first/last seen, event spans and timelines, whichever came first.
+        assert view_heads(store, tenant, {"acme", "globex", "initech"}) == expected_heads(
+            first + last, {"acme", "globex", "initech"}), order
         # context.groupId wins: the explicit event counts for initech only.
         assert got["initech"] == {DAY0.date().isoformat(): {"counts": {"Exported": 1}, "users": 1}}
         assert sum(sum(d["counts"].values()) for d in got["acme"].values()) == 9
@@ -113,6 +149,7 @@ def test_alias_and_identify_merge_anonymous_history_into_the_user(writer: ViewWr
     apply(writer, tenant, batches)
     everything = [e for b in batches for _, evs in b for e in evs]
     assert view_usage(writer.store, tenant, {"acme"}) == attribute(everything)
+    assert view_heads(writer.store, tenant, {"acme"}) == expected_heads(everything, {"acme"})
     assert sum(sum(d["counts"].values()) for d in attribute(everything)["acme"].values()) == 6
 
 
@@ -167,6 +204,8 @@ def test_same_view_for_every_permutation_duplication_and_batching(writer: ViewWr
         batches = batches + batches[:1] + [batches[-1][:1]]
     apply(writer, tenant, batches)
     assert view_usage(writer.store, tenant, {"A", "B", "C"}) == attribute(POPULATION)
+    # Every figure the API serves, not only counts: first/last seen, spans, traits, timelines.
+    assert view_heads(writer.store, tenant, {"A", "B", "C"}) == expected_heads(POPULATION, {"A", "B", "C"})
 
 
 # --- 3. exactly once, per duplicate class --------------------------------------------------------------

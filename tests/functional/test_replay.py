@@ -21,6 +21,7 @@ from projections.events import Event
 from projections.usage import attribute
 from streams import handler as stream_handler
 from streams import replay
+from streams.writer import FOLD_CODE
 from tests.functional.test_projector import start_projector_mapping
 from tests.helpers.events import stored_events
 from tests.helpers.streams import wait_until
@@ -136,7 +137,10 @@ def test_cli_upgrades_a_stack_holding_version_1_items(tenant: dict[str, str], pr
     assert main(["replay", "view", "--version", "2", "--compare", "--promote"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["active_before"] == 1 and out["active_after"] == 2
-    assert not out["compare"]["equal"] and "upgrade" in out["compare"]["note"]
+    # Version 1's table was written before fold codes were recorded: the difference is not classified as
+    # damage (which would block the promotion), and it is not called the upgrade without evidence either.
+    assert not out["compare"]["equal"] and out["compare"]["verdict"].startswith("unknown fold code")
+    assert out["compare"]["codes_a"] == [] and out["compare"]["codes_b"] == [FOLD_CODE]
     assert active_view_version(ddb, keys.control_table_name(prefix), cached=False) == 2
     v2 = ViewStore(ddb, keys.view_table_name(prefix, 2))
     blobs, _ = v2.query_prefix(keys.account_pk(tid, "acme"), keys.DAY_PREFIX)
@@ -210,3 +214,30 @@ def test_in_memory_rebuild_equals_the_item_by_item_rebuild(tenant: dict[str, str
             blobs, _ = store.query_prefix(keys.account_pk(tenant["tenant_id"], acct), keys.DAY_PREFIX)
             got = {b.sk[len(keys.DAY_PREFIX):]: DayActivity.from_dict(b.data) for b in blobs}
             assert {d: {"counts": dict(a.counts), "users": len(a.users)} for d, a in got.items()} == days, acct
+
+
+def test_compare_calls_a_difference_damage_when_the_same_fold_code_built_both(
+        tenant: dict[str, str], prefix: str, ddb: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """Replay == live is an invariant: two versions built by the same fold code must be equal, so a
+    difference between them is reported as damage (and blocks a promotion), never as "the upgrade"."""
+    stream_handler.get_writer.cache_clear()
+    tid = tenant["tenant_id"]
+    now = datetime.now(UTC)
+    batch = [{"type": "group", "messageId": "g", "userId": "ada", "groupId": "acme"}] + \
+        [{"type": "track", "messageId": f"t{i}", "userId": "ada", "event": "Export",
+          "timestamp": (now - timedelta(hours=i)).isoformat()} for i in range(6)]
+    Ingestor(ddb, prefix).ingest(tid, parse_request({"batch": batch}, "batch"))
+    replay.rebuild(ddb, prefix, 2)
+    assert main(["replay", "view", "--version", "3", "--compare", "--against", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)["compare"]
+    assert out["equal"] and out["same_code"] and out["verdict"] == "equal"
+    # Damage version 3: one day counter lost.
+    v3 = ViewStore(ddb, keys.view_table_name(prefix, 3))
+    day, = v3.query_prefix(keys.account_pk(tid, "acme"), keys.DAY_PREFIX)[0][:1]
+    ddb.delete_item(TableName=v3.table, Key={"pk": {"S": day.pk}, "sk": {"S": day.sk}})
+    assert main(["replay", "view", "--version", "3", "--no-rebuild", "--compare", "--against", "2",
+                 "--promote"]) == 1
+    out = json.loads(capsys.readouterr().out)["compare"]
+    assert out["same_code"] and out["verdict"].startswith("damage")
+    assert out["only_a"] == [f"{day.pk}|{day.sk}"] and f"{day.pk}|{day.sk}" in out["samples"]
+    assert active_view_version(ddb, keys.control_table_name(prefix), cached=False) == 2
