@@ -232,10 +232,24 @@ def claim_page_sk(owner_batch: str, page: int) -> str:
     return f"{CLAIM_PAGE_PREFIX}{owner_batch}#{page}"
 
 
+PAGE_PREFIX = "P#"
+PAGE_META_SK = "META"
+"""A bucket's page counter (pending pages ``n``, the ``oldest`` page's time): when to settle it."""
+
+
+def page_pk(tenant_id: str, bucket: int) -> str:
+    """A tenant's delta pages of one bucket of accounts and users (``chalicelib.pages``)."""
+    return f"{tenant_id}#P#{bucket:02x}"
+
+
+def page_sk(page_id: str, n: int) -> str:
+    return f"{PAGE_PREFIX}{page_id}#{n}"
+
+
 META_PK = "META"
 FOLD_CODE_SK = "FOLD_CODE"
 """The view table's record of the fold code that wrote it (``codes``: a string set)."""
 
-__all__ += ["META_PK", "FOLD_CODE_SK"]
+__all__ += ["META_PK", "FOLD_CODE_SK", "PAGE_PREFIX", "PAGE_META_SK", "page_pk", "page_sk"]
 __all__ += ["USER_DAY_PREFIX", "ALIAS_SK", "MEMBERS_SK", "CLAIM_PAGE_PREFIX", "user_day_sk", "claim_page_pk",
             "claim_page_sk"]

@@ -17,12 +17,13 @@ from typing import Any, Protocol
 from chalicelib import keys, tables
 from chalicelib.db import batch_get, items
 from chalicelib.errors import ApiError, FieldError
+from chalicelib.pages import LAST_SEEN_STEP, Derived
 from chalicelib.scoremodels import ModelFieldError, ScoreModelStore
 from chalicelib.search import SearchIndex
-from chalicelib.view_items import load_account
+from chalicelib.view_items import load_account, merge_days, pending_for, seats, summary_attrs
 from chalicelib.views import ViewStore, from_ddb
 from projections import account, catalog, health, timeline, user
-from projections.events import format_ts
+from projections.events import format_ts, parse_ts
 from projections.timeline import Entry
 
 __all__ = ["MAX_PAGE", "QueryService", "Rescorer", "SORTS"]
@@ -198,7 +199,14 @@ class QueryService:
             kwargs["ExclusiveStartKey"] = last
         return {"items": items, "next_cursor": encode_cursor(last) if last else None}
 
-    def _summary(self, tenant_id: str, account_id: str) -> dict[str, Any]:
+    def _pending(self, tenant_id: str, account_id: str) -> Derived:
+        """The account's events in delta pages not yet settled (``chalicelib.pages``): every read below merges
+        them, so a figure the API serves includes every batch the projector has written."""
+        return pending_for(self.store, tenant_id, account_id)
+
+    def _summary(self, tenant_id: str, account_id: str, pending: Derived | None = None) -> dict[str, Any]:
+        """The account's SUMMARY; ``{}`` for an account known only from pending pages (not yet settled); 404
+        for an unknown account."""
         if not account_id or len(account_id) > MAX_ID:
             # Ingest never stores longer ids, so such an account cannot exist (and the key would be invalid).
             raise ApiError(404, "not_found", "account not found", [FieldError("id", "unknown account",
@@ -206,14 +214,23 @@ class QueryService:
         pk = keys.account_pk(tenant_id, account_id)
         resp = self.client.get_item(TableName=self.table, Key={"pk": {"S": pk}, "sk": {"S": keys.SUMMARY_SK}})
         if "Item" not in resp:
+            if account_id in (pending if pending is not None else self._pending(tenant_id, account_id)).accounts:
+                return {}
             raise ApiError(404, "not_found", f"account {account_id!r} not found", [FieldError("id", "unknown account")])
         return from_ddb(resp["Item"])
 
     def get_account(self, tenant_id: str, account_id: str) -> dict[str, Any]:
-        summary = self._summary(tenant_id, account_id)
-        state, _, _ = load_account(self.store, tenant_id, account_id)
+        pending = self._pending(tenant_id, account_id)
+        summary = self._summary(tenant_id, account_id, pending)
+        state, _, _ = load_account(self.store, tenant_id, account_id, pending=pending)
         model = self.models.current(tenant_id, cached=True)
         now = self.clock()
+        if account_id in pending.accounts:
+            # Pending pages move the score and the figures the SUMMARY holds: computed from the merged state
+            # (the SUMMARY, and with it the listing, follows when the pages are settled).
+            hs = health.score(state, model, now, seats(state))
+            summary = {**summary, **summary_attrs(tenant_id, state, hs, now,
+                                                  users_count=self._members(tenant_id, account_id, pending))}
         features = account.feature_usage(state, model.key_features, now, 30)
         out = _account_item(summary)
         out.update({
@@ -225,8 +242,25 @@ class QueryService:
         })
         return out
 
+    def _pending_links(self, tenant_id: str, account_id: str, pending: Derived) -> dict[str, dict[str, Any]]:
+        """Links of the account still in pending pages (newest version of each user), by link sort key."""
+        return {keys.user_link_sk(u): {**link, "user_ver": ver} for (a, u), (ver, link) in pending.links.items()
+                if a == account_id}
+
+    def _members(self, tenant_id: str, account_id: str, pending: Derived) -> int | None:
+        """MEMBERS plus the pending links that do not exist yet (None: no MEMBERS item, a version 1 account)."""
+        pk = keys.account_pk(tenant_id, account_id)
+        links = self._pending_links(tenant_id, account_id, pending)
+        got = self.store.get_plain([(pk, keys.MEMBERS_SK)] + [(pk, sk) for sk in links], projection="pk, sk, n")
+        members = got.get((pk, keys.MEMBERS_SK), {})
+        new = sum(1 for sk in links if (pk, sk) not in got)
+        if "n" not in members and not new:
+            return None
+        return int(members.get("n", 0)) + new
+
     def account_users(self, tenant_id: str, account_id: str, params: Mapping[str, str]) -> dict[str, Any]:
-        self._summary(tenant_id, account_id)
+        pending = self._pending(tenant_id, account_id)
+        self._summary(tenant_id, account_id, pending)
         limit = _int_param(params, "limit", 50, 1, MAX_PAGE)
         cursor = decode_cursor(params.get("cursor"))
         pk = keys.account_pk(tenant_id, account_id)
@@ -241,7 +275,25 @@ class QueryService:
             kwargs["ExclusiveStartKey"] = cursor
         resp = self.client.query(**kwargs)
         links = [from_ddb(raw) for raw in resp["Items"]]
+        extra = self._pending_links(tenant_id, account_id, pending)
+        if extra:
+            # Pending links (not settled yet) within this page's key range join it; a newer version replaces
+            # the stored link.
+            lo = cursor["sk"]["S"] if cursor else ""
+            hi = resp["LastEvaluatedKey"]["sk"]["S"] if resp.get("LastEvaluatedKey") else None
+            by_sk = {lk["sk"]: lk for lk in links}
+            for sk, lk in extra.items():
+                if sk > lo and (hi is None or sk <= hi) and int(by_sk.get(sk, {}).get("user_ver", -1)) < lk["user_ver"]:
+                    by_sk[sk] = {**lk, "sk": sk}
+            links = [by_sk[sk] for sk in sorted(by_sk)]
         seen = self._users_last_seen(tenant_id, [lk["user_id"] for lk in links])
+        # The account's pending usage moves its users' last seen as the settle will (the same step).
+        for (a, u), at in pending.recent.items():
+            if a != account_id:
+                continue
+            stored = seen.get(u)
+            if u in seen and (stored is None or at - parse_ts(stored) >= LAST_SEEN_STEP):
+                seen[u] = format_ts(at)
         items = [{"user_id": lk["user_id"], "name": lk.get("name"), "email": lk.get("email"),
                   "traits": json.loads(lk.get("traits_json") or "{}"), "first_seen": lk.get("first_seen"),
                   "last_seen": seen.get(lk["user_id"])} for lk in links]
@@ -258,7 +310,8 @@ class QueryService:
         return {raw["pk"]["S"][len(prefix):]: raw.get("last_seen", {}).get("S") for raw in found}
 
     def account_timeline(self, tenant_id: str, account_id: str, params: Mapping[str, str]) -> dict[str, Any]:
-        self._summary(tenant_id, account_id)
+        pending = self._pending(tenant_id, account_id)
+        self._summary(tenant_id, account_id, pending)
         limit = _int_param(params, "limit", 50, 1, MAX_PAGE)
         cursor = decode_cursor(params.get("cursor"))
         pk = keys.account_pk(tenant_id, account_id)
@@ -270,6 +323,9 @@ class QueryService:
                     or not 0 <= cursor["skip"] <= MAX_TIMELINE_SKIP:
                 raise _bad("cursor", "is not a cursor for this listing")
             start, skip = cursor["bucket"], cursor["skip"]
+        extra = {day: tl for (a, day), tl in pending.timelines.items() if a == account_id}
+        if extra:
+            return self._timeline_merged(pk, account_id, extra, start, skip, limit)
         kwargs: dict[str, Any] = {"TableName": self.table, "ScanIndexForward": False, "Limit": 7}
         if start:
             # Resume inside the bucket the previous page stopped in (newest first).
@@ -295,15 +351,38 @@ class QueryService:
                 return {"items": items, "next_cursor": None}
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
+    def _timeline_merged(self, pk: str, account_id: str, extra: dict[str, timeline.TimelineBucket],
+                         start: str | None, skip: int, limit: int) -> dict[str, Any]:
+        """The timeline with pending buckets merged in: every stored bucket (at most one per retained day,
+        each at most 50 entries) read and joined with the pending ones, then paged as the stored path pages."""
+        blobs, _ = self.store.query_prefix(pk, keys.TIMELINE_PREFIX, consistent=False)
+        buckets = {b.sk[len(keys.TIMELINE_PREFIX):]: timeline.TimelineBucket.from_dict(b.data) for b in blobs}
+        for day, tl in extra.items():
+            buckets[day] = tl if day not in buckets else timeline.merge(buckets[day], tl)
+        items: list[dict[str, Any]] = []
+        for bucket in sorted(buckets, reverse=True):
+            if start and bucket > start:
+                continue
+            entries = buckets[bucket].newest_first()
+            offset = skip if bucket == start else 0
+            take = entries[offset:offset + (limit - len(items))]
+            items += [e.to_dict() for e in take]
+            if len(items) >= limit:
+                return {"items": items, "next_cursor": encode_cursor({"bucket": bucket, "skip": offset + len(take)})}
+        return {"items": items, "next_cursor": None}
+
     def account_usage(self, tenant_id: str, account_id: str, params: Mapping[str, str]) -> dict[str, Any]:
-        self._summary(tenant_id, account_id)
+        pending = self._pending(tenant_id, account_id)
+        self._summary(tenant_id, account_id, pending)
         days = _int_param(params, "days", 30, 1, account.RETENTION_DAYS)
         end = self.clock().date()
         start = end - timedelta(days=days - 1)
         pk = keys.account_pk(tenant_id, account_id)
         blobs, _ = self.store.query_prefix(pk, "", sk_from=keys.day_sk(start.isoformat()),
                                            sk_to=keys.day_sk(end.isoformat()), consistent=False)
-        by_day = {b.sk[len(keys.DAY_PREFIX):]: account.DayActivity.from_dict(b.data) for b in blobs}
+        merged = merge_days(pk, {b.sk[len(keys.DAY_PREFIX):]: b for b in blobs}, pending)
+        by_day = {d: account.DayActivity.from_dict(v) for d, v in merged.items()
+                  if start.isoformat() <= d <= end.isoformat()}
         day_list = [(start + timedelta(days=i)).isoformat() for i in range(days)]
         totals: dict[str, int] = {}
         for act in by_day.values():
@@ -319,9 +398,10 @@ class QueryService:
                 "totals": [by_day[d].count() if d in by_day else 0 for d in day_list]}
 
     def account_score(self, tenant_id: str, account_id: str, params: Mapping[str, str]) -> dict[str, Any]:
-        summary = self._summary(tenant_id, account_id)
+        pending = self._pending(tenant_id, account_id)
+        summary = self._summary(tenant_id, account_id, pending)
         days = _int_param(params, "days", 30, 1, 90)
-        state, _, _ = load_account(self.store, tenant_id, account_id)
+        state, _, _ = load_account(self.store, tenant_id, account_id, pending=pending)
         model = self.models.current(tenant_id)
         now = self.clock()
         seats = state.trait("seats")
@@ -332,7 +412,7 @@ class QueryService:
                   "adoption": "Seat utilisation / stickiness", "breadth": "Key-feature breadth",
                   "trend": "Usage trend (14d vs prior 14d)"}
         return {
-            "account_id": account_id, "name": summary.get("name"),
+            "account_id": account_id, "name": summary.get("name") or state.name or account_id,
             "score": current.score, "band": current.band, "trend": current.trend, "as_of": format_ts(now),
             "model_version": current.model_version,
             "factors": [{**f.to_dict(), "value": f.raw, "label": labels.get(f.name, f.name),

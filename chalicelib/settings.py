@@ -32,6 +32,10 @@ class Settings:
         alerts_topic_arn: SNS topic for score alerts on AWS (locally alerts go to tenant webhooks).
         dashboard_origin: the only origin allowed to call ``/api/*`` from a browser on another origin (CORS).
         ingest_rate / ingest_burst: token bucket per write key (requests per second, bucket size).
+        view_writes: ``pages`` (the projector packs usage into delta pages and settles the per-account items
+            later: ``chalicelib.pages``) or ``direct`` (every touched item written in the batch).
+        settle_seconds / settle_min_age_seconds: a bucket's pages are settled once the oldest is this old;
+            pages younger than the minimum age are never settled (see ``streams.writer``).
     """
 
     dynamodb_endpoint: str | None
@@ -43,6 +47,9 @@ class Settings:
     dashboard_origin: str = "http://127.0.0.1:8080"
     ingest_rate: float = 50.0
     ingest_burst: int = 200
+    view_writes: str = "pages"
+    settle_seconds: float = 600.0
+    settle_min_age_seconds: float = 30.0
 
     @property
     def control_table(self) -> str:
@@ -71,6 +78,9 @@ def get_settings() -> Settings:
             dashboard_origin=env.get("STREAMFOLD_DASHBOARD_ORIGIN") or DEFAULT_DASHBOARD_ORIGIN,
             ingest_rate=float(env.get("STREAMFOLD_INGEST_RATE") or DEFAULT_INGEST_RATE),
             ingest_burst=int(env.get("STREAMFOLD_INGEST_BURST") or DEFAULT_INGEST_BURST),
+            view_writes=env.get("STREAMFOLD_VIEW_WRITES") or "pages",
+            settle_seconds=float(env.get("STREAMFOLD_SETTLE_SECONDS") or 600.0),
+            settle_min_age_seconds=float(env.get("STREAMFOLD_SETTLE_MIN_AGE_SECONDS") or 30.0),
         )
     return _settings
 

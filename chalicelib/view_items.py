@@ -13,16 +13,16 @@ import json
 from datetime import datetime
 from typing import Any
 
-from chalicelib import keys
+from chalicelib import keys, pages
 from chalicelib.views import Blob, ViewStore
 from projections import account, catalog, user
-from projections.account import AccountState
-from projections.events import format_ts, thaw
+from projections.account import AccountState, DayActivity
+from projections.events import FrozenMap, format_ts, thaw
 from projections.health import HealthScore
 
 __all__ = ["MAX_TRAITS_JSON", "cap_json",
-           "account_head_dict", "assemble_account", "load_account", "load_catalog", "seats", "summary_attrs",
-           "user_link"]
+           "account_head_dict", "assemble_account", "load_account", "load_catalog", "pending_for", "seats",
+           "summary_attrs", "user_link"]
 
 
 def account_head_dict(state: AccountState) -> dict[str, Any]:
@@ -38,17 +38,44 @@ def assemble_account(head: dict[str, Any] | None, account_id: str, days: dict[st
     return account.merge(AccountState.from_dict(base), account.empty(account_id))
 
 
+def pending_for(store: ViewStore, tenant_id: str, account_id: str, *, consistent: bool = False) -> pages.Derived:
+    """What the account's bucket's pending delta pages add to it (``chalicelib.pages``): one Query."""
+    bucket = pages.bucket_of(account_id)
+    found = pages.pending_pages(store, tenant_id, [bucket], consistent=consistent)[bucket]
+    return pages.derive(tenant_id, found, accounts={account_id})
+
+
+def merge_days(pk: str, day_blobs: dict[str, Blob], pending: pages.Derived | None) -> dict[str, dict[str, Any]]:
+    """Day items as reads see them: stored counters plus the pending contributions not yet in their ring."""
+    days = {d: b.data for d, b in day_blobs.items() if b.data is not None}
+    for (kpk, sk), per in (pending.account_days.items() if pending else ()):
+        if kpk != pk:
+            continue
+        day = sk[len(keys.DAY_PREFIX):]
+        blob = day_blobs.get(day)
+        stored = DayActivity.from_dict(blob.data) if blob is not None and blob.data else None
+        ring = str(blob.attrs.get("ring") or "") if blob is not None else ""
+        also = pending.account_seen.get((kpk, sk), set()) if pending else set()
+        days[day] = pages.merge_counters(stored, ring, per, also, DayActivity).to_dict()
+    return days
+
+
 def load_account(store: ViewStore, tenant_id: str, account_id: str, head: Blob | None = None,
-                 day_blobs: list[Blob] | None = None) -> tuple[AccountState, Blob, dict[str, Blob]]:
+                 day_blobs: list[Blob] | None = None, pending: pages.Derived | None = None,
+                 ) -> tuple[AccountState, Blob, dict[str, Blob]]:
     """The full stored state of an account, with the blobs it was built from (``head`` and ``day_blobs``:
-    already read)."""
+    already read); ``pending``: delta pages not yet settled, merged in (what the API serves)."""
     pk = keys.account_pk(tenant_id, account_id)
     if head is None:
         head = store.get_many([(pk, keys.HEAD_SK)])[(pk, keys.HEAD_SK)]
     if day_blobs is None:
         day_blobs, _ = store.query_prefix(pk, keys.DAY_PREFIX)
     days = {b.sk[len(keys.DAY_PREFIX):]: b for b in day_blobs}
-    state = assemble_account(head.data, account_id, {d: b.data for d, b in days.items()})
+    state = assemble_account(head.data, account_id, merge_days(pk, days, pending))
+    extra = pending.heads.get(account_id) if pending else None
+    if extra is not None:
+        state = account.merge(state, AccountState(account_id, extra.traits, extra.first_seen, extra.last_seen,
+                                                  frozenset(), FrozenMap(), extra.event_spans))
     return state, head, days
 
 

@@ -231,10 +231,16 @@ class ViewStore:
     def _batch_put(self, chunk: list[dict[str, Any]]) -> None:
         self.batch_write_raw([to_ddb(it) for it in chunk])
 
-    def batch_write_raw(self, chunk: list[dict[str, Any]]) -> None:
+    def delete_many(self, item_keys: list[tuple[str, str]]) -> None:
+        """Delete items with ``BatchWriteItem`` (25 per request)."""
+        for i in range(0, len(item_keys), 25):
+            self.batch_write_raw([{"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in item_keys[i:i + 25]], delete=True)
+
+    def batch_write_raw(self, chunk: list[dict[str, Any]], *, delete: bool = False) -> None:
         """One ``BatchWriteItem`` of up to 25 items in DynamoDB's attribute-value form (unprocessed items
-        retried with backoff)."""
-        request = {self.table: [{"PutRequest": {"Item": it}} for it in chunk]}
+        retried with backoff); ``delete``: the items are keys to delete."""
+        request = {self.table: [{"DeleteRequest": {"Key": it}} if delete else {"PutRequest": {"Item": it}}
+                                for it in chunk]}
         for attempt in range(10):
             if attempt:
                 time.sleep(random.uniform(0, 0.05 * 2 ** attempt))

@@ -63,7 +63,9 @@ def _writer(version: int, prefix: str | None) -> ViewWriter:
     client = get_client()
     return ViewWriter(ViewStore(client, keys.view_table_name(p, version)),
                       ScoreModelStore(client, keys.control_table_name(p)),
-                      Outbox(client, keys.control_table_name(p)), get_indexer(version))
+                      Outbox(client, keys.control_table_name(p)), get_indexer(version),
+                      deferred=s.view_writes == "pages", settle_after=s.settle_seconds,
+                      settle_min_age=s.settle_min_age_seconds)
 
 
 def decode_record(record: DynamoDBRecord) -> tuple[str, list[Event]]:

@@ -204,10 +204,28 @@ def _normalise(item: dict[str, Any]) -> tuple[str, Any]:
     return key, json.loads(json.dumps(plain, sort_keys=True, default=str))
 
 
-def compare(client: Any, prefix: str, a: int, b: int) -> Comparison:
+def settle_view(client: Any, prefix: str, version: int, now: datetime | None = None) -> int:
+    """Settle every pending delta page of every tenant in a view version (``chalicelib.pages``): what the
+    live projector has written but not yet folded into the per-account items. Returns the pages settled."""
+    now = now or datetime.now(UTC)
+    store = ViewStore(client, keys.view_table_name(prefix, version))
+    writer = ViewWriter(store, ScoreModelStore(client, keys.control_table_name(prefix)), deferred=True)
+    tenants = {i["pk"]["S"].split("#P#", 1)[0] for i in _scan(client, store.table)
+               if "#P#" in i["pk"]["S"] and i["sk"]["S"].startswith(keys.PAGE_PREFIX)}
+    before = store.stats.writes
+    for tenant in sorted(tenants):
+        writer.settle(tenant, now, force=True)
+    return store.stats.writes - before if tenants else 0
+
+
+def compare(client: Any, prefix: str, a: int, b: int, *, settle: bool = True) -> Comparison:
     """Item-by-item difference of two view versions (time-dependent score fields aside; claim pages,
     which name the batch that wrote them, skipped; "last seen" times equal within
-    :data:`streams.writer.LAST_SEEN_STEP`, the lag a live view is allowed)."""
+    :data:`streams.writer.LAST_SEEN_STEP`, the lag a live view is allowed). Pending delta pages are settled
+    first (``settle``): the comparison is of what the API serves, not of when the projector folded it."""
+    if settle:
+        settle_view(client, prefix, a)
+        settle_view(client, prefix, b)
     left = dict(_normalise(i) for i in _scan(client, keys.view_table_name(prefix, a)) if not _claims(i))
     right = dict(_normalise(i) for i in _scan(client, keys.view_table_name(prefix, b)) if not _claims(i))
     meta = f"{keys.META_PK}|{keys.FOLD_CODE_SK}"
@@ -226,7 +244,8 @@ def compare(client: Any, prefix: str, a: int, b: int) -> Comparison:
 
 
 def _claims(item: dict[str, Any]) -> bool:
-    return item["sk"]["S"].startswith(keys.CLAIM_PAGE_PREFIX)
+    """Claim pages and delta-page bookkeeping: they name the batches that wrote them, not view content."""
+    return item["sk"]["S"].startswith(keys.CLAIM_PAGE_PREFIX) or "#P#" in item["pk"]["S"]
 
 
 def promote(client: Any, prefix: str, version: int, *, catch_up_tables: int = 2,

@@ -12,7 +12,9 @@ __all__ = ["rescore_all"]
 
 
 def rescore_all(now: datetime | None = None) -> dict[str, int]:
-    """Recompute the score of every account of every tenant; returns summaries written per tenant.
+    """Settle every tenant's ripe delta pages (a bucket no batch touched lately is settled here, so the
+    listing is never more than an hour behind), then recompute the score of every account of every tenant;
+    returns summaries written per tenant.
 
     One tenant's failure is logged and does not stop the others.
     """
@@ -22,6 +24,8 @@ def rescore_all(now: datetime | None = None) -> dict[str, int]:
     out: dict[str, int] = {}
     for t in services.tenants().list():
         try:
+            if writer.deferred:
+                writer.settle(t.tenant_id, now)
             out[t.tenant_id] = writer.rescore(t.tenant_id, query.account_ids(t.tenant_id), now)
         except Exception:
             logger.exception("rescoring failed", extra={"tenant_id": t.tenant_id})

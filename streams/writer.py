@@ -32,13 +32,15 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from chalicelib import keys
+from chalicelib import keys, pages
+from chalicelib.pages import PageWriter
 from chalicelib.scoremodels import ScoreModelStore
 from chalicelib.view_items import (
     account_head_dict,
@@ -86,9 +88,18 @@ RING = 32
 TAG_CHARS = 12
 CLAIM_TTL_SECONDS = 7 * 86400
 """Claim pages expire (DynamoDB TTL on ``ttl``) this long after they were written."""
-LAST_SEEN_STEP = timedelta(minutes=15)
-"""Usage alone moves a stored "last seen" (user and account HEAD, event spans, SUMMARY, catalog names) at
-most this often: it lags the newest event by less than this. Counts, days and timelines are exact."""
+LAST_SEEN_STEP = pages.LAST_SEEN_STEP
+SETTLE_AFTER_SECONDS = 600
+"""A bucket's pending pages are settled into the per-account items once the oldest is this old (or once there
+are :data:`SETTLE_PAGES` of them): the freshness of what only settled items show (the account listing and its
+order, scores on the listing, alerts). Everything else reads the pages too (``chalicelib.pages``)."""
+SETTLE_MIN_AGE_SECONDS = 30
+"""Pages younger than this are not settled: a failed batch is retried (whole or bisected) before that, and its
+new page then meets the old one while both are pending, where (item, chunk tag) keys make it count once."""
+SETTLE_PAGES = 64
+"""Pending pages per bucket at most before a settle (bounds what a read of one account merges)."""
+OWN_TAGS = 512
+"""Chunk tags one settle keeps in a counter's ring at most (beyond :data:`RING` older ones)."""
 DIGEST_CHARS = 16
 """Hex characters of a message digest (8 bytes of BLAKE2b; ``Event.digest``)."""
 PAGE_DIGESTS = 8_000
@@ -147,11 +158,19 @@ class ViewWriter:
         search: an indexer with ``index(tenant, accounts, users)`` (search projection); may be None.
     """
 
-    def __init__(self, store: ViewStore, models: ScoreModelStore, outbox: Any = None, search: Any = None) -> None:
+    def __init__(self, store: ViewStore, models: ScoreModelStore, outbox: Any = None, search: Any = None, *,
+                 deferred: bool = False, settle_after: float = SETTLE_AFTER_SECONDS,
+                 settle_min_age: float = SETTLE_MIN_AGE_SECONDS, settle_pages: int = SETTLE_PAGES) -> None:
         self.store = store
         self.models = models
         self.outbox = outbox
         self.search = search
+        # deferred: usage goes to delta pages (one item per bucket of accounts per batch) and the per-account
+        # items are settled later; otherwise every touched item is written in the batch (replay, tests).
+        self.deferred = deferred
+        self.settle_after = settle_after
+        self.settle_min_age = settle_min_age
+        self.settle_pages = settle_pages
         self._code_recorded = False
         self._code_lock = threading.Lock()
 
@@ -213,6 +232,7 @@ class ViewWriter:
                 if e.message_id not in tag_of:
                     tag_of[e.message_id] = tag
                     events.append(e)
+        pw = PageWriter(tenant_id) if self.deferred else None
         fresh = self._claim(tenant_id, [e for e in events if e.is_usage], tag_of, source, now, batch_tag)
         stats.counted += len(fresh)
         stats.duplicates += sum(1 for e in events if e.is_usage) - len(fresh)
@@ -239,9 +259,12 @@ class ViewWriter:
         for e in fresh:
             who = who_of(e)
             if who and not e.group_id:
-                _add(user_days, (keys.user_pk(tenant_id, who), keys.user_day_sk(e.day)), tag_of[e.message_id],
+                _add(user_days, (keys.user_pk(tenant_id, who), keys.user_day_sk(e.day)), _norm(tag_of[e.message_id]),
                      UserDay.of(e))
-        self._bump_all(user_days, also_seen, codec=UserDay)
+                if pw is not None:
+                    pw.user_event(who, e, _norm(tag_of[e.message_id]))
+        if pw is None:
+            self._bump_all(user_days, also_seen, codec=UserDay)
 
         # (b) retro attribution: alias merges, then new memberships.
         account_days: Deltas = {}
@@ -254,7 +277,7 @@ class ViewWriter:
         new_links = {a: u for a, u in links.items() if a not in stored_users.get(u, user.empty(u)).aliases
                      and a not in stored_users.get(u, user.empty(u)).anonymous_ids and a in identity_links(identity)}
         self._merge_aliases(tenant_id, new_links, stored_users, account_days, batch_tag, also_seen,
-                            (retro_heads, retro_tl))
+                            (retro_heads, retro_tl), pw, user_days)
         for u, new in user_batch.items():
             stored = stored_users.get(u, user.empty(u))
             joined_now = user.merge(stored, new).joined - stored.joined
@@ -266,10 +289,13 @@ class ViewWriter:
                 direct_new[u] = set(joined_now)
                 continue
             retro_users[u] = set(joined_now)
-            history = self._user_days(tenant_id, u)
+            history = self._user_days(tenant_id, u, user_days, also_seen)
             for acct in joined_now:
                 for day, (ud, ring) in history.items():
                     key = (keys.account_pk(tenant_id, acct), keys.day_sk(day))
+                    if pw is not None:
+                        pw.account_retro(acct, day, u, _norm("j:" + batch_tag), ud, _tags(ring))
+                        continue
                     _add(account_days, key, "j:" + batch_tag, DayActivity(ud.activity.counts, Sketch.of([u])))
                     _retro(retro_heads, retro_tl, ud, acct, day, u)
                     # The chunks folded into these days now count for the account: a re-delivery of one
@@ -297,15 +323,142 @@ class ViewWriter:
                 synth.append(replace(e, group_id=acct, user_id=e.user_key if e.group_id else who,
                                      anonymous_id=None))
         for e in synth:
-            if e.is_usage and (e.message_id, e.group_id) not in counted_by_retro:
+            counts = e.is_usage and (e.message_id, e.group_id) not in counted_by_retro
+            if pw is not None:
+                pw.account_event(e.group_id or "", e, _norm(tag_of[e.message_id]) if counts else "")
+            elif counts:
                 _add(account_days, (keys.account_pk(tenant_id, e.group_id or ""), keys.day_sk(e.day)),
                      tag_of[e.message_id], _one(e.catalog_name or "", e.user_id))
 
-        users_written = self._users(tenant_id, folded, user_batch)
-        accounts_written = self._accounts(tenant_id, synth, account_days, now, stats, also_seen,
-                                          retro_heads, retro_tl)
+        users_written = self._users(tenant_id, folded, user_batch, pw)
+        if pw is not None:
+            at = int(now.timestamp())
+            # One page id per attempt, not per batch: a retried batch can see other stored state than its first
+            # attempt (a membership now stored) and must not overwrite what that attempt recorded; the two meet
+            # pending, keyed by (item, chunk tag), and count once.
+            page_id = f"{source}:{batch_tag}:{time.time_ns():x}"
+            self.store.put_many([{**it, "body": encode_body(it["body"])}
+                                 for it in pw.items(page_id, at, at + CLAIM_TTL_SECONDS)])
+            # Accounts a group call names for the first time are settled soon (the listing shows them).
+            grouped = {e.group_id for e in identity if e.type == "group" and e.group_id}
+            known = self.store.get_plain([(keys.account_pk(tenant_id, a), keys.SUMMARY_SK) for a in grouped],
+                                         projection="pk, sk") if grouped else {}
+            fresh_buckets = {pages.bucket_of(a) for a in grouped
+                             if (keys.account_pk(tenant_id, a), keys.SUMMARY_SK) not in known}
+            due = self._due(tenant_id, pw.buckets, at, now, fresh_buckets)
+            accounts_written = self.settle(tenant_id, now, buckets=due, stats=stats) if due else {}
+        else:
+            accounts_written = self._accounts(tenant_id, synth, account_days, now, stats, also_seen,
+                                              retro_heads, retro_tl)
         self._catalog(tenant_id, fresh, tag_of)
         return accounts_written, users_written
+
+    # --- delta pages -----------------------------------------------------------------------------
+
+    def _reset_meta(self, tenant_id: str, bucket: int, taken: int, oldest: int | None) -> None:
+        """After a settle: the bucket's pending count less what was taken, its oldest page the oldest left."""
+        key = {"pk": {"S": keys.page_pk(tenant_id, bucket)}, "sk": {"S": keys.PAGE_META_SK}}
+        values: dict[str, Any] = {":k": {"N": str(-taken)}}
+        expr = "ADD n :k"
+        if oldest is None:
+            expr += " REMOVE oldest, due_at"
+        else:
+            expr += " SET oldest = :o REMOVE due_at"
+            values[":o"] = {"N": str(oldest)}
+        resp = self.store.client.update_item(TableName=self.store.table, Key=key, UpdateExpression=expr,
+                                             ExpressionAttributeValues=values, ReturnConsumedCapacity="TOTAL")
+        self.store.stats.add(writes=1, write_units=resp.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
+
+    def _settle_links(self, tenant_id: str, links: dict[tuple[str, str], tuple[int, dict[str, Any]]]) -> None:
+        """Write pending user links (the newest version of each), and count the ones created in MEMBERS."""
+        if not links:
+            return
+        wanted = {(keys.account_pk(tenant_id, a), keys.user_link_sk(u)): (ver, link)
+                  for (a, u), (ver, link) in links.items()}
+        existing = set(self.store.get_plain(wanted, projection="pk, sk"))
+
+        def one(key: tuple[str, str]) -> str | None:
+            ver, link = wanted[key]
+            return key[0] if self.store.put_link(key[0], key[1], link, ver, create=key not in existing) else None
+
+        created: dict[str, int] = {}
+        for pk in self.store.run(one, sorted(wanted)):
+            if pk is not None:
+                created[pk] = created.get(pk, 0) + 1
+        self.store.add_members(created)
+
+    def _settle_user_times(self, tenant_id: str, times: dict[str, tuple[datetime | None, datetime | None]]) -> None:
+        """Move known users' first/last seen to what pending usage says (under the last-seen step)."""
+        if not times:
+            return
+        blobs = self.store.get_many([(keys.user_pk(tenant_id, u), keys.HEAD_SK) for u in times])
+
+        def one(user_key: str) -> None:
+            first, last = times[user_key]
+            key = (keys.user_pk(tenant_id, user_key), keys.HEAD_SK)
+
+            def update(b: Blob) -> tuple[Any, dict[str, Any]] | None:
+                stored = user.UserState.from_dict(b.data) if b.data else user.empty(user_key)
+                merged = user.merge(stored, replace(user.empty(user_key), first_seen=first, last_seen=last))
+                if b.data is not None and same_but_recency(stored.to_dict(), merged.to_dict()):
+                    return None
+                return merged.to_dict(), {"last_seen": format_ts(merged.last_seen) if merged.last_seen else None}
+
+            self.store.upsert(key, update, current=blobs[key])
+
+        self.store.run(one, sorted(times))
+
+    def _due(self, tenant_id: str, written: dict[int, Any], at: int, now: datetime, new: set[int]) -> set[int]:
+        """Count this batch's pages in each bucket's ``META`` item (pending pages, oldest); the buckets due for a
+        settle: too many pages, an old page, or an account new to the listing."""
+        counts = {b: len(pages.PageWriter.split(body)) for b, body in written.items()}
+
+        def one(b: int) -> int | None:
+            expr = "ADD n :k SET oldest = if_not_exists(oldest, :at)"
+            values = {":k": {"N": str(counts[b])}, ":at": {"N": str(at)}}
+            if b in new:
+                # An account new to the listing: due as soon as its page may be settled.
+                expr += ", due_at = if_not_exists(due_at, :due)"
+                values[":due"] = {"N": str(at + int(self.settle_min_age))}
+            resp = self.store.client.update_item(
+                TableName=self.store.table,
+                Key={"pk": {"S": keys.page_pk(tenant_id, b)}, "sk": {"S": keys.PAGE_META_SK}},
+                UpdateExpression=expr, ExpressionAttributeValues=values, ReturnValues="ALL_NEW",
+                ReturnConsumedCapacity="TOTAL")
+            self.store.stats.add(writes=1, write_units=resp.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
+            meta = resp["Attributes"]
+            n, oldest = int(meta["n"]["N"]), float(meta["oldest"]["N"])
+            due_at = float(meta["due_at"]["N"]) if "due_at" in meta else None
+            return b if (n >= self.settle_pages or oldest <= now.timestamp() - self.settle_after
+                         or (due_at is not None and due_at <= now.timestamp())) else None
+
+        return {b for b in self.store.run(one, sorted(counts)) if b is not None}
+
+    def settle(self, tenant_id: str, now: datetime, *, buckets: Iterable[int] | None = None, force: bool = False,
+               stats: WriteReport | None = None) -> dict[str, dict[str, Any]]:
+        """Fold the pending pages of ``buckets`` (all by default) older than the minimum age (``force``: all)
+        into the per-account and user-day items, score the accounts they touch, then delete the pages.
+        Returns the summaries written."""
+        stats = stats or WriteReport()
+        found = pages.pending_pages(self.store, tenant_id, range(pages.PAGE_BUCKETS) if buckets is None else buckets)
+        horizon = now.timestamp() - (0 if force else self.settle_min_age)
+        taken = []
+        for b, bucket_pages in found.items():
+            ripe = [p for p in bucket_pages if float(p.attrs.get("at", 0)) <= horizon]
+            taken += ripe
+            if ripe or not bucket_pages:
+                rest = [p for p in bucket_pages if p not in ripe]
+                self._reset_meta(tenant_id, b, len(ripe), min((int(p.attrs.get("at", 0)) for p in rest), default=None))
+        if not taken:
+            return {}
+        d = pages.derive(tenant_id, taken)
+        self._settle_links(tenant_id, d.links)
+        self._settle_user_times(tenant_id, d.user_times)
+        self._bump_all({k: v for k, v in d.user_days.items() if v}, d.user_seen, codec=UserDay)
+        written = self._accounts(tenant_id, [], {k: v for k, v in d.account_days.items() if v}, now, stats,
+                                 d.account_seen, d.heads, d.timelines)
+        self.store.delete_many(d.pages)
+        return written
 
     # --- claims -------------------------------------------------------------------------------------
 
@@ -323,7 +476,7 @@ class ViewWriter:
                                        for w in windows if w.startswith("m")])
         owner_of: dict[str, str] = {}
         found = self.store.query_many([(keys.claim_page_pk(tenant_id, w), keys.CLAIM_PAGE_PREFIX) for w in minutes])
-        for page in [p for pages in found for p in pages] + list(singles.values()):
+        for page in [p for ps in found for p in ps] + list(singles.values()):
             for owner, digests in (page.data or {}).items():
                 for i in range(0, len(digests), DIGEST_CHARS):
                     owner_of.setdefault(digests[i:i + DIGEST_CHARS], owner)
@@ -359,7 +512,8 @@ class ViewWriter:
 
     def _merge_aliases(self, tenant_id: str, new_links: dict[str, str], stored_users: dict[str, user.UserState],
                        account_days: Deltas, batch_tag: str, also_seen: dict[tuple[str, str], set[str]],
-                       retro: tuple[RetroHeads, RetroTimelines]) -> None:
+                       retro: tuple[RetroHeads, RetroTimelines], pw: PageWriter | None = None,
+                       batch_days: Deltas | None = None) -> None:
         """An anonymous id merged into a user: its days become the user's, and count for the user's accounts."""
         if not new_links:
             return
@@ -368,8 +522,17 @@ class ViewWriter:
         user_days: Deltas = {}
         for anon_id, u in sorted(new_links.items()):
             tag = "a:" + batch_tag
-            for day, (ud, ring) in self._user_days(tenant_id, anon_id).items():
+            for day, (ud, ring) in self._user_days(tenant_id, anon_id, batch_days).items():
                 key = (keys.user_pk(tenant_id, u), keys.user_day_sk(day))
+                if pw is not None:
+                    pw.user_retro(u, day, _norm(tag), ud, _tags(ring))
+                    for acct in stored_users.get(u, user.empty(u)).joined:
+                        pw.account_retro(acct, day, u, _norm(tag), ud, _tags(ring))
+                    # A membership of u new in this batch reads u's days next: with this history in them.
+                    if batch_days is not None:
+                        _add(batch_days, key, _norm(tag), ud)
+                        also_seen.setdefault(key, set()).update(_tags(ring))
+                    continue
                 _add(user_days, key, tag, ud)
                 also_seen.setdefault(key, set()).update(_tags(ring))
                 for acct in stored_users.get(u, user.empty(u)).joined:
@@ -377,13 +540,35 @@ class ViewWriter:
                     _add(account_days, akey, tag, DayActivity(ud.activity.counts, Sketch.of([u])))
                     also_seen.setdefault(akey, set()).update(_tags(ring))
                     _retro(*retro, ud, acct, day, u)
-        self._bump_all(user_days, also_seen, codec=UserDay)
+        if user_days:
+            self._bump_all(user_days, also_seen, codec=UserDay)
 
-    def _user_days(self, tenant_id: str, user_key: str) -> dict[str, tuple[UserDay, str]]:
-        """The user's retained days: ``{day: (user-day, ring)}`` (the ring: chunks already in the day)."""
-        blobs, _ = self.store.query_prefix(keys.user_pk(tenant_id, user_key), keys.USER_DAY_PREFIX)
+    def _user_days(self, tenant_id: str, user_key: str, batch_days: Deltas | None = None,
+                   batch_seen: dict[tuple[str, str], set[str]] | None = None) -> dict[str, tuple[UserDay, str]]:
+        """The user's retained days: ``{day: (user-day, ring)}`` (the ring: chunks already in the day). Deferred:
+        with the user's pending pages and this batch's own contributions (``batch_days``) merged in."""
+        pk = keys.user_pk(tenant_id, user_key)
+        blobs, _ = self.store.query_prefix(pk, keys.USER_DAY_PREFIX)
         days = {b.sk[len(keys.USER_DAY_PREFIX):]: (UserDay.from_dict(b.data), str(b.attrs.get("ring") or ""))
                 for b in blobs}
+        if self.deferred:
+            bucket = pages.bucket_of(user_key)
+            d = pages.derive(tenant_id, pages.pending_pages(self.store, tenant_id, [bucket])[bucket], users={user_key})
+            pending: dict[str, tuple[dict[str, Any], set[str]]] = {}
+            for (_pk, sk), per in d.user_days.items():
+                pending.setdefault(sk[len(keys.USER_DAY_PREFIX):], ({}, set()))[0].update(per)
+            for (_pk, sk), also in d.user_seen.items():
+                pending.setdefault(sk[len(keys.USER_DAY_PREFIX):], ({}, set()))[1].update(also)
+            for (kpk, sk), per in (batch_days or {}).items():
+                if kpk == pk:
+                    slot, also_slot = pending.setdefault(sk[len(keys.USER_DAY_PREFIX):], ({}, set()))
+                    for tag, ud in per.items():
+                        slot.setdefault(tag, ud)
+                    also_slot.update((batch_seen or {}).get((kpk, sk), set()))
+            for day, (per, also) in pending.items():
+                stored, ring = days.get(day, (None, ""))
+                total = pages.merge_counters(stored, ring, per, also, UserDay)
+                days[day] = (total, ring + "".join(sorted(set(per) | also)))
         if not days:
             return {}
         newest = max(days)
@@ -415,7 +600,7 @@ class ViewWriter:
             total = codec.from_dict(b.data) if b.data else codec()
             for t in new:
                 total = total.merge(per_tag[t])
-            own = "".join(tags[t] for t in new)
+            own = "".join(tags[t] for t in new)[-OWN_TAGS * TAG_CHARS:]
             # The tags of this write always stay (a re-delivery of this batch must find them); older
             # tags, and the tags a retro contribution carries in, within the last RING only.
             keep = (ring + "".join(sorted(also_seen - seen)) + own)[-(RING * TAG_CHARS + len(own)):]
@@ -572,8 +757,8 @@ class ViewWriter:
 
     # --- users -------------------------------------------------------------------------------
 
-    def _users(self, tenant_id: str, events: list[Event],
-               batch: dict[str, user.UserState]) -> dict[str, dict[str, Any]]:
+    def _users(self, tenant_id: str, events: list[Event], batch: dict[str, user.UserState],
+               pw: PageWriter | None = None) -> dict[str, dict[str, Any]]:
         if not batch:
             return {}
         blobs = self.store.get_many([(keys.user_pk(tenant_id, u), keys.HEAD_SK) for u in batch])
@@ -592,6 +777,10 @@ class ViewWriter:
                 merged = user.merge(stored, new)
                 box[:] = [stored if b.data else None, merged]
                 if b.data is not None and same_but_recency(stored.to_dict(), merged.to_dict()):
+                    return None
+                if pw is not None and b.data is not None and _same_but_times(stored, merged):
+                    # Deferred: usage moving a known user's first/last seen waits for the settle (pages).
+                    pw.user_times(user_key, merged.first_seen, merged.last_seen)
                     return None
                 # last_seen as a plain attribute: the users list reads it with a projection.
                 return merged.to_dict(), {"last_seen": format_ts(merged.last_seen) if merged.last_seen else None}
@@ -612,8 +801,11 @@ class ViewWriter:
             made = []
             for account_id in targets:
                 pk = keys.account_pk(tenant_id, account_id)
-                if self.store.put_link(pk, keys.user_link_sk(user_key), link, result.ver,
-                                       create=(pk, keys.user_link_sk(user_key)) not in existing):
+                if pw is not None:
+                    # Deferred: the link (and the MEMBERS count it adds) is settled from the page.
+                    pw.account_link(account_id, user_key, link, result.ver)
+                elif self.store.put_link(pk, keys.user_link_sk(user_key), link, result.ver,
+                                         create=(pk, keys.user_link_sk(user_key)) not in existing):
                     made.append(pk)
             return user_key, {**link, "accounts": sorted(merged.accounts), "_created": made,
                               "last_seen": format_ts(merged.last_seen) if merged.last_seen else None}
@@ -664,6 +856,15 @@ class ViewWriter:
 
 
 MAX_CATALOG_KEY = 128
+
+
+def _same_but_times(a: user.UserState, b: user.UserState) -> bool:
+    return replace(a, first_seen=None, last_seen=None) == replace(b, first_seen=None, last_seen=None)
+
+
+def _norm(tag: str) -> str:
+    """A ring tag: chunk tags are already :data:`TAG_CHARS` long; longer tags (retro sources) are hashed."""
+    return tag if len(tag) == TAG_CHARS else chunk_tag(tag)
 
 
 def _retro(heads: RetroHeads, timelines: RetroTimelines, ud: UserDay, account_id: str, day: str,

@@ -13,6 +13,11 @@ import pytest
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "streamfold-test")
 os.environ.setdefault("POWERTOOLS_DEV", "false")
+# The live projector's delta pages settle after every batch here, so tests written against settled items see
+# them at once; the deferred path itself (pending pages, reads merging them) has its own tests with the
+# production settings (tests/functional/test_spread_pages.py).
+os.environ.setdefault("STREAMFOLD_SETTLE_SECONDS", "0")
+os.environ.setdefault("STREAMFOLD_SETTLE_MIN_AGE_SECONDS", "0")
 
 import time
 from types import SimpleNamespace

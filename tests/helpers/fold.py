@@ -17,7 +17,7 @@ from streams.alerts import Outbox
 from streams.decode import to_lambda_record
 from streams.writer import ViewWriter, WriteReport
 
-__all__ = ["claimed_digests", "fold_items", "ingest_body", "project_requests", "writer_for"]
+__all__ = ["claimed_digests", "fold_items", "ingest_body", "project_requests", "view_content", "writer_for"]
 
 
 def writer_for(prefix: str) -> ViewWriter:
@@ -74,3 +74,11 @@ def claimed_digests(store: ViewStore, tenant_id: str) -> dict[str, str]:
                 for i in range(0, len(digests), 16):
                     out[digests[i:i + 16]] = owner
     return out
+
+
+def view_content(store: ViewStore) -> dict[str, Any]:
+    """Every item of a view table but the delta pages' own (pages and their bucket counters): what a
+    re-delivered batch must leave unchanged (it rewrites its pages, then settles nothing new)."""
+    return {f"{raw['pk']['S']}|{raw['sk']['S']}": raw
+            for raw in db.items(store.client, "scan", TableName=store.table, ConsistentRead=True)
+            if "#P#" not in raw["pk"]["S"]}

@@ -1,0 +1,250 @@
+"""Delta pages on DynamoDB Local: spread traffic packed per bucket of accounts, reads that merge pending pages,
+settles that change nothing a user sees, and exactly-once counting across re-delivered, bisected and settled
+batches (``chalicelib.pages``, ``streams.writer.ViewWriter.settle``)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from chalicelib import db, keys, pages, tables
+from chalicelib.ingest import Ingestor, parse_request
+from chalicelib.query import QueryService
+from chalicelib.scoremodels import ScoreModelStore
+from chalicelib.versions import VIEW_VERSION
+from chalicelib.views import ViewStore
+from projections.events import Event
+from projections.usage import attribute
+from streams import replay
+from streams.handler import handle_batch
+from streams.writer import ViewWriter
+from tests.functional.test_projection_v2 import expected_heads, merged_view, view_heads, view_usage
+from tooling.bench import _wait_records
+
+pytestmark = pytest.mark.timeout(300)
+
+T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+NOW = T0 + timedelta(hours=3)
+_ids = itertools.count()
+
+
+def ev(mid: str, kind: str, at: datetime = T0, **fields: Any) -> Event:
+    stamp = at.isoformat().replace("+00:00", "Z")
+    return Event.from_wire({"messageId": mid, "type": kind, "timestamp": stamp, "originalTimestamp": stamp, **fields})
+
+
+@pytest.fixture
+def store(ddb: Any, prefix: str) -> ViewStore:
+    return ViewStore(ddb, tables.ensure_view_table(ddb, prefix, VIEW_VERSION))
+
+
+def pending_writer(store: ViewStore, prefix: str) -> ViewWriter:
+    """The live projector's mode with the production settle policy, far from any settle here."""
+    return ViewWriter(store, ScoreModelStore(store.client, keys.control_table_name(prefix)), deferred=True,
+                      settle_after=3600, settle_min_age=30)
+
+
+def page_items(store: ViewStore, tenant: str) -> list[dict[str, Any]]:
+    return [i for i in db.items(store.client, "scan", TableName=store.table, ConsistentRead=True)
+            if i["pk"]["S"].startswith(f"{tenant}#P#") and i["sk"]["S"].startswith(keys.PAGE_PREFIX)]
+
+
+def api_view(q: QueryService, tenant: str, accounts: list[str]) -> dict[str, Any]:
+    """What a customer-success user reads about each account, through the query API's service."""
+    out = {}
+    for a in accounts:
+        acct = q.get_account(tenant, a)
+        score = q.account_score(tenant, a, {})
+        out[a] = {"account": acct, "usage": q.account_usage(tenant, a, {"days": "7"}),
+                  "timeline": q.account_timeline(tenant, a, {"limit": "100"}),
+                  "users": q.account_users(tenant, a, {}),
+                  "score": {k: v for k, v in score.items() if k != "as_of"}}
+    return json.loads(json.dumps(out, sort_keys=True, default=str))
+
+
+def membership_traffic(accounts: int, tracks_per_user: int, late: set[int] = frozenset()) -> tuple[list[Event],  # type: ignore[assignment]
+                                                                                                     list[Event]]:
+    """identify + group per account's one user; tracks without groupId. Accounts in ``late`` get their group
+    call only after the tracks (retro attribution)."""
+    first: list[Event] = []
+    last: list[Event] = []
+    for a in range(accounts):
+        u = f"user-{a:04d}"
+        first.append(ev(f"id-{u}", "identify", T0 - timedelta(hours=1), userId=u,
+                        traits={"email": f"{u}@example.com", "name": u}))
+        (last if a in late else first).append(ev(f"gr-{u}", "group", T0 - timedelta(hours=1), userId=u,
+                                                 groupId=f"acct-{a:04d}", traits={"name": f"Account {a}",
+                                                                                  "plan": "pro"}))
+    tracks = [ev(f"t-{a}-{i}", "track", T0 + timedelta(minutes=7 * i + a % 5), userId=f"user-{a:04d}",
+                 event=f"Feature {i % 3}") for i in range(tracks_per_user) for a in range(accounts)]
+    return first + tracks, last
+
+
+def test_reads_merge_pending_pages_and_a_settle_changes_nothing_a_user_sees(store: ViewStore, prefix: str) -> None:
+    tenant = f"t-pages-{next(_ids)}"
+    writer = pending_writer(store, prefix)
+    early, late = membership_traffic(6, 4, late={1, 4})
+    explicit = [ev("x-1", "track", T0 + timedelta(minutes=3), userId="user-0002", event="Exported",
+                   groupId="acct-0003", context={"groupId": "acct-0003"})]
+    batches = [early[:8], early[8:] + explicit, late]
+    for n, batch in enumerate(batches):
+        writer.record(None, NOW, chunks={tenant: [(f"c{n}-{i}", batch[i::2]) for i in range(2)]})
+    everything = [e for b in batches for e in b]
+    accounts = sorted({f"acct-{a:04d}" for a in range(6)})
+    assert page_items(store, tenant), "nothing was deferred"
+    # Nothing settled: no account item holds usage yet, and yet the reads serve every event.
+    assert view_usage(store, tenant, set(accounts)) == {}
+    assert merged_view(store, tenant, set(accounts)) == (attribute(everything),
+                                                        expected_heads(everything, set(accounts)))
+    q = QueryService(store, writer.models, clock=lambda: NOW)
+    before = api_view(q, tenant, accounts)
+    assert before["acct-0001"]["account"]["users_count"] == 1
+    assert before["acct-0001"]["users"]["items"][0]["email"] == "user-0001@example.com"
+    assert sum(before["acct-0001"]["usage"]["totals"]) == 4  # a late group: its tracks count all the same
+    assert sum(before["acct-0003"]["usage"]["totals"]) == 5  # its user's 4 + one with context.groupId
+
+    writer.settle(tenant, NOW, force=True)
+    assert page_items(store, tenant) == []
+    assert view_usage(store, tenant, set(accounts)) == attribute(everything)
+    assert view_heads(store, tenant, set(accounts)) == expected_heads(everything, set(accounts))
+    after = api_view(q, tenant, accounts)
+    assert _diff(after, before) == []
+    listed = q.list_accounts(tenant, {"sort": "name"})["items"]
+    assert [a["account_id"] for a in listed] == accounts
+    assert {a["account_id"]: a["score"] for a in listed} == {a: before[a]["score"]["score"] for a in accounts}
+
+
+def test_each_batch_counts_once_whatever_is_redelivered_bisected_or_settled_between(store: ViewStore,
+                                                                                     prefix: str) -> None:
+    tenant = f"t-pages-{next(_ids)}"
+    writer = pending_writer(store, prefix)
+    early, late = membership_traffic(5, 3, late={2})
+    chunks = [(f"c{i}", early[i::4]) for i in range(4)]
+    writer.record(None, NOW, chunks={tenant: chunks})
+    writer.record(None, NOW, chunks={tenant: chunks})  # re-delivered whole
+    writer.record(None, NOW, chunks={tenant: chunks[2:]})  # bisected: the second half again
+    writer.settle(tenant, NOW, force=True)
+    writer.record(None, NOW, chunks={tenant: chunks[1:3]})  # after the settle: the rings remember
+    writer.record(None, NOW, chunks={tenant: [("late", late)]})
+    writer.record(None, NOW, chunks={tenant: chunks[3:]})  # and again, pending beside the retro
+    everything = early + late
+    accounts = {f"acct-{a:04d}" for a in range(5)}
+    assert merged_view(store, tenant, accounts)[0] == attribute(everything)
+    writer.settle(tenant, NOW, force=True)
+    assert view_usage(store, tenant, accounts) == attribute(everything)
+    assert view_heads(store, tenant, accounts) == expected_heads(everything, accounts)
+
+
+def test_spread_batch_is_a_few_page_writes_not_one_write_per_account(store: ViewStore, prefix: str) -> None:
+    """2,000 accounts, one user each joined by group, then tracks without groupId: the tracks' batch writes
+    one page per bucket (and claim pages), well under a write unit per event, whatever the account count."""
+    tenant = f"t-pages-{next(_ids)}"
+    writer = pending_writer(store, prefix)
+    early, _ = membership_traffic(2000, 2)
+    identity = [e for e in early if not e.is_usage]
+    usage = [e for e in early if e.is_usage]
+    writer.record(None, NOW, chunks={tenant: [(f"id{i}", identity[i:i + 100]) for i in range(0, len(identity), 100)]})
+    report = writer.record(None, NOW, chunks={tenant: [(f"t{i}", usage[i:i + 100]) for i in range(0, len(usage), 100)]})
+    assert report.counted == 4000
+    # Usage of known users: no per-account, per-user or user-day write in the batch.
+    assert report.write_units / report.events < 0.5, report
+    assert report.writes <= 2 * pages.PAGE_BUCKETS + 20, report
+    sizes = [len(i["body"]["B"]) for i in page_items(store, tenant)]
+    assert max(sizes) < 64 * 1024  # far from 400 KB: 2,000 accounts' 4,000 events over 64 buckets
+    q = QueryService(store, writer.models, clock=lambda: NOW)
+    assert sum(q.account_usage(tenant, "acct-1234", {"days": "2"})["totals"]) == 2
+    writer.settle(tenant, NOW, force=True)
+    assert sum(q.account_usage(tenant, "acct-1234", {"days": "2"})["totals"]) == 2
+    expected = attribute(early)
+    assert view_usage(store, tenant, {"acct-0000", "acct-1999"}) == {a: expected[a] for a in ("acct-0000", "acct-1999")}
+
+
+def test_a_bucket_settles_on_its_own_when_due(store: ViewStore, prefix: str) -> None:
+    """Settling is the projector's own job: a bucket whose oldest page passed ``settle_after`` (or that holds
+    an account new to the listing) is settled by a later batch that touches it; younger pages wait."""
+    tenant = f"t-pages-{next(_ids)}"
+    writer = ViewWriter(store, ScoreModelStore(store.client, keys.control_table_name(prefix)), deferred=True,
+                        settle_after=600, settle_min_age=30)
+    early, _ = membership_traffic(3, 2)
+    writer.record(None, NOW, chunks={tenant: [("c0", early)]})
+    # group calls named new accounts: due now, but its pages are younger than the minimum age
+    assert page_items(store, tenant)
+    writer.record(None, NOW + timedelta(seconds=31), chunks={tenant: [("c1", [ev("t-x", "track", T0,
+                                                                                 userId="user-0000",
+                                                                                 event="Later")])]})
+    # the bucket of user-0000 / acct-0000 was touched and is due (new account): its ripe page settled
+    q = QueryService(store, writer.models, clock=lambda: NOW)
+    assert "acct-0000" in [a["account_id"] for a in q.list_accounts(tenant, {"sort": "name"})["items"]]
+    writer.record(None, NOW + timedelta(seconds=700), chunks={tenant: [("c2", [ev("t-y", "track", T0,
+                                                                                  userId="user-0001",
+                                                                                  event="Later")])]})
+    writer.settle(tenant, NOW + timedelta(seconds=2000))  # the hourly pass settles every old page
+    assert page_items(store, tenant) == []
+    assert view_usage(store, tenant, {"acct-0000", "acct-0001", "acct-0002"}) == attribute(
+        early + [ev("t-x", "track", T0, userId="user-0000", event="Later"),
+                 ev("t-y", "track", T0, userId="user-0001", event="Later")])
+
+
+def _diff(a: Any, b: Any, path: str = "") -> list[str]:
+    """Paths where two JSON documents differ (readable failures)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _diff(a.get(k), b.get(k), f"{path}.{k}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _diff(x, y, f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
+SPREAD_ACCOUNTS = int(os.environ.get("STREAMFOLD_SPREAD_ACCOUNTS", "2000"))
+"""10,000 is the full size (`STREAMFOLD_SPREAD_ACCOUNTS=10000`, about N minutes here); the suite runs 2,000."""
+
+
+@pytest.mark.timeout(1200)
+def test_replay_equals_live_at_spread_whatever_the_arrival_order(ddb: Any, prefix: str, tenant: dict[str, str]
+                                                                  ) -> None:
+    """The full-size functional test of issue 17: 10,000 accounts, one user each (identify + group), one
+    track each without groupId, sent in an order where about a third of the users' tracks arrive before
+    their group call. Live: the stream records, in 100-record batches, through the projector's own handler
+    in its production mode (delta pages, the production settle policy). Replay: the day tables in key order
+    into another version. Every item equal, and ``compare`` says the same fold code built both."""
+    tid = tenant["tenant_id"]
+    now = datetime.now(UTC)
+    rng = random.Random(17)
+    t0 = now - timedelta(hours=2)
+    stamp = lambda t: t.isoformat(timespec="milliseconds").replace("+00:00", "Z")  # noqa: E731
+    msgs: list[dict[str, Any]] = []
+    for a in range(SPREAD_ACCOUNTS):
+        u = f"user-{a:05d}"
+        ident = [{"type": "identify", "messageId": f"id-{u}", "userId": u, "timestamp": stamp(t0),
+                  "traits": {"email": f"{u}@example.com"}},
+                 {"type": "group", "messageId": f"gr-{u}", "userId": u, "groupId": f"acct-{a:05d}",
+                  "timestamp": stamp(t0), "traits": {"name": f"Account {a}", "plan": "pro"}}]
+        track = [{"type": "track", "messageId": f"tr-{u}", "userId": u, "event": rng.choice(["A", "B", "C"]),
+                  "timestamp": stamp(t0 + timedelta(seconds=rng.randrange(3600)))}]
+        msgs += [(rng.random(), track + ident if a % 3 == 0 else ident + track)]  # type: ignore[list-item]
+    ordered = [m for _, pair in sorted(msgs, key=lambda x: x[0]) for m in pair]  # type: ignore[misc]
+    ing = Ingestor(ddb, prefix)
+    for i in range(0, len(ordered), 100):
+        ing.ingest(tid, parse_request({"batch": ordered[i:i + 100]}, "batch"))
+    table = keys.events_table_name(prefix, now)
+    records = _wait_records(ddb, db.get_streams_client(), table, (len(ordered) + 99) // 100)
+
+    live = ViewWriter(ViewStore(ddb, keys.view_table_name(prefix, VIEW_VERSION)),
+                      ScoreModelStore(ddb, keys.control_table_name(prefix)), deferred=True)
+    for i in range(0, len(records), 100):
+        response, _ = handle_batch(records[i:i + 100], writer=live, now=now)
+        assert not response.get("batchItemFailures")
+    # What users read before any settle: every account's track already counted.
+    q = QueryService(live.store, live.models, clock=lambda: now)
+    for a in rng.sample(range(SPREAD_ACCOUNTS), 20):
+        assert sum(q.account_usage(tid, f"acct-{a:05d}", {"days": "2"})["totals"]) == 1
+
+    replay.rebuild(ddb, prefix, VIEW_VERSION + 1, now=now)
+    cmp = replay.compare(ddb, prefix, VIEW_VERSION, VIEW_VERSION + 1)
+    assert cmp.same_code and cmp.equal, cmp.to_dict()
+    assert cmp.items_a > 5 * SPREAD_ACCOUNTS
