@@ -8,11 +8,12 @@ from urllib.parse import unquote
 from chalice import Chalice, CORSConfig, Rate
 from chalice.app import Request
 
-from chalicelib import services
+from chalicelib import paths, services
 from chalicelib.errors import ApiError, FieldError
 from chalicelib.http import basic_auth_user, bearer_token, handle_errors, json_response
 from chalicelib.ingest import decode_body, parse_request
 from chalicelib.openapi import document
+from chalicelib.sdk_settings import api_host, settings_document
 from chalicelib.settings import get_settings
 from chalicelib.static import serve
 from chalicelib.tenants import hash_secret
@@ -27,12 +28,16 @@ app = Chalice(app_name="streamfold")
 # API Gateway's request decompression on AWS (`minimum_compression_size` in .chalice/config.json), by
 # tooling/server.py locally. `decode_body` still inflates a gzip body that reaches it (a direct invoke).
 
+# analytics.js posts `text/plain` (no CORS preflight for the type), `navigator.sendBeacon` a string as
+# `text/plain;charset=UTF-8`: every one of them is read as JSON.
 INGEST_TYPES = ["application/json", "text/plain", "application/octet-stream"]
 
 # The private API answers browsers of the dashboard's origin only (STREAMFOLD_DASHBOARD_ORIGIN, read when
 # the app is loaded: on AWS a Lambda environment variable, locally `streamfold up`'s own URL). The public
-# ingest API keeps `*`: Segment's browser SDK posts from every customer website, and a write key only writes.
+# ingest API allows `*`: Segment's browser SDK posts from every customer website, and a write key only writes.
 API_CORS = CORSConfig(allow_origin=get_settings().dashboard_origin, allow_headers=["Authorization"], max_age=600)
+INGEST_CORS = CORSConfig(allow_origin="*", allow_headers=list(paths.INGEST_ALLOW_HEADERS),
+                         expose_headers=list(paths.INGEST_EXPOSE_HEADERS), max_age=paths.INGEST_MAX_AGE)
 
 
 def _request() -> Request:
@@ -42,10 +47,10 @@ def _request() -> Request:
     return req
 
 
-def _ingest(kind: str):  # type: ignore[no-untyped-def]
+def _ingest(kind: str, path: str | None = None):  # type: ignore[no-untyped-def]
     req = _request()
     body = decode_body(req.raw_body, req.headers.get("content-encoding"))
-    parsed = parse_request(body, kind)
+    parsed = parse_request(body, kind, path)
     key = basic_auth_user(req.headers.get("authorization")) or parsed.write_key
     if not key:
         raise ApiError(401, "unauthorized", "missing write key: send it as the HTTP Basic user name or `writeKey`",
@@ -64,46 +69,120 @@ def _ingest(kind: str):  # type: ignore[no-untyped-def]
     return json_response({"success": True})
 
 
-@app.route("/v1/batch", methods=["POST"], content_types=INGEST_TYPES, cors=True)
+@app.route("/v1/batch", methods=["POST"], content_types=INGEST_TYPES, cors=INGEST_CORS)
 @handle_errors
 def v1_batch():  # type: ignore[no-untyped-def]
     return _ingest("batch")
 
 
-@app.route("/v1/track", methods=["POST"], content_types=INGEST_TYPES, cors=True)
+@app.route("/v1/track", methods=["POST"], content_types=INGEST_TYPES, cors=INGEST_CORS)
 @handle_errors
 def v1_track():  # type: ignore[no-untyped-def]
     return _ingest("track")
 
 
-@app.route("/v1/identify", methods=["POST"], content_types=INGEST_TYPES, cors=True)
+@app.route("/v1/identify", methods=["POST"], content_types=INGEST_TYPES, cors=INGEST_CORS)
 @handle_errors
 def v1_identify():  # type: ignore[no-untyped-def]
     return _ingest("identify")
 
 
-@app.route("/v1/group", methods=["POST"], content_types=INGEST_TYPES, cors=True)
+@app.route("/v1/group", methods=["POST"], content_types=INGEST_TYPES, cors=INGEST_CORS)
 @handle_errors
 def v1_group():  # type: ignore[no-untyped-def]
     return _ingest("group")
 
 
-@app.route("/v1/page", methods=["POST"], content_types=INGEST_TYPES, cors=True)
+@app.route("/v1/page", methods=["POST"], content_types=INGEST_TYPES, cors=INGEST_CORS)
 @handle_errors
 def v1_page():  # type: ignore[no-untyped-def]
     return _ingest("page")
 
 
-@app.route("/v1/screen", methods=["POST"], content_types=INGEST_TYPES, cors=True)
+@app.route("/v1/screen", methods=["POST"], content_types=INGEST_TYPES, cors=INGEST_CORS)
 @handle_errors
 def v1_screen():  # type: ignore[no-untyped-def]
     return _ingest("screen")
 
 
-@app.route("/v1/alias", methods=["POST"], content_types=INGEST_TYPES, cors=True)
+@app.route("/v1/alias", methods=["POST"], content_types=INGEST_TYPES, cors=INGEST_CORS)
 @handle_errors
 def v1_alias():  # type: ignore[no-untyped-def]
     return _ingest("alias")
+
+
+# The older name of /v1/batch (analytics-ruby, analytics-java), and the short paths of analytics.js and the
+# mobile SDKs (chalicelib/paths.py): each is its long form.
+
+
+@app.route("/v1/import", methods=["POST"], content_types=INGEST_TYPES, cors=INGEST_CORS)
+@handle_errors
+def v1_import():  # type: ignore[no-untyped-def]
+    return _ingest("batch", "/v1/import")
+
+
+@app.route("/v1/b", methods=["POST"], content_types=INGEST_TYPES, cors=INGEST_CORS)
+@handle_errors
+def v1_b():  # type: ignore[no-untyped-def]
+    return _ingest("batch", "/v1/b")
+
+
+@app.route("/v1/t", methods=["POST"], content_types=INGEST_TYPES, cors=INGEST_CORS)
+@handle_errors
+def v1_t():  # type: ignore[no-untyped-def]
+    return _ingest("track", "/v1/t")
+
+
+@app.route("/v1/i", methods=["POST"], content_types=INGEST_TYPES, cors=INGEST_CORS)
+@handle_errors
+def v1_i():  # type: ignore[no-untyped-def]
+    return _ingest("identify", "/v1/i")
+
+
+@app.route("/v1/g", methods=["POST"], content_types=INGEST_TYPES, cors=INGEST_CORS)
+@handle_errors
+def v1_g():  # type: ignore[no-untyped-def]
+    return _ingest("group", "/v1/g")
+
+
+@app.route("/v1/p", methods=["POST"], content_types=INGEST_TYPES, cors=INGEST_CORS)
+@handle_errors
+def v1_p():  # type: ignore[no-untyped-def]
+    return _ingest("page", "/v1/p")
+
+
+@app.route("/v1/s", methods=["POST"], content_types=INGEST_TYPES, cors=INGEST_CORS)
+@handle_errors
+def v1_s():  # type: ignore[no-untyped-def]
+    return _ingest("screen", "/v1/s")
+
+
+@app.route("/v1/a", methods=["POST"], content_types=INGEST_TYPES, cors=INGEST_CORS)
+@handle_errors
+def v1_a():  # type: ignore[no-untyped-def]
+    return _ingest("alias", "/v1/a")
+
+
+@app.route(paths.METRICS_PATH, methods=["POST"], content_types=INGEST_TYPES, cors=INGEST_CORS)
+@handle_errors
+def v1_metrics():  # type: ignore[no-untyped-def]
+    """analytics.js's own telemetry (no write key): read like any body (limits, JSON), then dropped."""
+    req = _request()
+    decode_body(req.raw_body, req.headers.get("content-encoding"))
+    return json_response({"success": True})
+
+
+@app.route(paths.SETTINGS_PATH, methods=["GET"], cors=INGEST_CORS)
+@handle_errors
+def v1_project_settings(write_key):  # type: ignore[no-untyped-def]
+    """The settings Segment's browser and mobile SDKs load first, naming this API as their host."""
+    req = _request()
+    key = unquote(write_key)
+    if services.tenants().resolve(key, "write") is None:
+        raise ApiError(404, "unknown_write_key", "no tenant has this write key (`streamfold tenant create`)",
+                       [FieldError("write_key", "unknown write key")])
+    host, protocol = api_host(req.headers, str(req.context.get("path") or ""))
+    return json_response(settings_document(key, host, protocol), headers={"Cache-Control": "public, max-age=300"})
 
 
 # --- private query API (Authorization: Bearer <api_token>; tenant from the token only) ---

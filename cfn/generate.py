@@ -27,6 +27,7 @@ from chalice.utils import to_cfn_resource_name
 
 import app as app_module
 from chalicelib import keys, tables
+from chalicelib.paths import INGEST_PATHS, METRICS_PATH, SETTINGS_PATH
 from chalicelib.versions import VIEW_VERSION
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "chalice_config",
     "compute_extras_template",
     "main",
+    "not_found_gateway_response",
     "render",
     "rendered_files",
     "stage_policy",
@@ -197,6 +199,28 @@ def app_function_names() -> list[str]:
     names = {f.name for f in app.pure_lambda_functions}
     names.update(source.name for source in app.event_sources)
     return sorted(names)
+
+
+def not_found_gateway_response() -> dict[str, Any]:
+    """API Gateway's answer to a path (or a method on a path) no route serves: a 404 naming the method and the
+    path, instead of its SigV4 403 "Missing Authentication Token" (which sends a user checking credentials).
+
+    A gateway response template allows only variable substitution, so it cannot compute the nearest served
+    path as the local server does (``chalicelib.paths.not_found``); it lists the public paths instead, and
+    echoes the path as API Gateway saw it (``$context.path``, with the stage on an execute-api URL).
+    ``Access-Control-Allow-Origin: *``: a browser SDK pointed at a wrong path sees the 404, not a CORS error.
+    """
+    served = [f"POST {p}" for p in INGEST_PATHS] + [f"POST {METRICS_PATH}", f"GET {SETTINGS_PATH}",
+                                                     "GET /api/openapi.json"]
+    body = {"success": False, "code": "not_found",
+            "message": "no such path: $context.httpMethod $context.path (see `served`; /api/openapi.json "
+                       "describes every path)",
+            "field": "path", "path": "$context.path", "served": served}
+    return {
+        "statusCode": "404",
+        "responseParameters": {"gatewayresponse.header.Access-Control-Allow-Origin": "'*'"},
+        "responseTemplates": {"application/json": json.dumps(body, separators=(",", ":"))},
+    }
 
 
 def _function_ids() -> dict[str, str]:
@@ -405,7 +429,12 @@ def compute_extras_template() -> dict[str, Any]:
     resources: dict[str, Any] = {
         # Name the REST API after the stack (the OpenAPI title is the API name on import), so the
         # ApiName metric dimension is unique per stage instead of "streamfold" for every stage.
-        "RestAPI": {"Properties": {"DefinitionBody": {"info": {"title": _sub("${AWS::StackName}")}}}},
+        # An unknown path answers 404 JSON naming it, not the SigV4 403 (part of the API definition, so it is
+        # deployed with the stage, unlike a separate AWS::ApiGateway::GatewayResponse resource).
+        "RestAPI": {"Properties": {"DefinitionBody": {
+            "info": {"title": _sub("${AWS::StackName}")},
+            "x-amazon-apigateway-gateway-responses": {"MISSING_AUTHENTICATION_TOKEN": not_found_gateway_response()},
+        }}},
         "Api5xxAlarm": {
             "Type": "AWS::CloudWatch::Alarm",
             "Properties": {

@@ -37,12 +37,14 @@ class ApiError(Exception):
     message: str
     errors: list[FieldError] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # more top-level members of the body
 
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {"success": False, "code": self.code, "message": self.message}
         if self.errors:
             out.update({k: v for k, v in self.errors[0].to_dict().items() if k != "message"})
             out["errors"] = [e.to_dict() for e in self.errors[:50]]
+        out.update(self.extra)
         return out
 
     def __str__(self) -> str:

@@ -26,7 +26,7 @@ import json
 import math
 import uuid
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -64,7 +64,9 @@ __all__ = [
     "loads_json",
     "Ingestor",
     "IngestResult",
+    "TRAIT_CALLS",
     "decode_body",
+    "message_traits",
     "parse_request",
     "normalise",
 ]
@@ -98,6 +100,8 @@ MIN_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
 _NORMALISED_OVERHEAD = 2048
 
 MessageType = Literal["track", "identify", "group", "page", "screen", "alias"]
+# Calls whose traits are read from `traits`, else from `context.traits` (see :func:`message_traits`).
+TRAIT_CALLS = frozenset({"identify", "group", "track"})
 
 
 def _id_bytes(v: str) -> str:
@@ -360,8 +364,12 @@ class ParsedRequest:
     envelope_bytes: int = 0  # size of the batch's context + integrations, copied into every message
 
 
-def parse_request(body: Any, kind: str) -> ParsedRequest:
-    """Validate a request body for ``/v1/<kind>`` and return its messages.
+def parse_request(body: Any, kind: str, path: str | None = None) -> ParsedRequest:
+    """Validate a request body for ``/v1/<kind>`` (or its short form ``path``) and return its messages.
+
+    The write key may come in the body: the batch's ``writeKey``, else its messages' (analytics.js repeats it
+    in every message), or a single message's ``writeKey``. ``sentAt`` and ``_metadata`` are accepted (the
+    latter, like every unknown member, is not stored).
 
     Raises:
         ApiError: 400 naming the message index, the field and the limit of every problem.
@@ -386,6 +394,9 @@ def parse_request(body: Any, kind: str) -> ParsedRequest:
             raise ApiError(400, "invalid_request", "batch is empty", [FieldError("batch", "empty batch", limit=1)])
         raw = env.batch
         write_key, sent_at, ctx, integ = env.writeKey, env.sentAt, env.context, env.integrations
+        if write_key is None:
+            write_key = next((m["writeKey"] for m in raw if isinstance(m, dict) and isinstance(m.get("writeKey"), str)
+                              and m["writeKey"]), None)
         prefix = "batch"
     else:
         body = dict(body)
@@ -409,7 +420,7 @@ def parse_request(body: Any, kind: str) -> ParsedRequest:
                                      index, MAX_MESSAGE_BYTES))
             continue
         if kind != "batch" and msg.get("type") != kind:
-            errors.append(FieldError("type", f"type must be {kind!r} on /v1/{kind}", index, kind))
+            errors.append(FieldError("type", f"type must be {kind!r} on {path or '/v1/' + kind}", index, kind))
             continue
         bad = _object_fields(msg, where, index)
         if bad:
@@ -460,6 +471,10 @@ def _object_fields(msg: dict[str, Any], where: str, index: int | None) -> list[F
         if v is not None and not isinstance(v, dict):
             out.append(FieldError(_path(where, name), f"must be an object, not {_json_type(v)}", index, "object"))
     ctx = msg.get("context")
+    if _trait_call(msg) and isinstance(ctx, dict) and ctx.get("traits") is not None \
+            and not isinstance(ctx["traits"], dict):
+        out.append(FieldError(_path(where, "context.traits"), f"must be an object, not {_json_type(ctx['traits'])}",
+                              index, "object"))
     gid = ctx.get("groupId") if isinstance(ctx, dict) else None
     if gid is not None and gid != "":
         field = _path(where, "context.groupId")
@@ -472,6 +487,28 @@ def _object_fields(msg: dict[str, Any], where: str, index: int | None) -> list[F
             except ValueError as exc:
                 out.append(FieldError(field, str(exc), index, MAX_ID_BYTES))
     return out
+
+
+def message_traits(msg: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """A message's traits and the field they are read from.
+
+    ``traits`` when the message has that member (an object, even empty); else, for identify, group and track
+    (:data:`TRAIT_CALLS`), ``context.traits``: RudderStack's SDKs put identify traits there, and the Segment
+    spec lets any call carry the user's traits there. The root wins when both are present (a RudderStack
+    browser ``group`` carries the account's traits at the root and the *user's* under ``context``).
+    """
+    root = msg.get("traits")
+    if isinstance(root, dict):
+        return root, "traits"
+    ctx = msg.get("context")
+    if _trait_call(msg) and isinstance(ctx, dict) and isinstance(ctx.get("traits"), dict):
+        return ctx["traits"], "context.traits"
+    return {}, "traits"
+
+
+def _trait_call(msg: Mapping[str, Any]) -> bool:
+    kind = msg.get("type")
+    return isinstance(kind, str) and kind in TRAIT_CALLS
 
 
 def _json_type(v: Any) -> str:
@@ -526,6 +563,10 @@ def normalise(tenant_id: str, msg: BaseModel, raw: dict[str, Any], received_at: 
     else:
         timestamp = received_at
     context = data.get("context") or {}
+    traits, source = message_traits({**data, "traits": raw.get("traits"), "context": context})
+    if source == "context.traits":
+        # Stored once, as the event's traits (not twice: the stored message stays within its size limit).
+        context = {k: v for k, v in context.items() if k != "traits"}
     group_id = data.get("groupId")
     if group_id is None and data["type"] in ("track", "page", "screen"):
         gid = _coerce_id(context.get("groupId"))
@@ -539,7 +580,7 @@ def normalise(tenant_id: str, msg: BaseModel, raw: dict[str, Any], received_at: 
         "event": data.get("event"),
         "name": data.get("name"),
         "properties": data.get("properties") or {},
-        "traits": data.get("traits") or {},
+        "traits": traits,
         "context": context,
         "previousId": data.get("previousId"),
         "timestamp": _iso(timestamp),
@@ -698,11 +739,12 @@ class Ingestor:
             except ValueError as exc:
                 errors.append(FieldError(where or "body", f"cannot be stored: {exc}", index))
                 continue
+            traits_field = _path(where, message_traits(raw)[1])
             if folded.traits and _json_bytes(ev["traits"]) > MAX_TRAITS_BYTES:
-                errors.append(FieldError(_path(where, "traits"), f"traits are {_json_bytes(ev['traits'])} bytes; the "
+                errors.append(FieldError(traits_field, f"traits are {_json_bytes(ev['traits'])} bytes; the "
                                          f"limit is {MAX_TRAITS_BYTES}", index, MAX_TRAITS_BYTES))
-            elif folded.type in ("identify", "group"):
-                errors += _trait_caps(folded, _path(where, "traits"), index)
+            elif folded.type in TRAIT_CALLS:
+                errors += _trait_caps(folded, traits_field, index)
             name = folded.catalog_name
             if name is not None:
                 names.setdefault(name, _path(where, "event" if folded.type == "track" else "name"))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from chalicelib.paths import INGEST_PATHS, METRICS_PATH, SETTINGS_PATH, SHORT_PATHS
+
 __all__ = ["document", "SCHEMAS"]
 
 _str = {"type": "string"}
@@ -117,20 +119,39 @@ _PAGE = [_q("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "page si
 _404 = {"404": "unknown account (or another tenant's)"}
 
 
-def _ingest(kind: str) -> dict[str, Any]:
-    schema = "Batch" if kind == "batch" else "Message"
+def _ingest(path: str, kind: str) -> dict[str, Any]:
+    schema = {"$ref": "#/components/schemas/Batch" if kind == "batch" else "#/components/schemas/Message"}
+    summary = f"Segment HTTP Tracking API: {kind}"
+    if path != f"/v1/{kind}":
+        summary += f" ({'short' if path in SHORT_PATHS else 'older'} form of /v1/{kind}, the same semantics)"
     return {"post": {
-        "summary": f"Segment HTTP Tracking API: {kind}", "tags": ["ingest"], "security": [{"writeKey": []}],
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {
-            "$ref": f"#/components/schemas/{schema}"}}}},
+        "summary": summary, "tags": ["ingest"], "security": [{"writeKey": []}],
+        "description": "Write key as the HTTP Basic user name or `writeKey` in the body. `text/plain` bodies "
+                       "(analytics.js, `navigator.sendBeacon`) are read as JSON; `Content-Encoding: gzip` accepted.",
+        "requestBody": {"required": True, "content": {t: {"schema": schema} for t in (
+            "application/json", "text/plain")}},
         "responses": _resp("Success")}}
 
 
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document."""
     acct = "/api/accounts/{account_id}"
-    paths: dict[str, Any] = {f"/v1/{k}": _ingest(k)
-                             for k in ("batch", "track", "identify", "group", "page", "screen", "alias")}
+    paths: dict[str, Any] = {path: _ingest(path, kind) for path, kind in INGEST_PATHS.items()}
+    paths.update({
+        METRICS_PATH: {"post": {
+            "summary": "analytics.js telemetry: accepted and dropped", "tags": ["ingest"], "security": [],
+            "requestBody": {"required": True, "content": {t: {"schema": {"type": "object"}} for t in (
+                "application/json", "text/plain")}},
+            "responses": _resp("Success")}},
+        SETTINGS_PATH: {"get": {
+            "summary": "SDK settings (what analytics.js and the mobile SDKs load from Segment's CDN)",
+            "tags": ["ingest"], "security": [],
+            "parameters": [{"name": "write_key", "in": "path", "required": True, "schema": _str}],
+            "responses": {"200": {"description": "settings naming this API as the SDK's apiHost",
+                                  "content": {"application/json": {"schema": {"type": "object"}}}},
+                          "404": {"description": "unknown write key", "content": {"application/json": {
+                              "schema": {"$ref": "#/components/schemas/Error"}}}}}}},
+    })
     paths.update({
         "/api/accounts": {"get": {"summary": "List accounts", "tags": ["query"], "parameters": [
             _q("sort", {"enum": ["score", "last_seen", "active_users", "name"]}, "sort key (default score)"),

@@ -1,6 +1,7 @@
 """User view: one state per user (``userId``, or ``anonymousId`` when there is no ``userId``).
 
 Every call type touches the user it names: identify (traits), group (links an account),
+track (traits too, when it carries them: ``context.traits``),
 track/page/screen (first/last seen, accounts from ``groupId``; a user's recent activity is on
 the account timelines, so the user state keeps no timeline of its own), alias (records
 ``previousId`` on the new ``userId``; identities are not merged). Like the account view,
@@ -159,9 +160,12 @@ class _Builder:
             if event.previous_id:
                 self.aliases.add(event.previous_id)
             return
-        if event.type == "identify":
+        if event.type in ("identify", "track"):
+            # A track's traits are the user's too (ingest reads them from `context.traits`, as RudderStack's
+            # SDKs send them); last writer wins, so the order of identify and track does not matter.
             for trait_key, value in event.traits.items():
                 lww_put(self.traits, trait_key, Stamped(event.timestamp, event.message_id, value))
+        if event.type == "identify":
             return
         if event.group_id and (event.type == "group" or event.is_usage):
             self.accounts.add(event.group_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -114,32 +115,48 @@ def _wait_projected(tenant_id: str, expect_accounts: int, timeout: float = 180.0
     raise TimeoutError(f"demo data not projected within {timeout}s")
 
 
+@contextmanager
+def _live_stack(ddb_endpoint: str, tmp_path_factory: pytest.TempPathFactory, name: str,
+                tenant: str) -> Iterator[dict[str, Any]]:
+    """A running stack on its own table prefix (HTTP server + local mappings) and a tenant of it."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("STREAMFOLD_DATA_DIR", str(tmp_path_factory.mktemp(f"{name}-data")))
+    p = f"{name[0]}{uuid.uuid4().hex[:10]}-"
+    use_endpoint(ddb_endpoint, p)
+    client = db.get_client()
+    tables.ensure_control_table(client, p)
+    tables.ensure_event_tables(client, p, tables.utc_today())
+    tables.ensure_view_table(client, p, VIEW_VERSION)  # a new stack starts at this code's view version
+    creds = services.tenants().create(tenant)
+    mappings = LocalMappings(SimpleNamespace(settings=get_settings()), fast_options()).start()
+    srv = LocalHttpServer(app, port=0).start()
+    try:
+        yield {**creds, "url": srv.url, "prefix": p}
+    finally:
+        srv.stop()
+        mappings.stop()
+        mp.undo()
+
+
 @pytest.fixture(scope="module")
 def demo_stack(ddb_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A running stack (HTTP server + local mappings) with a demo tenant's history projected.
 
     Module-scoped and on its own table prefix; tests using it must not use ``prefix``.
     """
-
-
-    mp = pytest.MonkeyPatch()
-    mp.setenv("STREAMFOLD_DATA_DIR", str(tmp_path_factory.mktemp("demo-data")))
-    p = f"d{uuid.uuid4().hex[:10]}-"
-    use_endpoint(ddb_endpoint, p)
-    client = db.get_client()
-    tables.ensure_control_table(client, p)
-    tables.ensure_event_tables(client, p, tables.utc_today())
-    tables.ensure_view_table(client, p, VIEW_VERSION)  # a new stack starts at this code's view version
-    creds = services.tenants().create("Acme Analytics (demo)")
-    services.tenants().put_settings(creds["tenant_id"], {"key_features": demo.KEY_FEATURES})
-    mappings = LocalMappings(SimpleNamespace(settings=get_settings()), fast_options()).start()
-    srv = LocalHttpServer(app, port=0).start()
-    try:
+    with _live_stack(ddb_endpoint, tmp_path_factory, "demo", "Acme Analytics (demo)") as stack:
+        services.tenants().put_settings(stack["tenant_id"], {"key_features": demo.KEY_FEATURES})
         accounts = 40
-        demo.send(srv.url, creds["write_key"], accounts=accounts, days=30)
-        _wait_projected(creds["tenant_id"], accounts)
-        yield {**creds, "url": srv.url, "prefix": p, "accounts": accounts}
-    finally:
-        srv.stop()
-        mappings.stop()
-        mp.undo()
+        demo.send(stack["url"], stack["write_key"], accounts=accounts, days=30)
+        _wait_projected(stack["tenant_id"], accounts)
+        yield {**stack, "accounts": accounts}
+
+
+@pytest.fixture(scope="module")
+def live_stack(ddb_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A running stack (HTTP server + local mappings) with no data; tests create their own tenants.
+
+    Module-scoped and on its own table prefix; tests using it must not use ``prefix``.
+    """
+    with _live_stack(ddb_endpoint, tmp_path_factory, "live", "Live Co") as stack:
+        yield stack

@@ -4,18 +4,32 @@ Like API Gateway's request decompression on AWS, the server inflates a ``Content
 body before the app sees it (the app registers no binary media type for JSON, so any client works
 whatever its ``Accept`` header). Inflation stops at the app's request limit: a larger or invalid body is
 handed on untouched, and the app answers it with its 400 naming the limit.
+
+A path no route matches answers 404 JSON naming the path and the nearest served one
+(:func:`chalicelib.paths.not_found`), where Chalice's local gateway imitates API Gateway's SigV4 403
+("Missing Authentication Token"); on AWS the compute template's gateway response does the same
+(``cfn/generate.py``).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import zlib
 from typing import Any
 
 from chalice.config import Config
-from chalice.local import ChaliceRequestHandler, CustomLocalChalice, LocalChalice, LocalDevServer
+from chalice.local import (
+    ChaliceRequestHandler,
+    CustomLocalChalice,
+    ForbiddenError,
+    LocalChalice,
+    LocalDevServer,
+    LocalGatewayException,
+)
 
 from chalicelib.ingest import MAX_REQUEST_BYTES
+from chalicelib.paths import not_found
 
 __all__ = ["GzipRequestHandler", "LocalHttpServer", "inflate"]
 
@@ -41,6 +55,19 @@ class GzipRequestHandler(ChaliceRequestHandler):
     with it; docs/PERFORMANCE.md)."""
 
     disable_nagle_algorithm = True
+
+    def __init__(self, request: Any, client_address: Any, server: Any, app_object: Any, config: Config) -> None:
+        self._routes: dict[str, Any] = app_object.routes  # set first: the base class serves the request in __init__
+        super().__init__(request, client_address, server, app_object, config)
+
+    def _send_error_response(self, error: LocalGatewayException) -> None:
+        # Without an authorizer, the local gateway raises ForbiddenError only when no route matches the path.
+        if not isinstance(error, ForbiddenError):
+            super()._send_error_response(error)
+            return
+        exc = not_found(self.command, self.path, {path: list(methods) for path, methods in self._routes.items()})
+        self._send_http_response(exc.status, {"Content-Type": "application/json", "Access-Control-Allow-Origin": "*"},
+                                 json.dumps(exc.body()))
 
     def _parse_payload(self) -> tuple[dict[str, Any], bytes | None]:
         headers, body = super()._parse_payload()

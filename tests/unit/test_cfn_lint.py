@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from cfnlint.api import ManualArgs, lint
 
+from chalicelib.paths import INGEST_PATHS, METRICS_PATH, SETTINGS_PATH
+
 ROOT = Path(__file__).resolve().parents[2]
 REGIONS = ["us-east-1"]
 
@@ -49,6 +51,23 @@ def test_merged_compute_template_is_lint_clean(merged: dict[str, Any]) -> None:
     statements = resources["RotateTablesRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
     assert [s.get("Sid") for s in statements if isinstance(s, dict) and "Sid" in s][0] == "Logs"
     assert len(json.dumps(merged)) > 51_200  # why deploy passes TemplateURL, never TemplateBody
+
+
+def test_merged_api_answers_browsers_on_every_public_path(merged: dict[str, Any]) -> None:
+    """API Gateway answers the CORS preflights itself (Chalice's mock OPTIONS methods), and unknown paths with
+    the gateway response of cfn/compute-extras.json, both in the deployed API definition."""
+    body = merged["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]
+    for path in [*INGEST_PATHS, METRICS_PATH, SETTINGS_PATH]:
+        params = body["paths"][path]["options"]["x-amazon-apigateway-integration"]["responses"]["default"][
+            "responseParameters"]
+        assert params["method.response.header.Access-Control-Allow-Origin"] == "'*'", path
+        allowed = params["method.response.header.Access-Control-Allow-Headers"].strip("'").split(",")
+        assert {"Authorization", "Content-Type", "Content-Encoding"} <= set(allowed), path
+        assert "OPTIONS" in params["method.response.header.Access-Control-Allow-Methods"]
+    private = body["paths"]["/api/accounts"]["options"]["x-amazon-apigateway-integration"]["responses"]["default"][
+        "responseParameters"]["method.response.header.Access-Control-Allow-Origin"]
+    assert private != "'*'"
+    assert body["x-amazon-apigateway-gateway-responses"]["MISSING_AUTHENTICATION_TOKEN"]["statusCode"] == "404"
 
 
 def test_lint_catches_a_dangling_reference(merged: dict[str, Any]) -> None:

@@ -38,6 +38,22 @@ def test_user_traits_accounts_aliases() -> None:
     assert (state.first_seen, state.last_seen) == (T0, T0 + timedelta(days=1))
 
 
+def test_a_tracks_traits_are_its_users_last_writer_wins_in_any_order() -> None:
+    """Ingest stores a track's ``context.traits`` as its traits (RudderStack's SDKs send the user's there)."""
+    events = [
+        ev("i1", "identify", T0, traits={"email": "a@x.io", "role": "member"}),
+        ev("t1", at=T0 + timedelta(hours=1), traits={"role": "admin"}),
+        ev("t2", at=T0 + timedelta(hours=2), groupId="acme"),
+        ev("p1", "page", T0 + timedelta(hours=3), name="Home", traits={"role": "page traits are not read"}),
+    ]
+    for order in (events, list(reversed(events)), [events[1], events[3], events[0], events[2]]):
+        state = user.fold_all(order)["u1"]
+        assert (state.trait("email"), state.trait("role")) == ("a@x.io", "admin")
+        assert state.accounts == {"acme"} and state.last_seen == T0 + timedelta(hours=3)
+    older = user.fold_all([ev("t0", at=T0 - timedelta(hours=1), traits={"role": "owner"}), events[0]])["u1"]
+    assert older.trait("role") == "member"  # the identify is newer
+
+
 def test_anonymous_user_keyed_by_anonymous_id() -> None:
     event = ev("p", "page", userId=None, anonymousId="anon-1", name="Pricing")
     states = user.fold_all([event])
