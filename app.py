@@ -19,7 +19,7 @@ from chalicelib.static import serve
 from chalicelib.tenants import hash_secret
 from streams import handler, rotation
 from streams.alerts import drain_outbox
-from streams.rescore import rescore_all
+from streams.rescore import rescore_all, settle_all
 from streams.status import tenant_status
 
 app = Chalice(app_name="streamfold")
@@ -303,6 +303,12 @@ def on_day_table_records(event, context):  # type: ignore[no-untyped-def]
 def rescore_accounts(event):  # type: ignore[no-untyped-def]
     """Recompute every account's score: time passing changes recency and trends."""
     return rescore_all()
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES))
+def settle_pages(event):  # type: ignore[no-untyped-def]
+    """Fold due delta pages into the per-account items (the listing, scores and alerts follow)."""
+    return settle_all()
 
 
 # --- scheduled functions (rotation) ---

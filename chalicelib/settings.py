@@ -36,6 +36,7 @@ class Settings:
             later: ``chalicelib.pages``) or ``direct`` (every touched item written in the batch).
         settle_seconds / settle_min_age_seconds: a bucket's pages are settled once the oldest is this old;
             pages younger than the minimum age are never settled (see ``streams.writer``).
+        settle_inline: due buckets a projector invocation settles itself (0: all by the settler schedule).
     """
 
     dynamodb_endpoint: str | None
@@ -50,6 +51,7 @@ class Settings:
     view_writes: str = "pages"
     settle_seconds: float = 600.0
     settle_min_age_seconds: float = 30.0
+    settle_inline: int = 0
 
     @property
     def control_table(self) -> str:
@@ -81,6 +83,7 @@ def get_settings() -> Settings:
             view_writes=env.get("STREAMFOLD_VIEW_WRITES") or "pages",
             settle_seconds=float(env.get("STREAMFOLD_SETTLE_SECONDS") or 600.0),
             settle_min_age_seconds=float(env.get("STREAMFOLD_SETTLE_MIN_AGE_SECONDS") or 30.0),
+            settle_inline=int(env.get("STREAMFOLD_SETTLE_INLINE") or 0),
         )
     return _settings
 

@@ -65,7 +65,7 @@ def _writer(version: int, prefix: str | None) -> ViewWriter:
                       ScoreModelStore(client, keys.control_table_name(p)),
                       Outbox(client, keys.control_table_name(p)), get_indexer(version),
                       deferred=s.view_writes == "pages", settle_after=s.settle_seconds,
-                      settle_min_age=s.settle_min_age_seconds)
+                      settle_min_age=s.settle_min_age_seconds, settle_inline=s.settle_inline)
 
 
 def decode_record(record: DynamoDBRecord) -> tuple[str, list[Event]]:

@@ -8,7 +8,23 @@ from chalicelib import services
 from chalicelib.log import logger
 from streams.handler import get_writer
 
-__all__ = ["rescore_all"]
+__all__ = ["rescore_all", "settle_all"]
+
+
+def settle_all(now: datetime | None = None) -> dict[str, int]:
+    """Settle every tenant's due delta-page buckets (``streams.writer.ViewWriter.settle_due``): the settler
+    schedule. Returns buckets settled per tenant; one tenant's failure does not stop the others."""
+    now = now or datetime.now(UTC)
+    writer = get_writer()
+    out: dict[str, int] = {}
+    if not writer.deferred:
+        return out
+    for t in services.tenants().list():
+        try:
+            out[t.tenant_id] = writer.settle_due(t.tenant_id, now)
+        except Exception:
+            logger.exception("settling failed", extra={"tenant_id": t.tenant_id})
+    return out
 
 
 def rescore_all(now: datetime | None = None) -> dict[str, int]:

@@ -160,7 +160,8 @@ class ViewWriter:
 
     def __init__(self, store: ViewStore, models: ScoreModelStore, outbox: Any = None, search: Any = None, *,
                  deferred: bool = False, settle_after: float = SETTLE_AFTER_SECONDS,
-                 settle_min_age: float = SETTLE_MIN_AGE_SECONDS, settle_pages: int = SETTLE_PAGES) -> None:
+                 settle_min_age: float = SETTLE_MIN_AGE_SECONDS, settle_pages: int = SETTLE_PAGES,
+                 settle_inline: int = pages.PAGE_BUCKETS) -> None:
         self.store = store
         self.models = models
         self.outbox = outbox
@@ -171,6 +172,9 @@ class ViewWriter:
         self.settle_after = settle_after
         self.settle_min_age = settle_min_age
         self.settle_pages = settle_pages
+        # Due buckets a batch settles itself, at most (the rest: the settler schedule, ``settle_due``). The
+        # live projector settles none inline, so a settle never holds up a shard's next batch.
+        self.settle_inline = settle_inline
         self._code_recorded = False
         self._code_lock = threading.Lock()
 
@@ -345,7 +349,7 @@ class ViewWriter:
                                          projection="pk, sk") if grouped else {}
             fresh_buckets = {pages.bucket_of(a) for a in grouped
                              if (keys.account_pk(tenant_id, a), keys.SUMMARY_SK) not in known}
-            due = self._due(tenant_id, pw.buckets, at, now, fresh_buckets)
+            due = sorted(self._due(tenant_id, pw.buckets, at, now, fresh_buckets))[:self.settle_inline]
             accounts_written = self.settle(tenant_id, now, buckets=due, stats=stats) if due else {}
         else:
             accounts_written = self._accounts(tenant_id, synth, account_days, now, stats, also_seen,
@@ -433,6 +437,27 @@ class ViewWriter:
                          or (due_at is not None and due_at <= now.timestamp())) else None
 
         return {b for b in self.store.run(one, sorted(counts)) if b is not None}
+
+    def due_buckets(self, tenant_id: str, now: datetime) -> list[int]:
+        """The tenant's buckets due for a settle, by their ``META`` counters (one BatchGetItem of 64 keys)."""
+        metas = self.store.get_plain([(keys.page_pk(tenant_id, b), keys.PAGE_META_SK)
+                                      for b in range(pages.PAGE_BUCKETS)])
+        out = []
+        for (pk, _), meta in metas.items():
+            n, oldest, due_at = int(meta.get("n", 0)), meta.get("oldest"), meta.get("due_at")
+            if n > 0 and (n >= self.settle_pages or (oldest is not None and float(oldest) <= now.timestamp()
+                                                                              - self.settle_after)
+                          or (due_at is not None and float(due_at) <= now.timestamp())):
+                out.append(int(pk.rsplit("#P#", 1)[1], 16))
+        return sorted(out)
+
+    def settle_due(self, tenant_id: str, now: datetime, *, limit: int | None = None) -> int:
+        """Settle the tenant's due buckets (at most ``limit``); returns the buckets settled. The settler
+        schedule (every minute on AWS, every 15 s locally) calls it for every tenant."""
+        due = self.due_buckets(tenant_id, now)[:limit]
+        if due:
+            self.settle(tenant_id, now, buckets=due)
+        return len(due)
 
     def settle(self, tenant_id: str, now: datetime, *, buckets: Iterable[int] | None = None, force: bool = False,
                stats: WriteReport | None = None) -> dict[str, dict[str, Any]]:

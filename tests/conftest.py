@@ -19,6 +19,7 @@ os.environ.setdefault("POWERTOOLS_DEV", "false")
 # production settings (tests/functional/test_spread_pages.py).
 os.environ.setdefault("STREAMFOLD_SETTLE_SECONDS", "0")
 os.environ.setdefault("STREAMFOLD_SETTLE_MIN_AGE_SECONDS", "0")
+os.environ.setdefault("STREAMFOLD_SETTLE_INLINE", "64")
 
 import time
 from types import SimpleNamespace

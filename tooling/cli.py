@@ -23,7 +23,7 @@ from streams.backend import MappingBackend, SwapFailed, SwapReport, swap_verifie
 from streams.dlq import redrive
 from streams.local_backend import LocalMappingBackend
 from streams.mapping import Mapping
-from streams.rescore import rescore_all
+from streams.rescore import rescore_all, settle_all
 from streams.status import aws_status_report, status_report
 from streams.store import ControlStore
 from tooling import bench, deploy, guard
@@ -59,8 +59,8 @@ def storage() -> Iterator[dict[str, Any] | None]:
 
 def local_components() -> list[Callable[[LocalStack], Component]]:
     """Components ``streamfold up`` starts besides storage and HTTP: the local event source mappings,
-    alert delivery every 2 s, the hourly rescoring and the hourly day-table rotation (AWS runs the
-    last three on schedules)."""
+    alert delivery every 2 s, the hourly rescoring, the delta-page settler every 15 s and the hourly day-table
+    rotation (AWS runs the last four on schedules)."""
 
     def alerts(stack: LocalStack) -> Component:
         deliverer = AlertDeliverer(Outbox(db.get_client(), get_settings().control_table), services.tenants())
@@ -69,12 +69,16 @@ def local_components() -> list[Callable[[LocalStack], Component]]:
     def rescorer(stack: LocalStack) -> Component:
         return Periodic("rescore", lambda: logger.info("rescored", extra={"written": rescore_all()}), 3600.0)
 
+    def settler(stack: LocalStack) -> Component:
+        # The settler schedule (every minute on AWS): delta pages folded into the per-account items.
+        return Periodic("settle", settle_all, 15.0)
+
     def rotator(stack: LocalStack) -> Component:
         # The same rotation as the hourly AWS schedule: tomorrow's table, and the lifecycle
         # (STREAMFOLD_RETENTION_DAYS deletes old local tables; no export, no table classes locally).
         return Periodic("rotation", lambda: logger.info("rotated", extra=rotation.run().to_dict()), 3600.0)
 
-    return [LocalMappings, alerts, rescorer, rotator]
+    return [LocalMappings, alerts, rescorer, settler, rotator]
 
 
 def cmd_up(args: argparse.Namespace) -> int:

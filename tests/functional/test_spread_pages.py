@@ -200,6 +200,31 @@ def _diff(a: Any, b: Any, path: str = "") -> list[str]:
     return [] if a == b else [f"{path}: {a!r} != {b!r}"]
 
 
+def test_the_settler_schedule_settles_due_buckets_and_nothing_else(store: ViewStore, prefix: str) -> None:
+    """The live projector settles nothing inline (a settle never holds up a shard); the settler schedule
+    (``settle_due``, every minute on AWS) settles the buckets whose counters say they are due."""
+    tenant = f"t-pages-{next(_ids)}"
+    writer = ViewWriter(store, ScoreModelStore(store.client, keys.control_table_name(prefix)), deferred=True,
+                        settle_after=600, settle_min_age=30, settle_inline=0)
+    early, _ = membership_traffic(3, 2)
+    writer.record(None, NOW, chunks={tenant: [("c0", early)]})
+    assert writer.due_buckets(tenant, NOW) == []  # new accounts, but their pages are younger than 30 s
+    due = writer.due_buckets(tenant, NOW + timedelta(seconds=31))
+    assert due == sorted({pages.bucket_of(f"acct-{a:04d}") for a in range(3)})
+    assert writer.settle_due(tenant, NOW + timedelta(seconds=31)) == len(due)
+    q = QueryService(store, writer.models, clock=lambda: NOW)
+    assert [a["account_id"] for a in q.list_accounts(tenant, {"sort": "name"})["items"]] == [
+        f"acct-{a:04d}" for a in range(3)]
+    writer.record(None, NOW + timedelta(seconds=60), chunks={tenant: [("c1", [ev("t-z", "track", T0,
+                                                                                 userId="user-0002",
+                                                                                 event="Later")])]})
+    assert writer.due_buckets(tenant, NOW + timedelta(seconds=100)) == []  # a known account: by age only
+    assert writer.due_buckets(tenant, NOW + timedelta(seconds=661)) != []
+    writer.settle_due(tenant, NOW + timedelta(seconds=661))
+    assert page_items(store, tenant) == [] or all(
+        int(p["at"]["N"]) > (NOW + timedelta(seconds=631)).timestamp() for p in page_items(store, tenant))
+
+
 SPREAD_ACCOUNTS = int(os.environ.get("STREAMFOLD_SPREAD_ACCOUNTS", "2000"))
 """10,000 is the full size (`STREAMFOLD_SPREAD_ACCOUNTS=10000`, about N minutes here); the suite runs 2,000."""
 
