@@ -11,6 +11,7 @@ retries/bisects the batch; re-applying it is a no-op.
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -141,14 +142,21 @@ def handle_batch(records: list[dict[str, Any]], context: Any = None, *, writer: 
     return response, report
 
 
-@metrics.log_metrics
+_METRICS_LOCK = threading.Lock()
+"""Powertools' ``Metrics`` is one buffer per process, flushed per invocation: a Lambda sandbox runs one
+invocation at a time, but the local runtime runs concurrent batches of a shard (``ParallelizationFactor``)
+in one process, and two flushes at once would mix or drop each other's metrics."""
+
+
 def on_day_table_records(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Lambda entry point (DynamoDB Streams event source mapping, ReportBatchItemFailures)."""
     records = event.get("Records", [])
     response, report = handle_batch(records, context)
-    metrics.add_metric(name="EventsProjected", unit=MetricUnit.Count, value=report.events)
-    metrics.add_metric(name="ViewWriteUnits", unit=MetricUnit.Count, value=report.write_units)
-    metrics.add_metric(name="AlertsRaised", unit=MetricUnit.Count, value=report.alerts)
+    with _METRICS_LOCK:  # one EMF line per invocation, as @metrics.log_metrics writes it
+        metrics.add_metric(name="EventsProjected", unit=MetricUnit.Count, value=report.events)
+        metrics.add_metric(name="ViewWriteUnits", unit=MetricUnit.Count, value=report.write_units)
+        metrics.add_metric(name="AlertsRaised", unit=MetricUnit.Count, value=report.alerts)
+        metrics.flush_metrics()
     logger.info("batch projected", extra={"records": len(records), "events": report.events,
                                           "write_units": report.write_units, "writes": report.writes,
                                           "accounts": report.accounts})
