@@ -37,7 +37,7 @@ from projections.events import Event
 from streams.alerts import Outbox
 from streams.writer import ViewWriter, WriteReport
 
-__all__ = ["PoisonEventsError", "PoisonRecordError", "decode_record", "get_writer", "handle_batch",
+__all__ = ["PoisonEventsError", "PoisonRecordError", "decode_record", "get_writer", "handle_batch", "new_writer",
            "on_day_table_records"]
 
 
@@ -57,14 +57,18 @@ class _Writers:
 get_writer = _Writers()
 
 
-@lru_cache(maxsize=4)
-def _writer(version: int, prefix: str | None) -> ViewWriter:
+def new_writer(version: int, prefix: str | None = None) -> ViewWriter:
+    """A view writer of its own (its own thread pools and statistics), as a Lambda sandbox builds once:
+    :func:`get_writer` caches one per process."""
     s = get_settings()
     p = s.table_prefix if prefix is None else prefix
     client = get_client()
     return ViewWriter(ViewStore(client, keys.view_table_name(p, version)),
                       ScoreModelStore(client, keys.control_table_name(p)),
                       Outbox(client, keys.control_table_name(p)), get_indexer(version))
+
+
+_writer = lru_cache(maxsize=4)(new_writer)
 
 
 def decode_record(record: DynamoDBRecord) -> tuple[str, list[Event]]:
@@ -148,10 +152,14 @@ invocation at a time, but the local runtime runs concurrent batches of a shard (
 in one process, and two flushes at once would mix or drop each other's metrics."""
 
 
-def on_day_table_records(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Lambda entry point (DynamoDB Streams event source mapping, ReportBatchItemFailures)."""
+def on_day_table_records(event: dict[str, Any], context: Any, *, writer: ViewWriter | None = None) -> dict[str, Any]:
+    """Lambda entry point (DynamoDB Streams event source mapping, ReportBatchItemFailures).
+
+    ``writer``: the view writer to use (default: :func:`get_writer`, the process's; ``tooling.parallel`` gives
+    each concurrent batch one of its own, as each Lambda sandbox has).
+    """
     records = event.get("Records", [])
-    response, report = handle_batch(records, context)
+    response, report = handle_batch(records, context, writer=writer)
     with _METRICS_LOCK:  # one EMF line per invocation, as @metrics.log_metrics writes it
         metrics.add_metric(name="EventsProjected", unit=MetricUnit.Count, value=report.events)
         metrics.add_metric(name="ViewWriteUnits", unit=MetricUnit.Count, value=report.write_units)

@@ -32,13 +32,13 @@ class ProjectorMappingSettings:
         maximum_record_age_in_seconds: records older than this are given up on (86,400 s = a day:
             streams keep 24 hours, so older records would be trimmed anyway).
         parallelization_factor: concurrent batches per shard (``ParallelizationFactor``, 1..10). Records
-            are split by item key: those of one item stay in order in one batch, and the shard's
-            checkpoint moves past a record only once it and every record before it are done. 1 (Lambda's
-            default): one writer per shard keeps up with a day table at today's volume (docs/PERFORMANCE.md),
-            and each extra batch costs write units — the items the batches share (catalog, claim pages,
-            busy accounts' days) are written once per batch instead of once — and widens the windows of
-            exactness (docs/ARCHITECTURE.md, "Past one writer"). Raise it when ``IteratorAge`` grows
-            while a shard is behind.
+            are dealt by item key: those of one item stay in order in one batch, and the shard's
+            checkpoint moves past a record only once it and every record before it are done. 1, Lambda's
+            default: every extra batch splits what one batch would share, so the items they share (the
+            tenant's catalog, busy accounts' items) are written once per batch instead of once and their
+            conditional writes collide; the exactness windows widen; and locally it adds no throughput
+            (docs/ARCHITECTURE.md, "Past one writer", has the figures). Raise it for a day whose shards
+            fall behind (the ``IteratorAge`` alarm): deploy updates the mappings in place.
         starting_position: where a new mapping starts (``TRIM_HORIZON``: a day table mapped late
             still delivers every record).
         function_response_types: the projector reports partial batch failures.
