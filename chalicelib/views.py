@@ -309,3 +309,8 @@ class ViewStore:
     def run(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
         """Apply ``fn`` to items on the store's thread pool (I/O bound writes in parallel)."""
         return list(self._pool.map(fn, items))
+
+    def close(self) -> None:
+        """Let the thread pools' idle threads end (a store built for a while, not for the process)."""
+        self._pool.shutdown(wait=False)
+        self._io.shutdown(wait=False)

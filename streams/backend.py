@@ -20,6 +20,7 @@ SETTING_NAMES: dict[str, str] = {
     "maximum_retry_attempts": "MaximumRetryAttempts",
     "maximum_record_age_in_seconds": "MaximumRecordAgeInSeconds",
     "function_response_types": "FunctionResponseTypes",
+    "parallelization_factor": "ParallelizationFactor",
     "on_failure_destination": "DestinationConfig",
 }
 

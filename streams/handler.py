@@ -11,6 +11,7 @@ retries/bisects the batch; re-applying it is a no-op.
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -36,7 +37,7 @@ from projections.events import Event
 from streams.alerts import Outbox
 from streams.writer import ViewWriter, WriteReport
 
-__all__ = ["PoisonEventsError", "PoisonRecordError", "decode_record", "get_writer", "handle_batch",
+__all__ = ["PoisonEventsError", "PoisonRecordError", "decode_record", "get_writer", "handle_batch", "new_writer",
            "on_day_table_records"]
 
 
@@ -56,8 +57,9 @@ class _Writers:
 get_writer = _Writers()
 
 
-@lru_cache(maxsize=4)
-def _writer(version: int, prefix: str | None) -> ViewWriter:
+def new_writer(version: int, prefix: str | None = None) -> ViewWriter:
+    """A view writer of its own (its own thread pools and statistics), as a Lambda sandbox builds once:
+    :func:`get_writer` caches one per process."""
     s = get_settings()
     p = s.table_prefix if prefix is None else prefix
     client = get_client()
@@ -66,6 +68,9 @@ def _writer(version: int, prefix: str | None) -> ViewWriter:
                       Outbox(client, keys.control_table_name(p)), get_indexer(version),
                       deferred=s.view_writes == "pages", settle_after=s.settle_seconds,
                       settle_min_age=s.settle_min_age_seconds, settle_inline=s.settle_inline)
+
+
+_writer = lru_cache(maxsize=4)(new_writer)
 
 
 def decode_record(record: DynamoDBRecord) -> tuple[str, list[Event]]:
@@ -143,14 +148,25 @@ def handle_batch(records: list[dict[str, Any]], context: Any = None, *, writer: 
     return response, report
 
 
-@metrics.log_metrics
-def on_day_table_records(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Lambda entry point (DynamoDB Streams event source mapping, ReportBatchItemFailures)."""
+_METRICS_LOCK = threading.Lock()
+"""Powertools' ``Metrics`` is one buffer per process, flushed per invocation: a Lambda sandbox runs one
+invocation at a time, but the local runtime runs concurrent batches of a shard (``ParallelizationFactor``)
+in one process, and two flushes at once would mix or drop each other's metrics."""
+
+
+def on_day_table_records(event: dict[str, Any], context: Any, *, writer: ViewWriter | None = None) -> dict[str, Any]:
+    """Lambda entry point (DynamoDB Streams event source mapping, ReportBatchItemFailures).
+
+    ``writer``: the view writer to use (default: :func:`get_writer`, the process's; ``tooling.parallel`` gives
+    each concurrent batch one of its own, as each Lambda sandbox has).
+    """
     records = event.get("Records", [])
-    response, report = handle_batch(records, context)
-    metrics.add_metric(name="EventsProjected", unit=MetricUnit.Count, value=report.events)
-    metrics.add_metric(name="ViewWriteUnits", unit=MetricUnit.Count, value=report.write_units)
-    metrics.add_metric(name="AlertsRaised", unit=MetricUnit.Count, value=report.alerts)
+    response, report = handle_batch(records, context, writer=writer)
+    with _METRICS_LOCK:  # one EMF line per invocation, as @metrics.log_metrics writes it
+        metrics.add_metric(name="EventsProjected", unit=MetricUnit.Count, value=report.events)
+        metrics.add_metric(name="ViewWriteUnits", unit=MetricUnit.Count, value=report.write_units)
+        metrics.add_metric(name="AlertsRaised", unit=MetricUnit.Count, value=report.alerts)
+        metrics.flush_metrics()
     logger.info("batch projected", extra={"records": len(records), "events": report.events,
                                           "write_units": report.write_units, "writes": report.writes,
                                           "accounts": report.accounts})

@@ -95,6 +95,7 @@ class Mapping:
     maximum_retry_attempts: int = -1
     maximum_record_age_in_seconds: int = -1
     function_response_types: tuple[str, ...] = ()
+    parallelization_factor: int = 1
     on_failure_destination: str | None = None
     state: MappingState = "Creating"
     state_transition_reason: str = "USER_INITIATED"
@@ -116,6 +117,8 @@ class Mapping:
             raise MappingValidationError("MaximumRetryAttempts must be -1 or between 0 and 10000")
         if not (self.maximum_record_age_in_seconds == -1 or 60 <= self.maximum_record_age_in_seconds <= 604800):
             raise MappingValidationError("MaximumRecordAgeInSeconds must be -1 or between 60 and 604800")
+        if not 1 <= self.parallelization_factor <= 10:
+            raise MappingValidationError("ParallelizationFactor must be between 1 and 10")
         for t in self.function_response_types:
             if t != REPORT_BATCH_ITEM_FAILURES:
                 raise MappingValidationError(f"unknown FunctionResponseType {t!r}")
@@ -150,6 +153,7 @@ class Mapping:
             "MaximumRetryAttempts": self.maximum_retry_attempts,
             "MaximumRecordAgeInSeconds": self.maximum_record_age_in_seconds,
             "FunctionResponseTypes": list(self.function_response_types),
+            "ParallelizationFactor": self.parallelization_factor,
             "DestinationConfig": {"OnFailure": {"Destination": self.on_failure_destination}}
             if self.on_failure_destination else {},
             "State": self.state,
@@ -172,7 +176,8 @@ class Mapping:
         known = {"UUID", "EventSourceArn", "FunctionName", "FunctionArn", "BatchSize",
                  "MaximumBatchingWindowInSeconds", "StartingPosition", "BisectBatchOnFunctionError",
                  "MaximumRetryAttempts", "MaximumRecordAgeInSeconds", "FunctionResponseTypes",
-                 "DestinationConfig", "State", "StateTransitionReason", "LastModified", "Created", "Enabled",
+                 "ParallelizationFactor", "DestinationConfig", "State", "StateTransitionReason", "LastModified",
+                 "Created", "Enabled",
                  "ResponseMetadata", "pk", "sk", "LeaseOwner", "LeaseUntil"}
         function_name = d.get("FunctionName") or _function_from_arn(d.get("FunctionArn", ""))
         state = d.get("State", "Creating")
@@ -187,6 +192,7 @@ class Mapping:
             maximum_retry_attempts=int(d.get("MaximumRetryAttempts", -1)),
             maximum_record_age_in_seconds=int(d.get("MaximumRecordAgeInSeconds", -1)),
             function_response_types=tuple(d.get("FunctionResponseTypes") or ()),
+            parallelization_factor=int(d.get("ParallelizationFactor") or 1),
             on_failure_destination=on_failure,
             state=state,
             state_transition_reason=d.get("StateTransitionReason", "USER_INITIATED"),

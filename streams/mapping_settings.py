@@ -31,6 +31,14 @@ class ProjectorMappingSettings:
         maximum_retry_attempts: retries of a failing batch before it goes to the on-failure destination.
         maximum_record_age_in_seconds: records older than this are given up on (86,400 s = a day:
             streams keep 24 hours, so older records would be trimmed anyway).
+        parallelization_factor: concurrent batches per shard (``ParallelizationFactor``, 1..10). Records
+            are dealt by item key: those of one item stay in order in one batch, and the shard's
+            checkpoint moves past a record only once it and every record before it are done. 1, Lambda's
+            default: every extra batch splits what one batch would share, so the items they share (the
+            tenant's catalog, busy accounts' items) are written once per batch instead of once and their
+            conditional writes collide; the exactness windows widen; and locally it adds no throughput
+            (docs/ARCHITECTURE.md, "Past one writer", has the figures). Raise it for a day whose shards
+            fall behind (the ``IteratorAge`` alarm): deploy updates the mappings in place.
         starting_position: where a new mapping starts (``TRIM_HORIZON``: a day table mapped late
             still delivers every record).
         function_response_types: the projector reports partial batch failures.
@@ -41,6 +49,7 @@ class ProjectorMappingSettings:
     bisect_batch_on_function_error: bool = True
     maximum_retry_attempts: int = 3
     maximum_record_age_in_seconds: int = 86400
+    parallelization_factor: int = 1
     starting_position: str = "TRIM_HORIZON"
     function_response_types: tuple[str, ...] = (REPORT_BATCH_ITEM_FAILURES,)
 

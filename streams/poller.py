@@ -12,7 +12,21 @@ Per shard, as Lambda's stream pollers do:
   failed sequence number and retry from there. Function error: bisect (halves, recursively,
   without counting a retry) when enabled, else retry; when ``MaximumRetryAttempts`` is used up
   or records are older than ``MaximumRecordAgeInSeconds`` they go to the dead-letter store and the
-  shard moves on.
+  shard moves on;
+* ``ParallelizationFactor`` N > 1: a shard's records are dealt by a hash of the item's key into N
+  *lanes* (AWS: "in-order processing at the item (partition and sort key) level"; the day tables' key
+  is the partition key alone). Each lane batches its own records in order and runs one invocation at a
+  time, on a worker thread, concurrently with the others. Every record is tracked in read order, and the
+  shard checkpoint moves past a record only once it and every record before it, in every lane, are done
+  (succeeded or dead-lettered): a batch that finished early waits for the older ones, and after a crash
+  everything after the checkpoint is delivered again. A failed batch (function error, reported item
+  failure) holds the shard as Lambda does ("it stops processing additional records in a shard if your
+  function returns an error"): the batches already running finish, no lane starts a new one, and the
+  failed lane retries, bisects, or dead-letters its records (retries, bisect, maximum age and the
+  on-failure destination act per lane, on that lane's records only) until its records are resolved.
+  Disabling (a swap), and stopping, wait for every running batch, then run the records older than the
+  newest one done, so that the checkpoint lies exactly past every record handled and the next colour
+  neither skips nor repeats one.
 
 DynamoDB Local specifics handled here: stream records show up ~50-150 ms after the write; an
 iterator taken on an *empty* shard (``TRIM_HORIZON`` or ``LATEST``) points at the shard's
@@ -24,6 +38,7 @@ poller re-takes its iterator from its position; iterators expire (``ExpiredItera
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import os
 import random
@@ -33,6 +48,8 @@ import time
 import uuid as uuidlib
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -56,12 +73,14 @@ __all__ = [
     "ShardLag",
     "ShardState",
     "discover_streams",
+    "lane_of",
     "owner_is_dead",
     "runtime_owner",
 ]
 
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # Lambda's synchronous invocation payload limit
+MAX_CONCURRENT_BATCHES = 64  # worker threads of one poller (ParallelizationFactor <= 10 per shard)
 GET_RECORDS_MAX = 1000  # DynamoDB Streams' GetRecords limit
 
 
@@ -106,6 +125,33 @@ class _Piece:
 
 
 @dataclass
+class _Invocation:
+    """A batch running on a worker thread (``ParallelizationFactor`` > 1)."""
+
+    piece: _Piece
+    records: list[DynamoDBStreamRecord]
+    future: Future[Any]
+
+
+@dataclass
+class _Lane:
+    """One of a shard's concurrent batches: the records whose item key hashes to it, in stream order."""
+
+    buffer: deque[tuple[DynamoDBStreamRecord, int]] = field(default_factory=deque)
+    inflight: deque[_Piece] = field(default_factory=deque)
+    first_buffered_at: float | None = None
+    next_attempt_at: float = 0.0
+    running: _Invocation | None = None
+    failing: bool = False  # an attempt failed and its records are not resolved yet: the shard waits
+
+
+@dataclass
+class _Tracked:
+    record: DynamoDBStreamRecord
+    done: bool = False
+
+
+@dataclass
 class ShardLag:
     """Lag of one shard: known records not yet done and the age of the oldest of them."""
 
@@ -128,14 +174,14 @@ class ShardState:
     checkpoint: str | None = None
     finished: bool = False
     iterator: str | None = None
-    read_position: str | None = None  # last sequence number fetched into the buffer
-    buffer: deque[tuple[DynamoDBStreamRecord, int]] = field(default_factory=deque)
-    inflight: deque[_Piece] = field(default_factory=deque)
+    read_position: str | None = None  # last sequence number fetched into the lanes
+    lanes: list[_Lane] = field(default_factory=lambda: [_Lane()])
+    # Every record read and not yet checkpointed, in stream order; the checkpoint moves over the done prefix.
+    tracked: deque[_Tracked] = field(default_factory=deque)
+    by_sequence: dict[str, _Tracked] = field(default_factory=dict)
     end_reached: bool = False
     more_behind: bool = False
     next_poll_at: float = 0.0
-    next_attempt_at: float = 0.0
-    first_buffered_at: float | None = None
     trimmed_errors: int = 0
     trim_gap_after: str | None = None  # re-reading from TRIM_HORIZON after this position: check for a gap
 
@@ -143,20 +189,39 @@ class ShardState:
     def key(self) -> tuple[str, str]:
         return (self.stream_arn, self.shard_id)
 
-    def reset_position(self) -> None:
-        """Forget buffered and in-flight records: the next read starts after the checkpoint."""
+    @property
+    def factor(self) -> int:
+        return len(self.lanes)
+
+    def reset_position(self, factor: int | None = None) -> None:
+        """Forget buffered and in-flight records: the next read starts after the checkpoint.
+
+        Running invocations are forgotten too: the poller waits for them first (:meth:`MappingPoller._quiesce`).
+        """
         self.iterator = None
         self.read_position = self.checkpoint
-        self.buffer.clear()
-        self.inflight.clear()
+        self.lanes = [_Lane() for _ in range(factor or self.factor)]
+        self.tracked.clear()
+        self.by_sequence.clear()
         self.end_reached = False
-        self.first_buffered_at = None
-        self.next_attempt_at = 0.0
+
+    def running(self) -> list[_Invocation]:
+        return [lane.running for lane in self.lanes if lane.running is not None]
+
+    def held(self) -> bool:
+        """A batch failed and its records are not resolved yet: no other lane starts a batch."""
+        return any(lane.failing for lane in self.lanes)
+
+    def buffered(self) -> int:
+        return sum(len(lane.buffer) for lane in self.lanes)
+
+    def idle(self) -> bool:
+        """Nothing read and not yet done, nothing running."""
+        return not self.tracked and not self.running()
 
     def pending(self) -> list[DynamoDBStreamRecord]:
-        out = [r for p in self.inflight for r in p.records]
-        out.extend(r for r, _ in self.buffer)
-        return out
+        """Records read and not done yet, in stream order."""
+        return [t.record for t in list(self.tracked) if not t.done]  # a copy: lag() reads from other threads
 
 
 class MappingPoller(threading.Thread):
@@ -197,20 +262,37 @@ class MappingPoller(threading.Thread):
         self._loaded = False
         self._last_missing_log = 0.0
         self._table_arns: dict[str, str] = {}
+        self._pool: ThreadPoolExecutor | None = None  # worker threads of concurrent batches (factor > 1)
+        self._wake = threading.Event()  # a concurrent batch finished
+        # Records done past a shard's checkpoint when its lanes were dropped: done at once when read again.
+        self._remembered: dict[tuple[str, str], set[str]] = {}
 
     # --- lifecycle --------------------------------------------------------------------------
     def stop(self, timeout: float | None = 10.0) -> None:
         """Stop after the in-flight invocation (its checkpoint is written) and release the lease."""
-        self._stopping.set()
+        self.request_stop()
         if self.is_alive() and threading.current_thread() is not self:
             self.join(timeout)
+
+    def request_stop(self) -> None:
+        """Ask the poller to stop (after its running batches); returns at once."""
+        self._stopping.set()
+        self._wake.set()
 
     def kill(self) -> None:
         """Simulate a crash: stop at once, write nothing more (not even the in-flight checkpoint)."""
         self._kill.set()
         self._stopping.set()
+        self._wake.set()
 
     def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+
+    def _run(self) -> None:
         failures = 0
         try:
             while not self._stopping.is_set():
@@ -234,7 +316,9 @@ class MappingPoller(threading.Thread):
                     self._stopping.wait(delay)
                     continue
                 if not busy:
-                    self._stopping.wait(self._idle_wait())
+                    self._pause(self._idle_wait())
+            if not self._kill.is_set() and self._has_lease and self.mapping is not None:
+                self._drain(self.mapping)  # the batches still running finish and are checkpointed
         except HostCrash as exc:
             self.crashed = exc
             if self.lease_lost:
@@ -260,21 +344,143 @@ class MappingPoller(threading.Thread):
 
     def _recover(self) -> None:
         """After a failed iteration: drop in-flight state, re-check the lease, reload checkpoints."""
+        self._remember_done()
         with self._lock:
             for s in self.shards.values():
                 s.reset_position()
         self._loaded = False
         self._lease_renewed_at = 0.0  # renew (or find it lost) before anything else
 
+    def _quiesce(self, *, apply: bool) -> None:
+        """Wait for every running batch; with ``apply``, settle its result (checkpoint) as usual.
+
+        Without ``apply`` the lanes forget it (:meth:`_remember_done` keeps what it finished): nothing of a
+        shard runs twice at the same time.
+        """
+        mapping = self.mapping
+        with self._lock:
+            shards = list(self.shards.values())
+        for s in shards:
+            for lane in s.lanes:
+                run = lane.running
+                if run is None:
+                    continue
+                while not futures_wait([run.future], timeout=self.options.lease_seconds / 4).done:
+                    self._keep_lease()  # a long batch must not let the lease expire while we wait
+                if apply and mapping is not None:
+                    self._settle(s, lane, mapping)
+                else:
+                    lane.running = None
+                    self._remember(s, run)
+
+    def _remember(self, s: ShardState, run: _Invocation) -> None:
+        """Keep the records a dropped invocation finished, so they are not delivered again."""
+        if run.future.exception() is not None or self.mapping is None:
+            return
+        response, error = run.future.result()
+        failed_at: int | None = None
+        if error is None and self.mapping.reports_item_failures:
+            failed_at, error = _lowest_failure(response, run.records)
+        if error is None:
+            done = run.records if failed_at is None else run.records[:failed_at]
+            self._remembered.setdefault(s.key, set()).update(r["dynamodb"]["SequenceNumber"] for r in done)
+
+    def _remember_done(self) -> None:
+        """Before the lanes are dropped to re-read from the checkpoints (a storage error, a reload): wait for
+        the running batches and remember every record done past the checkpoint. Re-read, those count as done
+        at once instead of being delivered again: concurrent batches finish out of order, and a batch that
+        finished while an older one was still running would otherwise be applied twice (its chunks' tags may
+        have left the counters' rings meanwhile)."""
+        self._quiesce(apply=False)
+        with self._lock:
+            shards = list(self.shards.values())
+        for s in shards:
+            done = {t.record["dynamodb"]["SequenceNumber"] for t in list(s.tracked) if t.done}
+            if done:
+                self._remembered.setdefault(s.key, set()).update(done)
+
+    def _drain(self, mapping: Mapping) -> None:
+        """Finish the running batches, then the records older than the newest one done (their checkpoint).
+
+        Only before the lanes are dropped (Disabled, a stop): the records run here stay in their lanes.
+        """
+        self._quiesce(apply=True)
+        with self._lock:
+            shards = list(self.shards.values())
+        for s in shards:
+            self._close_gaps(s, mapping)
+
+    def _close_gaps(self, s: ShardState, mapping: Mapping) -> None:
+        """Concurrent batches finish out of order: records after the checkpoint may be done while older ones, in
+        other lanes, are not. Run those older ones (at most a lane's read-ahead each), in order, so the
+        checkpoint moves past every record handled; a failure among them ends this (they and everything after
+        them are delivered again later, at least once)."""
+        tracked = list(s.tracked)
+        newest = max((i for i, t in enumerate(tracked) if t.done), default=None)
+        if newest is None:
+            return
+        gap = {t.record["dynamodb"]["SequenceNumber"] for t in tracked[:newest] if not t.done}
+        try:
+            handler, ctx = self.functions.resolve(mapping.function_name)
+        except FunctionNotAvailable:
+            return
+        for lane in s.lanes:
+            # A lane holds only records not done yet, in stream order: its gap records come first.
+            pending = [r for p in lane.inflight for r in p.records] + [r for r, _ in lane.buffer]
+            todo = [r for r in pending if r["dynamodb"]["SequenceNumber"] in gap]
+            for i in range(0, len(todo), mapping.batch_size):
+                chunk = todo[i:i + mapping.batch_size]
+                self._keep_lease()
+                response, error = _invoke(handler, ctx, chunk)
+                if self._kill.is_set():
+                    raise _Killed()
+                failed_at: int | None = None
+                if error is None and mapping.reports_item_failures:
+                    failed_at, error = _lowest_failure(response, chunk)
+                if error is None and failed_at is None:
+                    self._done(s, chunk)
+                    continue
+                self._done(s, chunk[:failed_at or 0])
+                logger.warning("a record older than a finished concurrent batch failed while pausing; it is "
+                               "delivered again after the pause", extra={"mapping": self.uuid, "shard": s.shard_id,
+                                                                          "error": error})
+                return
+
+    def _keep_lease(self) -> None:
+        """Renew the lease while the poller waits for batches outside its loop; a lost lease ends it."""
+        if self._kill.is_set() or not self._has_lease:
+            return
+        try:
+            held = self._hold_lease()
+        except Exception:  # storage unreachable: the lease is renewed on a later try, or expires
+            return
+        if not held:
+            logger.error("lease lost; this poller stops", extra={"mapping": self.uuid})
+            self.lease_lost = True
+            self._stopping.set()
+            raise _Killed()
+
+    def _pause(self, seconds: float) -> None:
+        """Wait until there is work: a poll is due, a window or retry delay has passed, a batch finished."""
+        if any(s.running() for s in list(self.shards.values())):
+            self._wake.wait(seconds)
+            self._wake.clear()
+        else:
+            self._stopping.wait(seconds)
+
     def _idle_wait(self) -> float:
         now = time.monotonic()
         waits = [self.options.poll_interval]
-        for s in self.shards.values():
-            if s.inflight:
-                waits.append(max(0.0, s.next_attempt_at - now))
-            elif s.buffer and s.first_buffered_at is not None:
-                window = self.mapping.maximum_batching_window_in_seconds if self.mapping else 0
-                waits.append(max(0.0, s.first_buffered_at + window - now))
+        window = self.mapping.maximum_batching_window_in_seconds if self.mapping else 0
+        for s in list(self.shards.values()):
+            held = s.held()
+            for lane in s.lanes:
+                if lane.running is not None or (held and not lane.failing):
+                    continue
+                if lane.inflight:
+                    waits.append(max(0.0, lane.next_attempt_at - now))
+                elif lane.buffer and lane.first_buffered_at is not None:
+                    waits.append(max(0.0, lane.first_buffered_at + window - now))
         return max(0.005, min(waits))
 
     # --- one loop iteration -----------------------------------------------------------------
@@ -295,6 +501,9 @@ class MappingPoller(threading.Thread):
             self._stopping.set()
             return False
         if state in ("Disabling", "Disabled") or (state in ("Creating", "Updating") and not mapping.enabled):
+            # Disabled means no batch in flight, and the checkpoint past every record handled (a swap then
+            # neither skips nor repeats a record): the running batches finish, the gaps before them are closed.
+            self._drain(mapping)
             with self._lock:
                 for s in self.shards.values():
                     s.reset_position()
@@ -343,6 +552,7 @@ class MappingPoller(threading.Thread):
 
     # --- shards -----------------------------------------------------------------------------
     def _load_checkpoints(self) -> None:
+        self._remember_done()
         with self._lock:
             self.shards.clear()
             for cp in self.store.checkpoints(self.uuid):
@@ -429,7 +639,7 @@ class MappingPoller(threading.Thread):
         return rest
 
     def _fetch(self, s: ShardState, mapping: Mapping) -> int:
-        if s.end_reached or len(s.buffer) >= mapping.batch_size:
+        if s.end_reached or s.buffered() >= mapping.batch_size * s.factor:
             return 0
         now = time.monotonic()
         if now < s.next_poll_at:
@@ -439,7 +649,7 @@ class MappingPoller(threading.Thread):
             s.iterator = self._iterator(s)
             if s.iterator is None:
                 return 0
-        limit = min(GET_RECORDS_MAX, max(mapping.batch_size, 100))
+        limit = min(GET_RECORDS_MAX, max(mapping.batch_size * s.factor, 100))  # a backlog fills every lane
         try:
             resp = self.streams.get_records(ShardIterator=s.iterator, Limit=limit)
         except ClientError as exc:
@@ -465,11 +675,25 @@ class MappingPoller(threading.Thread):
         converted = [to_lambda_record(raw, s.stream_arn) for raw in records]
         if s.trim_gap_after is not None:
             converted = self._trim_gap(s, converted)
+        now = time.monotonic()
+        remembered = self._remembered.get(s.key, set())
+        hit = False
         for rec in converted:
-            s.buffer.append((rec, len(json.dumps(rec))))
-            s.read_position = rec["dynamodb"]["SequenceNumber"]
-        if converted and s.first_buffered_at is None:
-            s.first_buffered_at = time.monotonic()
+            seq = rec["dynamodb"]["SequenceNumber"]
+            tracked = _Tracked(rec, done=seq in remembered)
+            s.tracked.append(tracked)
+            s.by_sequence[seq] = tracked
+            s.read_position = seq
+            if tracked.done:
+                remembered.discard(seq)
+                hit = True
+                continue
+            lane = s.lanes[lane_of(rec, s.factor)]
+            lane.buffer.append((rec, len(json.dumps(rec))))
+            if lane.first_buffered_at is None:
+                lane.first_buffered_at = now
+        if hit:
+            self._done(s, [])  # remembered records at the front: the checkpoint moves over them
         s.more_behind = len(records) >= limit
         s.iterator = resp.get("NextShardIterator")
         if s.iterator is None:
@@ -480,42 +704,60 @@ class MappingPoller(threading.Thread):
 
     # --- processing -------------------------------------------------------------------------
     def _work(self, s: ShardState, mapping: Mapping) -> bool:
-        busy = self._fetch(s, mapping) > 0
-        if not s.inflight:
-            batch = self._take_batch(s, mapping)
-            if batch:
-                s.inflight.append(_Piece(batch))
-        if s.inflight and time.monotonic() >= s.next_attempt_at:
-            self._attempt(s, mapping)
-            busy = True
-        if s.end_reached and not s.buffer and not s.inflight and not s.finished:
+        busy = False
+        for lane in s.lanes:
+            if lane.running is not None and lane.running.future.done():
+                self._settle(s, lane, mapping)
+                busy = True
+        if s.factor != mapping.parallelization_factor:
+            # A new shard, or the factor was updated: once nothing runs, (re-)read from the checkpoint into
+            # that many lanes.
+            if s.running():
+                return busy
+            s.reset_position(mapping.parallelization_factor)
+        busy |= self._fetch(s, mapping) > 0
+        # A failed batch holds the shard: only the failing lane(s) go on until their records are resolved.
+        held = s.held()
+        now = time.monotonic()
+        for lane in s.lanes:
+            if lane.running is not None or (held and not lane.failing):
+                continue
+            if not lane.inflight:
+                batch = self._take_batch(lane, mapping, s.end_reached)
+                if batch:
+                    lane.inflight.append(_Piece(batch))
+            if lane.inflight and now >= lane.next_attempt_at:
+                self._attempt(s, lane, mapping)
+                busy = True
+        if s.end_reached and s.idle() and not s.finished:
             s.finished = True
             self._checkpoint(s, s.checkpoint)
             logger.info("shard finished", extra={"shard": s.shard_id, "stream": s.stream_arn})
         return busy
 
-    def _take_batch(self, s: ShardState, mapping: Mapping) -> list[DynamoDBStreamRecord]:
-        if not s.buffer:
+    def _take_batch(self, lane: _Lane, mapping: Mapping, end_reached: bool) -> list[DynamoDBStreamRecord]:
+        if not lane.buffer:
             return []
         window = mapping.maximum_batching_window_in_seconds
-        full = len(s.buffer) >= mapping.batch_size
-        waited = s.first_buffered_at is not None and time.monotonic() - s.first_buffered_at >= window
-        if not (full or waited or window == 0 or s.end_reached):
+        full = len(lane.buffer) >= mapping.batch_size
+        waited = lane.first_buffered_at is not None and time.monotonic() - lane.first_buffered_at >= window
+        if not (full or waited or window == 0 or end_reached):
             return []
         batch: list[DynamoDBStreamRecord] = []
         size = 0
-        while s.buffer and len(batch) < mapping.batch_size:
-            rec, n = s.buffer[0]
+        while lane.buffer and len(batch) < mapping.batch_size:
+            rec, n = lane.buffer[0]
             if batch and size + n > MAX_PAYLOAD_BYTES:
                 break
-            s.buffer.popleft()
+            lane.buffer.popleft()
             batch.append(rec)
             size += n
-        s.first_buffered_at = time.monotonic() if s.buffer else None
+        lane.first_buffered_at = time.monotonic() if lane.buffer else None
         return batch
 
-    def _attempt(self, s: ShardState, mapping: Mapping) -> None:
-        piece = s.inflight[0]
+    def _attempt(self, s: ShardState, lane: _Lane, mapping: Mapping) -> None:
+        """Invoke the function with the lane's first piece: at once (factor 1), or on a worker thread."""
+        piece = lane.inflight[0]
         if mapping.maximum_record_age_in_seconds != -1:
             now = self.options.clock()
             expired = 0
@@ -526,7 +768,8 @@ class MappingPoller(threading.Thread):
                 self._dead_letter(s, piece.records[:expired], "RecordAgeExceeded", None)
                 piece.records = piece.records[expired:]
                 if not piece.records:
-                    s.inflight.popleft()
+                    lane.inflight.popleft()
+                    self._resolved(lane)
                     return
         try:
             handler, ctx = self.functions.resolve(mapping.function_name)
@@ -535,45 +778,85 @@ class MappingPoller(threading.Thread):
                 logger.error("target function not available; mapping stays Enabled and waits",
                              extra={"mapping": self.uuid, "function": mapping.function_name, "error": str(exc)})
                 self._last_missing_log = time.monotonic()
-            s.next_attempt_at = time.monotonic() + max(1.0, self.options.poll_interval)
+            lane.next_attempt_at = time.monotonic() + max(1.0, self.options.poll_interval)
             return
-        records = piece.records
-        error: str | None = None
-        failed_at: int | None = None
-        try:
-            response = handler({"Records": list(records)}, ctx)
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            response = None
+        records = list(piece.records)
+        if s.factor == 1:
+            self._apply(s, lane, mapping, piece, records, *_invoke(handler, ctx, records))
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=MAX_CONCURRENT_BATCHES,
+                                            thread_name_prefix=f"esm-{self.uuid[:8]}-batch")
+        future = self._pool.submit(_invoke, handler, ctx, records)
+        future.add_done_callback(lambda _: self._wake.set())
+        lane.running = _Invocation(piece, records, future)
+
+    def _settle(self, s: ShardState, lane: _Lane, mapping: Mapping) -> None:
+        """Apply the result of the lane's finished concurrent invocation (in the poller thread)."""
+        run = lane.running
+        assert run is not None
+        lane.running = None
+        exc = run.future.exception()
+        if exc is not None:
+            raise exc  # a simulated host crash (HostCrash) or a dying thread (SystemExit), as at factor 1
+        response, error = run.future.result()
+        self._apply(s, lane, mapping, run.piece, run.records, response, error)
+
+    def _apply(self, s: ShardState, lane: _Lane, mapping: Mapping, piece: _Piece,
+               records: list[DynamoDBStreamRecord], response: Any, error: str | None) -> None:
+        """What an invocation's outcome does to the lane and the shard checkpoint."""
         if self._kill.is_set():
             raise _Killed()
+        failed_at: int | None = None
         if error is None and mapping.reports_item_failures:
             failed_at, error = _lowest_failure(response, records)
         if error is None and failed_at is None:
-            self._checkpoint(s, records[-1]["dynamodb"]["SequenceNumber"])
-            s.inflight.popleft()
-            s.next_attempt_at = 0.0
+            self._done(s, records)
+            lane.inflight.popleft()
+            lane.next_attempt_at = 0.0
+            self._resolved(lane)
             return
+        lane.failing = True
         if failed_at is not None:
             # ReportBatchItemFailures: everything before the lowest failure succeeded.
             if failed_at > 0:
-                self._checkpoint(s, records[failed_at - 1]["dynamodb"]["SequenceNumber"])
+                self._done(s, records[:failed_at])
             piece.records = records = records[failed_at:]
             error = "batch item failure reported"
         elif mapping.bisect_batch_on_function_error and len(records) > 1:
             mid = len(records) // 2  # splitting does not count towards the retry quota
-            s.inflight.popleft()
-            s.inflight.appendleft(_Piece(records[mid:], piece.retries))
-            s.inflight.appendleft(_Piece(records[:mid], piece.retries))
+            lane.inflight.popleft()
+            lane.inflight.appendleft(_Piece(records[mid:], piece.retries))
+            lane.inflight.appendleft(_Piece(records[:mid], piece.retries))
             return
         piece.retries += 1
         if mapping.maximum_retry_attempts != -1 and piece.retries > mapping.maximum_retry_attempts:
             self._dead_letter(s, records, "RetryAttemptsExhausted", error, attempts=piece.retries)
-            s.inflight.popleft()
-            s.next_attempt_at = 0.0
+            lane.inflight.popleft()
+            lane.next_attempt_at = 0.0
+            self._resolved(lane)
             return
         delay = min(self.options.retry_max_delay, self.options.retry_base_delay * 2 ** (piece.retries - 1))
-        s.next_attempt_at = time.monotonic() + delay
+        lane.next_attempt_at = time.monotonic() + delay
+
+    @staticmethod
+    def _resolved(lane: _Lane) -> None:
+        """The lane's failed records are all resolved once nothing of it is in flight: the shard goes on."""
+        if not lane.inflight:
+            lane.failing = False
+
+    def _done(self, s: ShardState, records: list[DynamoDBStreamRecord]) -> None:
+        """Mark records done (succeeded or dead-lettered) and move the checkpoint over the done prefix."""
+        for r in records:
+            tracked = s.by_sequence.get(r["dynamodb"]["SequenceNumber"])
+            if tracked is not None:
+                tracked.done = True
+        last: str | None = None
+        while s.tracked and s.tracked[0].done:
+            last = s.tracked.popleft().record["dynamodb"]["SequenceNumber"]
+            s.by_sequence.pop(last, None)
+        if last is not None:
+            self._checkpoint(s, last)
 
     def _dead_letter(self, s: ShardState, records: list[DynamoDBStreamRecord], condition: str,
                      error: str | None, attempts: int = 0) -> None:
@@ -602,7 +885,7 @@ class MappingPoller(threading.Thread):
         logger.warning("batch sent to on-failure destination",
                        extra={"mapping": self.uuid, "condition": condition, "records": len(records),
                               "shard": s.shard_id, "error": error})
-        self._checkpoint(s, last["dynamodb"]["SequenceNumber"])
+        self._done(s, records)
 
     def _dead_letter_trimmed(self, s: ShardState, after: str, first_available: str | None) -> None:
         """Records after ``after`` (up to ``first_available``) expired from the stream unread: say so."""
@@ -636,6 +919,9 @@ class MappingPoller(threading.Thread):
                 sequence_key(sequence_number) < sequence_key(s.checkpoint):
             raise RuntimeError(f"checkpoint would move backwards: {s.checkpoint} -> {sequence_number}")
         s.checkpoint = sequence_number
+        remembered = self._remembered.get(s.key)
+        if remembered and sequence_number is not None:
+            remembered.difference_update([x for x in remembered if sequence_key(x) <= sequence_key(sequence_number)])
         lag = self._lag(s)
         try:
             self.store.put_checkpoint(self.uuid, Checkpoint(
@@ -684,6 +970,26 @@ class MappingPoller(threading.Thread):
 
 class _Killed(HostCrash):
     """Internal: the poller was killed (simulated crash) or lost its lease mid-batch."""
+
+
+def _invoke(handler: Any, ctx: Any, records: list[DynamoDBStreamRecord]) -> tuple[Any, str | None]:
+    """One synchronous invocation: ``(response, None)``, or ``(None, error)`` for a function error.
+
+    Anything that is not an ``Exception`` (a simulated host crash, ``SystemExit``) propagates.
+    """
+    try:
+        return handler({"Records": list(records)}, ctx), None
+    except Exception as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def lane_of(record: DynamoDBStreamRecord, factor: int) -> int:
+    """The concurrent batch (0 .. ``factor`` - 1) a record goes to: a stable hash of the item's key, so the
+    records of one item stay in order in one lane."""
+    if factor <= 1:
+        return 0
+    key = json.dumps(record["dynamodb"].get("Keys") or {}, sort_keys=True, separators=(",", ":"))
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") % factor
 
 
 def _lowest_failure(response: Any, records: list[DynamoDBStreamRecord]) -> tuple[int | None, str | None]:

@@ -68,6 +68,7 @@ class MappingSettings:
     bisect_on_error: bool = PROJECTOR_MAPPING.bisect_batch_on_function_error
     maximum_retry_attempts: int = PROJECTOR_MAPPING.maximum_retry_attempts
     maximum_record_age_seconds: int = PROJECTOR_MAPPING.maximum_record_age_in_seconds
+    parallelization_factor: int = PROJECTOR_MAPPING.parallelization_factor
     starting_position: str = PROJECTOR_MAPPING.starting_position
 
     def create_request(self, stream_arn: str) -> dict[str, Any]:
@@ -82,6 +83,7 @@ class MappingSettings:
             "BisectBatchOnFunctionError": self.bisect_on_error,
             "MaximumRetryAttempts": self.maximum_retry_attempts,
             "MaximumRecordAgeInSeconds": self.maximum_record_age_seconds,
+            "ParallelizationFactor": self.parallelization_factor,
             "FunctionResponseTypes": list(PROJECTOR_MAPPING.function_response_types),
             "DestinationConfig": {"OnFailure": {"Destination": self.on_failure_arn}},
         }

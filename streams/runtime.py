@@ -95,7 +95,7 @@ class LocalRuntime:
         with self._lock:
             pollers = list(self.pollers.values())
         for p in pollers:
-            p._stopping.set()
+            p.request_stop()
         for p in pollers:
             p.join(timeout)
         if self._thread is not None:

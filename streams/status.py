@@ -31,6 +31,7 @@ def status_report(store: ControlStore) -> list[dict[str, Any]]:
         out.append({
             "uuid": m.uuid, "function": m.function_name, "state": m.state, "source": m.event_source_arn,
             "runtime": store.lease_holder(m.uuid), "batch_size": m.batch_size,
+            "parallelization_factor": m.parallelization_factor,
             "records_behind": sum(s["records_behind"] for s in shards),
             "iterator_age_ms": max((s["iterator_age_ms"] for s in shards), default=0),
             "dead_letters": len(store.dead_letters(m.uuid)), "shards": shards,
@@ -54,6 +55,7 @@ def aws_status_report(lambda_client: Any, prefix: str) -> list[dict[str, Any]]:
         out.append({
             "uuid": m.uuid, "function": m.function_name, "state": m.state, "source": m.event_source_arn,
             "table": table_name_of(m.event_source_arn), "runtime": "aws-lambda", "batch_size": m.batch_size,
+            "parallelization_factor": m.parallelization_factor,
             "batching_window_s": m.maximum_batching_window_in_seconds,
             "maximum_record_age_s": m.maximum_record_age_in_seconds, "maximum_retry_attempts": m.maximum_retry_attempts,
             "bisect": m.bisect_batch_on_function_error, "on_failure": m.on_failure_destination,

@@ -13,7 +13,9 @@
    live traffic is untouched until ``streamfold mappings swap --to <idle>``.
 4. **Mappings**: every day table's stream gets exactly one mapping, targeting the live alias;
    a mapping that targets anything else (the bare function, an old function) is retargeted in
-   place (disable -> wait -> update ``FunctionName`` -> enable), which keeps its stream position.
+   place (disable -> wait -> update ``FunctionName`` -> enable), which keeps its stream position; a
+   mapping whose settings differ from :data:`streams.mapping_settings.PROJECTOR_MAPPING` (batch size,
+   ``ParallelizationFactor``, ...) is updated in place too.
 
 ``--dry-run`` creates the change sets, prints them and the guard's verdict, plans the mapping
 changes, then deletes the change sets: nothing is executed.
@@ -39,6 +41,7 @@ from botocore.exceptions import ClientError, WaiterError
 from cfn import package
 from chalicelib import tables
 from streams.aws_backend import AwsMappingBackend
+from streams.mapping_settings import PROJECTOR_MAPPING
 from streams.rotation import MappingSettings
 from tooling import guard
 
@@ -111,6 +114,7 @@ class DeployResult:
     release: str = ""
     mappings_created: list[str] = field(default_factory=list)
     mappings_retargeted: list[str] = field(default_factory=list)
+    mappings_updated: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -363,6 +367,7 @@ def _sync_mappings(clients: Clients, result: DeployResult, streams: list[tuple[s
                     bisect_batch_on_function_error=settings.bisect_on_error,
                     maximum_retry_attempts=settings.maximum_retry_attempts,
                     maximum_record_age_in_seconds=settings.maximum_record_age_seconds,
+                    parallelization_factor=settings.parallelization_factor,
                     function_response_types=["ReportBatchItemFailures"], on_failure_destination=dlq_arn)
                 result.mappings_created.append(m.uuid)
             continue
@@ -377,6 +382,19 @@ def _sync_mappings(clients: Clients, result: DeployResult, streams: list[tuple[s
             if not result.dry_run:
                 _retarget(backend, m.uuid, target_name, timeout)
                 result.mappings_retargeted.append(m.uuid)
+        for m in found:
+            # Settings changed in streams.mapping_settings (a ParallelizationFactor raised for a busy day, ...)
+            # reach the existing mappings in place: same UUID, so the stream position is kept.
+            changed = PROJECTOR_MAPPING.update_args(m)
+            if not changed:
+                continue
+            out(f"mapping: update {m.uuid} ({table}) settings {changed}" + (" (dry run)" if result.dry_run else ""))
+            if not result.dry_run:
+                settled = backend.get(m.uuid) or m
+                backend.wait_for_state(m.uuid, "Enabled" if settled.enabled else "Disabled", timeout)
+                backend.update(m.uuid, **changed)
+                backend.wait_for_state(m.uuid, "Enabled" if settled.enabled else "Disabled", timeout)
+                result.mappings_updated.append(m.uuid)
 
 
 # --- the deploy -----------------------------------------------------------------------------------

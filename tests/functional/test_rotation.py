@@ -95,6 +95,7 @@ def test_first_run_creates_tables_and_mappings_second_run_nothing(aws: Aws) -> N
         assert m["BisectBatchOnFunctionError"] is True
         assert m["MaximumRetryAttempts"] == 3
         assert m["MaximumRecordAgeInSeconds"] == 86400
+        assert m["ParallelizationFactor"] == 1
         assert m["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
         assert m["StartingPosition"] == "TRIM_HORIZON"
         assert m["DestinationConfig"] == {"OnFailure": {"Destination": aws.dlq_arn}}

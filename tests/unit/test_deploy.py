@@ -141,6 +141,8 @@ def test_first_deploy_then_blue_green_release_maps_and_retargets_day_tables(aws:
     assert (params["TargetColour"], params["LiveColour"], params["BlueVersion"]) == ("green", "blue", "1")
     assert params["ProjectorRelease"] == second.release != first.release
     assert second.mappings_retargeted == [legacy]  # same UUID: the stream position is kept
+    assert second.mappings_updated == [legacy]  # and its settings are brought to PROJECTOR_MAPPING's, in place
+    assert f"mapping: update {legacy} ({today}) settings" in log
     assert len(second.mappings_created) == 1
     blue_version = aws["lambda"].get_alias(FunctionName=fn, Name="blue")["FunctionVersion"]
     for table in (today, tomorrow):
@@ -150,6 +152,9 @@ def test_first_deploy_then_blue_green_release_maps_and_retargets_day_tables(aws:
         assert mapping["State"] == "Enabled"
     created = aws["lambda"].get_event_source_mapping(UUID=second.mappings_created[0])
     assert created["MaximumRecordAgeInSeconds"] == 86400 and created["BisectBatchOnFunctionError"] is True
+    assert created["ParallelizationFactor"] == 1
+    old = aws["lambda"].get_event_source_mapping(UUID=legacy)
+    assert (old["BatchSize"], old["MaximumRetryAttempts"], old.get("ParallelizationFactor", 1)) == (100, 3, 1)
     assert created["DestinationConfig"]["OnFailure"]["Destination"].endswith(f":{PREFIX}stream-failures")
     assert "next: verify green, then `streamfold mappings swap --to green`" in log
 
@@ -157,6 +162,7 @@ def test_first_deploy_then_blue_green_release_maps_and_retargets_day_tables(aws:
     dry, log = _run(aws, "v3", dry_run=True)
     assert dry.ok and dry.executed == [] and dry.compute_changes
     assert "guard: OK" in log and "streamfold-dev: change set" in log
+    assert "mapping: update" not in log and dry.mappings_updated == []  # settings already in place
     assert _params(aws, "streamfold-dev")["ProjectorRelease"] == second.release
     assert _pending_change_sets(aws) == []
 

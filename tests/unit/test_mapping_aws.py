@@ -65,17 +65,18 @@ def test_create_get_list_update_delete(aws: dict[str, Any]) -> None:
     assert isinstance(backend, MappingBackend)
     m = backend.create(event_source_arn=aws["stream_arn"], function_name="projector:blue", batch_size=50,
                        bisect_batch_on_function_error=True, maximum_retry_attempts=3,
-                       function_response_types=["ReportBatchItemFailures"])
+                       function_response_types=["ReportBatchItemFailures"], parallelization_factor=2)
     assert m.uuid and m.event_source_arn == aws["stream_arn"]
     assert (m.batch_size, m.bisect_batch_on_function_error, m.maximum_retry_attempts) == (50, True, 3)
+    assert m.parallelization_factor == 2
     assert m.reports_item_failures and m.starting_position == "TRIM_HORIZON"
     got = backend.wait_for_state(m.uuid, "Enabled", timeout=5)
     assert got.uuid == m.uuid and got.function_base_name == "projector"
     assert [x.uuid for x in backend.list(function_name="projector")] == [m.uuid]
     assert [x.uuid for x in backend.list(event_source_arn=aws["stream_arn"])] == [m.uuid]
     assert backend.list(function_name="other") == []
-    updated = backend.update(m.uuid, batch_size=10, maximum_retry_attempts=5)
-    assert (updated.batch_size, updated.maximum_retry_attempts) == (10, 5)
+    updated = backend.update(m.uuid, batch_size=10, maximum_retry_attempts=5, parallelization_factor=10)
+    assert (updated.batch_size, updated.maximum_retry_attempts, updated.parallelization_factor) == (10, 5, 10)
     disabled = backend.update(m.uuid, enabled=False)
     assert backend.wait_for_state(disabled.uuid, "Disabled", timeout=5).state == "Disabled"
     backend.delete(m.uuid)

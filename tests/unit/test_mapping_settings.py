@@ -15,15 +15,17 @@ def test_aws_request_and_local_mapping_use_the_same_settings() -> None:
     args = PROJECTOR_MAPPING.create_args()
     assert {k: request[k] for k in ("BatchSize", "MaximumBatchingWindowInSeconds", "BisectBatchOnFunctionError",
                                     "MaximumRetryAttempts", "MaximumRecordAgeInSeconds", "StartingPosition",
-                                    "FunctionResponseTypes")} == {
+                                    "FunctionResponseTypes", "ParallelizationFactor")} == {
         "BatchSize": args["batch_size"], "MaximumBatchingWindowInSeconds": args["maximum_batching_window_in_seconds"],
         "BisectBatchOnFunctionError": args["bisect_batch_on_function_error"],
         "MaximumRetryAttempts": args["maximum_retry_attempts"],
         "MaximumRecordAgeInSeconds": args["maximum_record_age_in_seconds"],
-        "StartingPosition": args["starting_position"], "FunctionResponseTypes": args["function_response_types"]}
+        "StartingPosition": args["starting_position"], "FunctionResponseTypes": args["function_response_types"],
+        "ParallelizationFactor": args["parallelization_factor"]}
     assert {k: v for k, v in DEFAULT_PROJECTOR_MAPPING.items() if k != "function_name"} == args
     assert (args["batch_size"], args["maximum_batching_window_in_seconds"], args["maximum_record_age_in_seconds"],
-            args["maximum_retry_attempts"], args["bisect_batch_on_function_error"]) == (100, 5, 86400, 3, True)
+            args["maximum_retry_attempts"], args["bisect_batch_on_function_error"],
+            args["parallelization_factor"]) == (100, 5, 86400, 3, True, 1)
 
 
 def test_overrides_and_differences() -> None:
@@ -34,4 +36,6 @@ def test_overrides_and_differences() -> None:
     m = Mapping(uuid="u", event_source_arn="arn:s", function_name="projector:blue",
                 **PROJECTOR_MAPPING.create_args(batch_size=7, starting_position="LATEST"))  # type: ignore[arg-type]
     assert PROJECTOR_MAPPING.update_args(m) == {"batch_size": 100}  # starting position cannot be updated
+    assert PROJECTOR_MAPPING.update_args(m.replace(parallelization_factor=4)) == {"batch_size": 100,
+                                                                               "parallelization_factor": 1}
     assert ProjectorMappingSettings(batch_size=7).update_args(m) == {}

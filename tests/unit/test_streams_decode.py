@@ -41,7 +41,8 @@ def test_family_pattern_matches_day_tables_only() -> None:
 
 @pytest.mark.parametrize("change", [{"batch_size": 0}, {"maximum_retry_attempts": -2},
                                     {"maximum_record_age_in_seconds": 30}, {"starting_position": "AT_TIMESTAMP"},
-                                    {"function_response_types": ("Nope",)}])
+                                    {"function_response_types": ("Nope",)}, {"parallelization_factor": 0},
+                                    {"parallelization_factor": 11}])
 def test_invalid_settings_are_rejected_like_lambda(change: dict) -> None:  # type: ignore[type-arg]
     with pytest.raises(MappingValidationError):
         Mapping(uuid="u", event_source_arn="a", function_name="f", **change).validate()
@@ -49,10 +50,12 @@ def test_invalid_settings_are_rejected_like_lambda(change: dict) -> None:  # typ
 
 def test_round_trip_in_aws_shape() -> None:
     m = Mapping(uuid="u", event_source_arn="a", function_name="projector:blue", bisect_batch_on_function_error=True,
-                function_response_types=("ReportBatchItemFailures",), on_failure_destination="dlq")
+                function_response_types=("ReportBatchItemFailures",), on_failure_destination="dlq",
+                parallelization_factor=4)
     d = m.to_dict()
-    assert d["DestinationConfig"] == {"OnFailure": {"Destination": "dlq"}}
+    assert d["DestinationConfig"] == {"OnFailure": {"Destination": "dlq"}} and d["ParallelizationFactor"] == 4
     assert Mapping.from_dict(d) == m
+    assert Mapping.from_dict({k: v for k, v in d.items() if k != "ParallelizationFactor"}).parallelization_factor == 1
 
 
 def test_batch_item_failure_rules_follow_aws() -> None:
