@@ -35,6 +35,7 @@ __all__ = [
     "STORAGE_EXPORTS",
     "COLOURS",
     "OUTBOX_DRAIN",
+    "SETTLER",
     "alias_id",
     "app_function_names",
     "cfn_resource_name",
@@ -64,6 +65,8 @@ ROTATION = "rotate_tables"
 # The scheduled function that drains the score-alert outbox to SNS (``app.py``: ``on_outbox_schedule``).
 # Its resources are emitted only once the app defines it, so the merged template never dangles.
 OUTBOX_DRAIN = "on_outbox_schedule"
+# The delta-page settler (``app.py``: ``settle_pages``): one at a time, as two would settle the same buckets.
+SETTLER = "settle_pages"
 # Blue/green: every deploy publishes a projector version; the mappings target one of these aliases.
 COLOURS = ("blue", "green")
 # Rotation lifecycle defaults (environment of the rotation function, overridable per stack).
@@ -480,9 +483,9 @@ def compute_extras_template() -> dict[str, Any]:
             env["STREAMFOLD_EXPORT_BUCKET"] = {"Ref": "ExportBucketName"}
             props["Role"] = {"Fn::GetAtt": ["RotateTablesRole", "Arn"]}
             resources["RotateTablesRole"] = _rotation_role(projector_id)
-        if name == OUTBOX_DRAIN:
-            # One drain at a time: delivery is marked with a conditional update, so a second
-            # concurrent drain would only race for the same alerts.
+        if name in (OUTBOX_DRAIN, SETTLER):
+            # One at a time: a second concurrent drain would only race for the same alerts, a second settler
+            # for the same pages (harmless: rings and conditions, but every write done twice).
             props["ReservedConcurrentExecutions"] = 1
         resources[function_id] = {"Properties": props}
     if projector_id is not None:
