@@ -10,6 +10,10 @@ is a *ratio* against a baseline measured in the same process, on the same Dynamo
   batches of 100 records) and a 30-day backfill, against a per-event ``UpdateItem`` design
   (counter per account/day/event name, ``last_seen`` on the account and on the user);
 * a re-delivered batch (should cost 0 write units);
+* spread traffic (issue 17, ``tooling.spread``): accounts of one user each joined by ``group``, then tracks
+  without ``groupId`` spread over the users: view write units per event of the identity and the track parts
+  through ``handle_batch`` in 100-record batches, against the per-event baseline; and a stepped-rate keep-up
+  phase through the HTTP API and the local runtime, streamfold and the naive design, lag p99 ≤ 15 s per step;
 * local event source mapping lag at rest: from the ingest API's 200 OK to the account's SUMMARY
   item, one event at a time, on the lag-under-load stack once it is warm (before the load).
 
@@ -50,7 +54,7 @@ from chalicelib.views import ViewStore
 from streams.decode import read_stream
 from streams.handler import get_writer, handle_batch
 from streams.writer import ViewWriter
-from tooling import ceilings
+from tooling import ceilings, spread
 from tooling.dynamodb_local import DynamoDBLocal
 from tooling.server import LocalHttpServer
 from tooling.stack import use_endpoint
@@ -86,11 +90,22 @@ class Workload:
     curve_sizes: tuple[int, ...] = (1000, 4000)  # events per account-day for the cost curve
     one_record_events: int = 500  # usage events projected one 10-event record per invocation
     query_samples: int = 40  # requests per query of the query API (each account-list sort, each page call)
+    # spread (issue 17): N accounts of one user each joined by `group`, then tracks without groupId
+    spread_accounts: int = 50
+    spread_tracks: int = 200
+    spread_baseline_events: int = 200  # tracks the naive per-event baseline is measured on (exactly 3 WCU each)
+    keepup_accounts: int = 100
+    keepup_rates: tuple[float, ...] = (50.0, 100.0)  # events/s, one step each
+    keepup_seconds: float = 2.0  # per step
+    keepup_together: bool = True  # both designs on one stack at once (quick: the time budget), else one by one
 
     @classmethod
     def full(cls) -> Workload:
         return cls({1: 300, 10: 2000, 100: 10000}, 300, 10000, 30.0, 40, 6, 10000, 10000, 3000, 30,
-                   20000, 4, 1_000_000, 10_000, 50_000, 1000.0, 60.0, 10_000, (1000, 10_000, 50_000, 200_000))
+                   20000, 4, 1_000_000, 10_000, 50_000, 1000.0, 60.0, 10_000, (1000, 10_000, 50_000, 200_000),
+                   spread_accounts=10_000, spread_tracks=30_000, spread_baseline_events=3000,
+                   keepup_accounts=10_000, keepup_rates=(50.0, 100.0, 250.0, 500.0, 1000.0, 1500.0),
+                   keepup_seconds=60.0, keepup_together=False)
 
     @classmethod
     def quick(cls) -> Workload:
@@ -280,12 +295,15 @@ def _count_events(ingestor: Any) -> int:
 
 
 def baseline_projection_units(client: Any, table: str, tenant: str, events: list[dict[str, Any]],
-                              workers: int = 8) -> float:
+                              workers: int = 8, *, members: dict[str, str] | None = None) -> float:
     """The per-event ``UpdateItem`` design: a counter per account/day/event name, ``last_seen`` on the
-    account and on the user, three writes per usage event (not idempotent: a re-delivery counts again)."""
+    account and on the user, three writes per usage event (not idempotent: a re-delivery counts again).
+
+    ``members`` (user -> account): the account of a track without ``context.groupId``, as that design would
+    read it from the user's item (a read, no write units; the group's own write is not counted here)."""
 
     def one(ev: dict[str, Any]) -> float:
-        acct = ev["context"]["groupId"]
+        acct = (ev.get("context") or {}).get("groupId") or (members or {}).get(ev["userId"], "unattributed")
         day = ev["timestamp"][:10]
         ts = ev["timestamp"]
         units = _units(client.update_item(
@@ -345,6 +363,93 @@ def _projector_phase(endpoint: str, w: Workload, name: str, *, days: int, events
                      setup_records=sum(counts[:(len(setup) + 99) // 100]) if warm else 0,
                      usage=len(usage), setup=len(setup), baseline=(base_per_event, len(sample)))
             for n, size in enumerate(records_per_batch)]
+
+
+def _spread_phase(endpoint: str, w: Workload) -> dict[str, Any]:
+    """The membership pattern of issue 17 through the projector: ``spread_accounts`` accounts of one user each
+    (``identify`` + ``group``), then ``spread_tracks`` tracks without ``groupId`` spread over the users (client
+    timestamps over the last hour), ingested 100 messages per request, then projected in 100-record batches
+    through ``streams.handler.handle_batch`` with a fresh view writer: the identity records first, then the
+    track records. Write units from ``ReturnConsumedCapacity`` (the handler's ``WriteReport``), per part and
+    combined; the naive per-event baseline on the same track events."""
+
+    prefix = _fresh_prefix(endpoint, "spread")
+    client = db.get_client()
+    tenant = services.tenants().create("bench-spread")["tenant_id"]
+    now = datetime.now(UTC)
+    identity = spread.identity_events(w.spread_accounts, now - timedelta(hours=1, minutes=5))
+    tracks = spread.track_events(w.spread_tracks, w.spread_accounts, now)
+    ing = Ingestor(client, prefix)
+    chunks = {name: sum(ing.ingest(tenant, parse_request({"batch": evs[i:i + 100]}, "batch")).chunks
+                        for i in range(0, len(evs), 100))
+              for name, evs in (("identity", identity), ("tracks", tracks))}
+    expect = chunks["identity"] + chunks["tracks"]
+    records = _wait_records(client, db.get_streams_client(), keys.events_table_name(prefix, now), expect, 120)
+    if len(records) != expect:
+        raise RuntimeError(f"spread: {len(records)} stream records of {expect}")
+
+    view_table = tables.ensure_view_table(client, prefix, VIEW_VERSION)
+    # The live projector's own mode: delta pages, the production settle policy, nothing settled inline.
+    writer = ViewWriter(ViewStore(client, view_table), ScoreModelStore(client, keys.control_table_name(prefix)),
+                        deferred=True, settle_inline=0)
+    parts: dict[str, dict[str, Any]] = {}
+    for name, recs in (("identity", records[:chunks["identity"]]), ("tracks", records[chunks["identity"]:])):
+        batches: list[dict[str, Any]] = []
+        for i in range(0, len(recs), 100):
+            started = time.perf_counter()
+            response, stats = handle_batch(recs[i:i + 100], writer=writer, now=now)
+            if response.get("batchItemFailures"):
+                raise RuntimeError(f"spread batch failed: {response}")
+            batches.append({"records": len(recs[i:i + 100]), "events": stats.events, "write_units": stats.write_units,
+                            "writes": stats.writes, "accounts": stats.accounts, "users": stats.users,
+                            "seconds": round(time.perf_counter() - started, 2)})
+        parts[name] = _spread_part(batches)
+    combined = _spread_part([b for part in parts.values() for b in part["batches"]])
+
+    # The settle the settler schedule does later (every account's items, SUMMARY and listing copies): what it
+    # costs per account settled, and per event once an account gathers E events between two settles.
+    before = (writer.store.stats.write_units, writer.store.stats.writes)
+    started = time.perf_counter()
+    writer.settle(tenant, now, force=True)
+    settle_units = writer.store.stats.write_units - before[0]
+    settle = {"write_units": settle_units, "writes": writer.store.stats.writes - before[1],
+              "seconds": round(time.perf_counter() - started, 1), "accounts": w.spread_accounts,
+              "wcu_per_account": round(settle_units / w.spread_accounts, 2),
+              "wcu_per_event_this_workload": round(settle_units / combined["events"], 4),
+              "wcu_per_event_at_events_per_account": {
+                  str(e): round(settle_units / w.spread_accounts / e, 4) for e in (6, 36, 60)}}
+    members = {spread.user_id(a): spread.account_id(a) for a in range(w.spread_accounts)}
+    baseline_table = _simple_table(client, f"{prefix}baseline-view", sort_key=True)
+    sample = tracks[: w.spread_baseline_events]
+    base = baseline_projection_units(client, baseline_table, tenant, sample, members=members) / len(sample)
+    item_sizes = _item_sizes(client, view_table)
+    return {"accounts": w.spread_accounts, "users": w.spread_accounts, "records_per_invocation": 100,
+            "events_per_request": 100, "identity": parts["identity"], "tracks": parts["tracks"],
+            **{k: v for k, v in combined.items()
+               if k not in ("batches", "wcu_per_event_first_batch", "wcu_per_event_later_batches")},
+            "settle": settle,
+            "wcu_per_event_with_settle": round((combined["write_units"] + settle_units) / combined["events"], 4),
+            "baseline_wcu_per_event": round(base, 4), "baseline_events_sampled": len(sample),
+            "tracks_ratio_vs_baseline": round(parts["tracks"]["wcu_per_event"] / base, 4),
+            "ratio_vs_baseline": round(combined["wcu_per_event"] / base, 4),
+            "view_items": sum(v["items"] for v in item_sizes.values()), "item_bytes": item_sizes}
+
+
+def _spread_part(batches: list[dict[str, Any]]) -> dict[str, Any]:
+    events = sum(b["events"] for b in batches)
+    units = sum(b["write_units"] for b in batches)
+    writes = sum(b["writes"] for b in batches)
+    seconds = sum(b["seconds"] for b in batches)
+    per_batch = [b["write_units"] / b["events"] for b in batches if b["events"]]
+    return {"events": events, "records": sum(b["records"] for b in batches), "invocations": len(batches),
+            "write_units": units, "writes": writes, "wcu_per_event": round(units / events, 4) if events else 0.0,
+            "writes_per_event": round(writes / events, 4) if events else 0.0,
+            "wcu_per_event_first_batch": round(per_batch[0], 4) if per_batch else 0.0,
+            "wcu_per_event_later_batches": round(sum(b["write_units"] for b in batches[1:])
+                                                 / sum(b["events"] for b in batches[1:]), 4)
+            if sum(b["events"] for b in batches[1:]) else None,
+            "seconds": round(seconds, 2), "events_per_s": round(events / seconds, 1) if seconds else 0.0,
+            "batches": batches}
 
 
 def _project(client: Any, prefix: str, version: int, all_records: list[dict[str, Any]], now: datetime,
@@ -423,7 +528,8 @@ def _item_sizes(client: Any, table: str) -> dict[str, dict[str, int]]:
 
 
 def _lag_at_rest(url: str, tenant: dict[str, Any], client: Any, view: str, probes: int) -> dict[str, Any]:
-    """From ingest 200 OK to the SUMMARY item, one event at a time (each alone in its batching window),
+    """From ingest 200 OK to the event being served by the query API's read (``spread.probe_visible``: items plus
+    pending delta pages), one event at a time (each alone in its batching window),
     through the local ESM runtime with the default mapping. Run on the warm lag-under-load stack (its
     warm-up has made the mapped function's first invocation), so every probe counts."""
     # deferred: heavy optional dependency, only the HTTP phases need it
@@ -440,9 +546,8 @@ def _lag_at_rest(url: str, tenant: dict[str, Any], client: Any, view: str, probe
         r = session.post(f"{url}/v1/batch", json={"batch": [ev]}, auth=(tenant["write_key"], ""), timeout=30)
         r.raise_for_status()
         ok = time.perf_counter()
-        key = {"pk": {"S": keys.account_pk(tenant["tenant_id"], account)}, "sk": {"S": keys.SUMMARY_SK}}
         while True:
-            if client.get_item(TableName=view, Key=key, ProjectionExpression="pk").get("Item"):
+            if ceilings.probe_visible(client, view, tenant["tenant_id"], [account]):
                 samples.append((time.perf_counter() - ok) * 1000)
                 break
             if time.perf_counter() - ok > 30:
@@ -545,14 +650,18 @@ def run(quick: bool = False, endpoint: str | None = None, log: Any = None,
                                "backfill": {k: v for k, v in backfill.items() if k != "redelivered"}}
         report["redelivery"] = {"live": live["redelivered"], "live_small_batches": small["redelivered"],
                                 "backfill": backfill["redelivered"]}
+        say(f"projector: spread traffic, {w.spread_accounts} accounts joined by group, then {w.spread_tracks} "
+            "tracks without groupId, 100-record batches ...")
+        report["projector"]["spread"] = _spread_phase(ep, w)
         say(f"projector: cost per event against events per account-day {w.curve_sizes} ...")
         report["projector"]["cost_curve"] = ceilings.cost_curve(ep, list(w.curve_sizes))
         say(f"ceilings: ingest API vs raw BatchWriteItem ({w.ceiling_events} events, {w.ceiling_threads} threads) ...")
         report["ceilings"] = {"ingest": ceilings.ingest_vs_raw(ep, w.ceiling_events, threads=w.ceiling_threads)}
         say(f"ceilings: replay of {w.replay_events} events vs raw Scan, then the query API over "
             f"{w.replay_accounts} accounts ...")
-        report["ceilings"]["replay"] = ceilings.replay_vs_scan(ep, w.replay_events, w.replay_accounts,
-                                                             query_samples=w.query_samples)
+        report["ceilings"]["replay"] = ceilings.replay_vs_scan(
+            ep, w.replay_events, w.replay_accounts, query_samples=w.query_samples,
+            raw_items_per_s=report["ceilings"]["ingest"]["raw_batch_write_events_per_s"])
         say(f"local mapping lag at rest ({w.lag_probes} probes: ingest 200 OK -> SUMMARY item), then under load: "
             f"{w.load_rate} events/s for {w.load_seconds} s over {w.load_accounts} accounts, streamfold then the "
             "naive per-event design ...")
@@ -563,6 +672,13 @@ def run(quick: bool = False, endpoint: str | None = None, log: Any = None,
         report["load"] = {"streamfold": streamfold,
                           "naive": ceilings.lag_under_load(ep, w.load_rate, w.load_seconds, w.load_accounts,
                                                            naive=True)}
+        say(f"keep-up at spread: {w.keepup_accounts} accounts, steps {w.keepup_rates} events/s of "
+            f"{w.keepup_seconds} s, streamfold and the naive per-event design "
+            f"{'on one stack at once' if w.keepup_together else 'one after the other'} ...")
+        report["keep_up"] = {}
+        for designs in [spread.DESIGNS] if w.keepup_together else [(d,) for d in spread.DESIGNS]:
+            report["keep_up"].update(spread.keep_up(ep, w.keepup_accounts, w.keepup_rates, w.keepup_seconds,
+                                                    designs=designs, warm_timeout=120.0 if quick else 1800.0))
         say(f"baseline: the eventsourcing library folding {w.eventsourcing_events} events ...")
         report["ceilings"]["eventsourcing"] = ceilings.eventsourcing_baseline(w.eventsourcing_events,
                                                                                w.replay_accounts)
@@ -605,6 +721,15 @@ def table(report: dict[str, Any]) -> str:
         rows.append(f"  {label:>9} {r['events']:>7} {r['events_per_record']:>9} {r['wcu_per_event']:>10.4f} "
                     f"{r['baseline_wcu_per_event']:>9.3f} {r['ratio_vs_baseline']:>6.3f}x "
                     f"{r['day_item_bytes'].get('max', 0):>15}")
+    sp = report["projector"].get("spread")
+    if sp:
+        rows.append(f"  spread ({sp['accounts']} accounts, one user each, tracks without groupId): "
+                    f"{sp['wcu_per_event']:.4f} WCU/event (identity {sp['identity']['wcu_per_event']:.4f}, tracks "
+                    f"{sp['tracks']['wcu_per_event']:.4f}; first track batch "
+                    f"{sp['tracks']['wcu_per_event_first_batch']:.4f}), {sp['writes_per_event']:.2f} writes/event, "
+                    f"{sp['events_per_s']} events/s; naive {sp['baseline_wcu_per_event']:.3f}; settle "
+                    f"{sp['settle']['wcu_per_account']} WCU per account ({sp['wcu_per_event_with_settle']:.3f} "
+                    "WCU/event with it, this workload)")
     for name, r in report["redelivery"].items():
         rows.append(f"  re-delivered {name} batch: {r['records']} records, {r['events']} events -> "
                     f"{r['write_units']} WCU, {r['writes']} writes")
@@ -630,6 +755,12 @@ def table(report: dict[str, Any]) -> str:
         for name, ld in report.get("load", {}).items():
             rows.append(f"  lag under load ({name}): {ld['achieved_events_per_s']} ev/s for {ld['seconds']} s: "
                         f"p50 {ld['p50_ms']} ms, p99 {ld['p99_ms']} ms, {ld['probes_lost']} probes not seen")
+    for name, k in report.get("keep_up", {}).items():
+        rows.append(f"  keep-up at spread ({name}, {k['accounts']} accounts, warm-up {k['warm_up_s']} s): highest "
+                    f"sustained {k['highest_sustained_events_per_s']} ev/s")
+        rows += [f"    step {st['target_events_per_s']:>6} ev/s: {st['achieved_events_per_s']} ev/s for "
+                 f"{st['seconds']} s, lag p50 {st['p50_ms']} ms, p99 {st['p99_ms']} ms, {st['probes_lost']} of "
+                 f"{st['requests']} probes lost, {'held' if st['held'] else 'not held'}" for st in k["steps"]]
     rows += ["", "goals (docs/PERFORMANCE.md):", *ceilings.verdicts(report)]
     rows += ["", "summary: " + json.dumps(report.get("summary", {})), f"total {report['seconds']} s"]
     return "\n".join(rows)
@@ -653,6 +784,26 @@ def markdown(report: dict[str, Any]) -> str:
                  + ". A re-delivered batch: "
                  + ", ".join(f"{r['write_units']:g}" for r in report["redelivery"].values())
                  + " write units.")
+    if "spread" in p:
+        sp = p["spread"]
+        i, t = sp["identity"], sp["tracks"]
+        later = "—" if t["wcu_per_event_later_batches"] is None else f"{t['wcu_per_event_later_batches']:.3f}"
+        sizes = ", ".join(f"{k} {v['items']:,} × {v['mean']:,} B (max {v['max']:,})"
+                          for k, v in sp["item_bytes"].items())
+        lines.append(f"- Spread ({sp['accounts']:,} accounts of one user each joined by `group`, then "
+                     f"{t['events']:,} tracks without `groupId`; 100-record batches): {sp['wcu_per_event']:.3f} write "
+                     f"units per event combined, identity {i['wcu_per_event']:.3f} ({i['events']:,} events), tracks "
+                     f"{t['wcu_per_event']:.3f} (first batch {t['wcu_per_event_first_batch']:.3f}, later "
+                     f"{later}); {sp['writes_per_event']:.2f} writes per event; "
+                     f"{sp['events_per_s']:,} events/s (identity {i['events_per_s']:,}, tracks {t['events_per_s']:,}); "
+                     f"naive per-event baseline {sp['baseline_wcu_per_event']:.1f} on "
+                     f"{sp['baseline_events_sampled']:,} of the tracks. The later settle of every account (the "
+                     f"settler schedule): {sp['settle']['wcu_per_account']} write units per account settled, "
+                     f"{sp['wcu_per_event_with_settle']:.3f} per event with it on this workload "
+                     f"({t['events'] / sp['accounts']:.0f} tracks per account); per event at E events per account "
+                     f"between settles: " + ", ".join(f"E={e}: {v:.3f}" for e, v in
+                                                      sp['settle']['wcu_per_event_at_events_per_account'].items())
+                     + f". View items: {sizes}.")
     curve = p.get("cost_curve") or []
     if curve:
         lines.append("- Cost against events per account-day (one account, one event name, 100-record batches of "
@@ -674,6 +825,12 @@ def markdown(report: dict[str, Any]) -> str:
                      f"{r['replay_writes']:,} writes, {r['replay_write_units']:,.0f} write units: "
                      f"{r['replay_write_units'] / max(r['events'], 1):.2f} per event); "
                      f"peak RSS {r['replay_rss_mb']} MB.")
+        if r.get("final_items"):
+            floor = (f"; writing each once at the same run's raw `BatchWriteItem` rate "
+                     f"({r['raw_batch_write_items_per_s']:,} items/s) takes {r['write_floor_s']:,} s "
+                     f"(≈ {r['write_floor_events_per_s']:,} events/s)") if r.get("write_floor_s") is not None else ""
+            lines.append(f"- Replay writes per final item: {r['replay_writes_per_final_item']:.2f} "
+                         f"({r['replay_writes']:,} writes, {r['final_items']:,} items in the rebuilt view{floor}).")
         q = r["query"]
         sorts = ", ".join(f"{k.removeprefix('accounts_sort_')} p50 {v['p50_ms']} / p99 {v['p99_ms']} ms"
                           for k, v in q.items() if k.startswith("accounts_sort_"))
@@ -688,6 +845,18 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"- Lag under load, {ld['design']}: {ld['achieved_events_per_s']:,} events/s for "
                      f"{ld['seconds']} s over {ld['accounts']:,} accounts (warm-up {ld['warm_up_s']} s): "
                      f"p50 {ms(ld['p50_ms'])}, p99 {ms(ld['p99_ms'])}, max {ms(ld['max_ms'])}; {seen}{tail}.")
+    for k in report.get("keep_up", {}).values():
+        steps = "; ".join(f"{st['target_events_per_s']:,.0f} → {st['achieved_events_per_s']:,} events/s, p50 "
+                          f"{ms(st['p50_ms'])} / p99 {ms(st['p99_ms'])}"
+                          + (f", {st['probes_lost']} of {st['requests']} probes not seen" if st["probes_lost"] else "")
+                          + ("" if st["held"] else " (not held)") for st in k["steps"])
+        tail = f", {k['write_units_per_event']} write units/event" if "write_units_per_event" in k else ""
+        if len(k.get("designs_on_the_stack", [])) > 1:
+            tail += "; both designs on one stack at once"
+        lines.append(f"- Keep-up at spread, {k['design']} ({k['accounts']:,} accounts, steps of "
+                     f"{k['step_seconds']:g} s, warm-up {k['warm_up_s']} s): highest rate held "
+                     f"{k['highest_sustained_events_per_s']:,} events/s (lag p99 ≤ {k['lag_goal_ms'] / 1000:g} s); "
+                     f"{steps}{tail}.")
     if "eventsourcing" in c:
         e = c["eventsourcing"]
         lines.append(f"- {e['library']}: {e['events_per_s']:,} events/s folding "

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,6 +33,7 @@ from chalicelib import db, keys, services, tables
 from chalicelib.chunks import decode_chunk_body, pack_chunks
 from chalicelib.scoremodels import ScoreModelStore
 from chalicelib.versions import VIEW_VERSION, set_active_view_version
+from chalicelib.view_items import load_account, pending_for
 from chalicelib.views import ViewStore
 from projections.events import Event
 from streams import replay
@@ -264,8 +265,13 @@ def _raw_scan(client: Any, table: str, segments: int) -> tuple[int, int, float]:
 
 
 def replay_vs_scan(endpoint: str, events: int, accounts: int, *, users_per_account: int = 3,
-                   query_samples: int = 40) -> dict[str, Any]:
-    """Generate, scan, replay (child process: rate and peak RSS), then query the rebuilt view."""
+                   query_samples: int = 40, raw_items_per_s: float | None = None) -> dict[str, Any]:
+    """Generate, scan, replay (child process: rate and peak RSS), then query the rebuilt view.
+
+    The write floor: the rebuilt view's items are counted (a ``Scan`` count of its table), and the replay's
+    writes are reported per final item (1.0 = each item written once). ``raw_items_per_s`` is the same run's
+    raw ``BatchWriteItem`` rate (items/s, :func:`ingest_vs_raw`): writing every final item once at that rate
+    takes ``final items / raw_items_per_s`` seconds, the floor of any replay that writes per-account state."""
     prefix = _fresh_prefix(endpoint, "replay")
     client = db.get_client()
     tenant = services.tenants().create("bench-replay")
@@ -293,10 +299,29 @@ def replay_vs_scan(endpoint: str, events: int, accounts: int, *, users_per_accou
         "replay_in_memory": child.get("buffered"), "replay_flushes": child.get("flushes"),
         "replay_batches": child.get("batches"),
     }
+    final = _count_items(client, keys.view_table_name(prefix, version))
+    out["final_items"] = final
+    out["replay_writes_per_final_item"] = round(child["writes"] / final, 3) if final else float("nan")
+    if raw_items_per_s:
+        floor_s = final / raw_items_per_s
+        out.update({"raw_batch_write_items_per_s": raw_items_per_s, "write_floor_s": round(floor_s, 1),
+                    "write_floor_events_per_s": round(stored / floor_s, 1) if floor_s else float("nan")})
     set_active_view_version(client, keys.control_table_name(prefix), version)
     services.reset()
     out["query"] = _query_latency(endpoint, prefix, tenant, query_samples)
     return out
+
+
+def _count_items(client: Any, table: str) -> int:
+    """Items of a table (a paginated ``Scan`` with ``Select=COUNT``; index copies are not items)."""
+    n = 0
+    kwargs: dict[str, Any] = {"TableName": table, "Select": "COUNT"}
+    while True:
+        resp = client.scan(**kwargs)
+        n += int(resp["Count"])
+        if not resp.get("LastEvaluatedKey"):
+            return n
+        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
 
 def _query_latency(endpoint: str, prefix: str, tenant: dict[str, str], samples: int) -> dict[str, Any]:
@@ -360,29 +385,53 @@ def _replay_child(endpoint: str, prefix: str, version: int) -> None:
 # --- lag under sustained load, ours and the naive design ----------------------------------------
 
 
-def naive_handler(client: Any, table: str) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+def naive_handler(client: Any, table: str, *,
+                  membership: bool = False) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     """The design a user would build first with the same packages: Powertools ``BatchProcessor`` calling one
     ``UpdateItem`` per event per view item (counter per account/day/name, ``last_seen`` on account and user,
-    and a per-account summary marker the lag probe looks for). Not idempotent; counted for comparison."""
+    and a per-account summary marker the lag probe looks for). Not idempotent; counted for comparison.
+
+    ``membership``: also what that user adds for tracks without ``context.groupId`` (the spread phases): a
+    ``group`` sets ``account_id`` on the user's item (one ``UpdateItem``), a usage event without ``groupId``
+    reads it back (a strongly consistent ``GetItem``, read units, not counted). Without it, such an event
+    counts for an ``unattributed`` account. ``handler.units`` holds the write units of every write,
+    ``handler.events[0]`` the events it was given; once ``handler.cancel`` is set, it skips the rest of its
+    records (a benchmark stopping its runtime need not wait for a backlog)."""
     # deferred: only this baseline uses Powertools' batch utility (a replay child need not import it)
     from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 
     units: list[float] = []
+    events = [0]
+    cancel = threading.Event()
 
     def on_record(record: Any) -> None:
         image = record.dynamodb.new_image
         tenant = image["tenant"]
         for ev in decode_chunk_body(image["body"]):
+            if cancel.is_set():
+                return
+            events[0] += 1
+            user = {"pk": {"S": keys.user_pk(tenant, ev.get("userId") or "anon")}, "sk": {"S": keys.HEAD_SK}}
+            if membership and ev.get("type") == "group" and ev.get("groupId"):
+                resp = client.update_item(TableName=table, Key=user, UpdateExpression="SET account_id = :a",
+                                          ExpressionAttributeValues={":a": {"S": ev["groupId"]}},
+                                          ReturnConsumedCapacity="TOTAL")
+                units.append(float(resp.get("ConsumedCapacity", {}).get("CapacityUnits", 0.0)))
+                continue
             if ev.get("type") not in ("track", "page", "screen"):
                 continue
-            acct = (ev.get("context") or {}).get("groupId") or "unattributed"
+            acct = (ev.get("context") or {}).get("groupId")
+            if not acct and membership:
+                item = client.get_item(TableName=table, Key=user, ProjectionExpression="account_id",
+                                       ConsistentRead=True).get("Item") or {}
+                acct = item.get("account_id", {}).get("S")
+            acct = acct or "unattributed"
             pk = keys.account_pk(tenant, acct)
             for key, expr, values in (
                 ({"pk": {"S": pk}, "sk": {"S": f"DAY#{ev['timestamp'][:10]}#{ev.get('event')}"}}, "ADD events :one",
                  {":one": {"N": "1"}}),
                 ({"pk": {"S": pk}, "sk": {"S": keys.SUMMARY_SK}}, "SET last_seen = :t", {":t": {"S": ev["timestamp"]}}),
-                ({"pk": {"S": keys.user_pk(tenant, ev.get("userId") or "anon")}, "sk": {"S": keys.HEAD_SK}},
-                 "SET last_seen = :t", {":t": {"S": ev["timestamp"]}}),
+                (user, "SET last_seen = :t", {":t": {"S": ev["timestamp"]}}),
             ):
                 resp = client.update_item(TableName=table, Key=key, UpdateExpression=expr,
                                           ExpressionAttributeValues=values, ReturnConsumedCapacity="TOTAL")
@@ -394,11 +443,37 @@ def naive_handler(client: Any, table: str) -> Callable[[dict[str, Any], Any], di
                                              context=context))
 
     handler.units = units  # type: ignore[attr-defined]
+    handler.events = events  # type: ignore[attr-defined]
+    handler.cancel = cancel  # type: ignore[attr-defined]
     return handler
 
 
 AtRest = Callable[[str, dict[str, Any], Any, str], dict[str, Any]]
 """``at_rest(url, tenant, client, view)``: a measurement run on the lag-under-load stack after its warm-up."""
+
+
+def probe_visible(client: Any, view_table: str, tenant_id: str, account_ids: Iterable[str]) -> set[str]:
+    """The accounts of ``account_ids`` whose usage a user of the query API sees now.
+
+    What ``GET /api/accounts/{id}/usage`` serves: the account's day items merged with its bucket's pending delta
+    pages (``chalicelib.view_items.load_account`` with ``pending_for``, as ``chalicelib.query`` reads them), so
+    a probe is visible once the batch holding its track is written, settled or not. This check must follow what
+    the query API serves: if the API comes to read another layout, change this function with it, or the bench
+    measures something no user sees. Every lag figure of the bench's spread phases goes through here. (A design
+    without delta pages, the naive one, is visible through the same read: its items are plain counters.)"""
+    store = ViewStore(client, view_table)
+    seen: set[str] = set()
+    for a in dict.fromkeys(account_ids):
+        if view_table.endswith("naive-view"):
+            found = db.batch_get(client, view_table, [{"pk": {"S": keys.account_pk(tenant_id, a)},
+                                                       "sk": {"S": keys.SUMMARY_SK}}], projection="pk")
+            if found:
+                seen.add(a)
+            continue
+        state, _, _ = load_account(store, tenant_id, a, pending=pending_for(store, tenant_id, a, consistent=True))
+        if any(day.count() for day in state.days.values()):
+            seen.add(a)
+    return seen
 
 
 def lag_under_load(endpoint: str, rate: float, seconds: float, accounts: int, *, naive: bool = False,
@@ -435,7 +510,7 @@ def lag_under_load(endpoint: str, rate: float, seconds: float, accounts: int, *,
     rng = random.Random(17)
     users = accounts
     try:
-        warm_s = _warm_up(server.url, tenant, client, view, accounts, per_request)
+        warm_s = _warm_up(server.url, tenant, client, view, accounts, per_request, naive=naive)
         rest = None if at_rest is None else {**at_rest(server.url, tenant, client, view),
                                              "poll_interval_s": runtime.options.poll_interval}
     except BaseException:
@@ -452,9 +527,12 @@ def lag_under_load(endpoint: str, rate: float, seconds: float, accounts: int, *,
             with lock:
                 todo = list(pending)[:100]
             if todo:
-                found = db.batch_get(client, view, [{"pk": {"S": keys.account_pk(tenant["tenant_id"], a)},
-                                                     "sk": {"S": keys.SUMMARY_SK}} for a in todo], projection="pk")
-                seen = {f["pk"]["S"].rsplit("#A#", 1)[1] for f in found}
+                if naive:  # the naive handler writes a per-account marker for its probes
+                    found = db.batch_get(client, view, [{"pk": {"S": keys.account_pk(tenant["tenant_id"], a)},
+                                                         "sk": {"S": keys.SUMMARY_SK}} for a in todo], projection="pk")
+                    seen = {f["pk"]["S"].rsplit("#A#", 1)[1] for f in found}
+                else:  # what the query API serves: items plus pending delta pages
+                    seen = probe_visible(client, view, tenant["tenant_id"], todo)
                 now_ = time.perf_counter()
                 with lock:
                     for a in seen:
@@ -513,10 +591,11 @@ def lag_under_load(endpoint: str, rate: float, seconds: float, accounts: int, *,
 
 
 def _warm_up(url: str, tenant: dict[str, Any], client: Any, view: str, accounts: int, per_request: int,
-             timeout: float = 900.0) -> float:
+             timeout: float = 900.0, *, naive: bool = False) -> float:
     """Before the clock: every account and one user per account seen once (one track each, through the API
     and the mappings), so the load measures a warm view ("10,000 accounts, then 1,000 events/s"). Returns
-    the seconds it took; waits until the last account's SUMMARY exists."""
+    the seconds it took; waits until the last account is visible (``probe_visible``; the naive design: its
+    SUMMARY marker)."""
     # deferred: heavy optional dependency, only the HTTP phases need it
     import requests
 
@@ -529,9 +608,10 @@ def _warm_up(url: str, tenant: dict[str, Any], client: Any, view: str, accounts:
     for i in range(0, len(events), per_request):
         session.post(f"{url}/v1/batch", json={"batch": events[i:i + per_request]}, auth=(tenant["write_key"], ""),
                      timeout=60).raise_for_status()
-    last = {"pk": {"S": keys.account_pk(tenant["tenant_id"], f"acct-{accounts - 1:05d}")},
-            "sk": {"S": keys.SUMMARY_SK}}
-    while not db.batch_get(client, view, [last], projection="pk"):
+    last = f"acct-{accounts - 1:05d}"
+    while not (db.batch_get(client, view, [{"pk": {"S": keys.account_pk(tenant["tenant_id"], last)},
+                                            "sk": {"S": keys.SUMMARY_SK}}], projection="pk") if naive
+               else probe_visible(client, view, tenant["tenant_id"], [last])):
         if time.perf_counter() - started > timeout:
             raise RuntimeError(f"warm-up: {accounts} accounts not projected within {timeout:.0f} s")
         time.sleep(0.05)
@@ -630,6 +710,9 @@ def summarise(report: dict[str, Any]) -> dict[str, float]:
     projection = report["projector"]["live"]["wcu_per_event"]
     ceilings = report.get("ceilings", {})
     rep = ceilings.get("replay", {})
+    spread = report["projector"].get("spread", {})
+    keep = report.get("keep_up", {})
+    nan = float("nan")
     return {
         "append_wru_per_event": ingest,
         "projection_wru_per_event": projection,
@@ -640,6 +723,11 @@ def summarise(report: dict[str, Any]) -> dict[str, float]:
         "replay_events_per_s": rep.get("replay_events_per_s", float("nan")),
         "replay_rss_mb": rep.get("replay_rss_mb", float("nan")),
         "query_p99_ms": rep.get("query", {}).get("p99_ms", float("nan")),
+        "projection_wru_per_event_spread": spread.get("wcu_per_event", nan),
+        "projection_wru_per_event_spread_tracks": spread.get("tracks", {}).get("wcu_per_event", nan),
+        "live_events_per_s_spread": keep.get("streamfold", {}).get("highest_sustained_events_per_s", nan),
+        "naive_live_events_per_s_spread": keep.get("naive", {}).get("highest_sustained_events_per_s", nan),
+        "replay_writes_per_final_item": rep.get("replay_writes_per_final_item", nan),
     }
 
 
@@ -661,6 +749,14 @@ def verdicts(report: dict[str, Any]) -> list[str]:
     live = p["live"]["wcu_per_event"]
     rows.append(f"| projection write units per event (100-record live batches) | ≤ 0.5 | {live:.3f} | "
                 f"{_verdict(live <= 0.5)} |")
+    if "spread" in p:
+        sp = p["spread"]
+        combined = sp["wcu_per_event"]
+        rows.append(f"| projection write units per event, spread ({sp['accounts']:,} accounts joined by `group`, "
+                    f"{sp['tracks']['events']:,} tracks without `groupId`, 100-record batches) | ≤ 0.5 | "
+                    f"{combined:.3f} (identity {sp['identity']['wcu_per_event']:.3f}, tracks "
+                    f"{sp['tracks']['wcu_per_event']:.3f}; naive {sp['baseline_wcu_per_event']:.1f}) | "
+                    f"{_verdict(combined <= 0.5)} |")
     rows.append(f"| total per event (append + claims + projection) | — | {s['total_wru_per_event']:.3f} | — |")
     for name, label in (("live_small_batches", "10-record batches"), ("one_record_invocations",
                                                                        "one-record invocations (usage alone)")):
@@ -687,8 +783,24 @@ def verdicts(report: dict[str, Any]) -> list[str]:
         rows.append(f"| lag p99 at {load['achieved_events_per_s']:,.0f} events/s over {load['accounts']:,} accounts "
                     f"(warm) | ≤ 1,000 ms | {fig}, {load.get('probes_lost', 0)} probes not seen | "
                     f"{_verdict(bool(seen and p99 <= 1000))} |")
+    keep = report.get("keep_up", {})
+    if "streamfold" in keep:
+        k = keep["streamfold"]
+        best = k["highest_sustained_events_per_s"]
+        naive = keep.get("naive", {}).get("highest_sustained_events_per_s")
+        vs = f"; naive {naive:,.0f}" if naive is not None else ""
+        rows.append(f"| projector keeps up at spread ({k['accounts']:,} accounts; highest step rate with lag p99 "
+                    f"≤ {k['lag_goal_ms'] / 1000:.0f} s over {k['step_seconds']:.0f} s) | ≥ 1,000 events/s | "
+                    f"{best:,.0f} events/s{vs} | "
+                    f"{_verdict(best >= 1000) if k['step_seconds'] >= 60 else 'steps under 60 s'} |")
     if "replay" in c:
         r = c["replay"]
+        per_item = r.get("replay_writes_per_final_item")
+        if per_item is not None:
+            floor = (f"; floor {r['write_floor_s']:,.0f} s at {r['raw_batch_write_items_per_s']:,.0f} items/s"
+                     if r.get("write_floor_s") is not None else "")
+            rows.append(f"| replay writes per final item ({r.get('final_items', 0):,} items{floor}) | about 1 "
+                        f"(≤ 1.1) | {per_item:.2f} | {_verdict(per_item <= 1.1)} |")
         rows.append(f"| replay vs raw Scan (same segments) | ≥ 0.5× | {r['replay_vs_scan']:.4f}× | "
                     f"{_verdict(r['replay_vs_scan'] >= 0.5)} |")
         rows.append(f"| replay events/s | ≥ 10,000 | {r['replay_events_per_s']:,.0f} | "

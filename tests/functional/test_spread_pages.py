@@ -226,7 +226,7 @@ def test_the_settler_schedule_settles_due_buckets_and_nothing_else(store: ViewSt
 
 
 SPREAD_ACCOUNTS = int(os.environ.get("STREAMFOLD_SPREAD_ACCOUNTS", "1000"))
-"""10,000 is the full size (`STREAMFOLD_SPREAD_ACCOUNTS=10000`, measured below); the suite runs 1,000 (about 1.5 min here)."""
+"""10,000 is the full size (`STREAMFOLD_SPREAD_ACCOUNTS=10000`); the suite runs 1,000 (about 1.5 min here)."""
 
 
 @pytest.mark.timeout(1200)

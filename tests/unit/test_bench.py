@@ -4,19 +4,23 @@ ever)."""
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from tooling import bench
+from tooling import bench, spread
 from tooling import ceilings as ceilings_module
 
 QUICK = bench.Workload.quick()
 
 SUMMARY_KEYS = {"append_wru_per_event", "projection_wru_per_event", "total_wru_per_event", "ingest_vs_raw",
-                "lag_p99_ms", "replay_vs_scan", "replay_events_per_s", "replay_rss_mb", "query_p99_ms"}
+                "lag_p99_ms", "replay_vs_scan", "replay_events_per_s", "replay_rss_mb", "query_p99_ms",
+                # issue 17: the spread workload beside the concentrated one, the replay's write floor
+                "projection_wru_per_event_spread", "projection_wru_per_event_spread_tracks", "live_events_per_s_spread",
+                "naive_live_events_per_s_spread", "replay_writes_per_final_item"}
 
 
 def test_percentiles() -> None:
@@ -32,6 +36,36 @@ def test_events_are_typical_segment_track_calls() -> None:
     mean = sum(bench._event_bytes(e) for e in events) / len(events)
     assert 250 <= mean <= 350
     assert len({e["messageId"] for e in events}) == 200
+
+
+def test_spread_events_are_the_membership_pattern() -> None:
+    now = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    identity = spread.identity_events(3, now)
+    assert [e["type"] for e in identity] == ["identify", "group"] * 3
+    assert {e["groupId"] for e in identity if e["type"] == "group"} == {spread.account_id(a) for a in range(3)}
+    tracks = spread.track_events(300, 3, now)
+    assert all(e["type"] == "track" and "groupId" not in e["context"] for e in tracks)  # attributed by membership
+    assert {e["userId"] for e in tracks} == {spread.user_id(a) for a in range(3)}
+    assert tracks[0]["timestamp"] < tracks[-1]["timestamp"] <= "2026-01-01T12:00:00.000Z"
+    assert 200 <= sum(bench._event_bytes(e) for e in tracks) / len(tracks) <= 350
+
+
+def test_a_step_holds_when_its_p99_with_lost_probes_is_within_the_goal() -> None:
+    assert spread._p99_holds([1.0] * 10, 0, 15.0)
+    assert not spread._p99_holds([1.0] * 10, 1, 15.0)  # a lost probe is infinitely late
+    assert not spread._p99_holds([1.0] * 99 + [20.0], 0, 15.0)
+    assert spread._p99_holds([1.0] * 999 + [20.0] * 9, 0, 15.0)  # 9 late of 1,008: p99 still on time
+    assert not spread._p99_holds([1.0] * 999 + [20.0] * 11, 0, 15.0)
+    assert not spread._p99_holds([], 0, 15.0)
+    for late in range(12):  # the count rule agrees with the interpolated percentile
+        values = [1.0] * 1000 + [20.0] * late
+        assert spread._p99_holds(values, 0, 15.0) == (bench._pct(sorted(values), 99) <= 15.0)
+
+
+def test_markdown_of_a_report_from_before_the_spread_phases() -> None:
+    report = json.loads((Path(__file__).resolve().parents[2] / "docs" / "bench-latest.json").read_text())
+    doc = bench.markdown(report)
+    assert "spread" not in doc.lower() and "| replay events/s |" in doc
 
 
 def test_register_adds_the_bench_command() -> None:
@@ -63,7 +97,9 @@ def test_quick_bench_report_shape(ddb_endpoint: str, tmp_path: Path) -> None:
     assert one["events"] == QUICK.one_record_events and one["invocations"] == one["records"]
     goals = ceilings_module.verdicts(report)
     assert goals[0] == "| line | goal | figure | verdict |" and all(row.count("|") == 5 for row in goals)
-    assert sum("≤ 0.5" in row or "≤ 1.0×" in row or "≤ 1,000 ms" in row for row in goals) == 4
+    assert sum("≤ 0.5" in row or "≤ 1.0×" in row or "≤ 1,000 ms" in row for row in goals) == 5
+    assert any("spread" in row and "≥ 1,000 events/s" in row for row in goals)
+    assert any("writes per final item" in row for row in goals)
     for r in report["redelivery"].values():
         assert (r["write_units"], r["writes"], r["failures"]) == (0, 0, 0) and r["records"] > 0
     assert report["lag"]["probes"] == QUICK.lag_probes and report["lag"]["timeouts"] == 0
@@ -87,6 +123,28 @@ def test_quick_bench_report_shape(ddb_endpoint: str, tmp_path: Path) -> None:
         load = report["load"][design]
         assert load["requests"] > 0 and load["probes_seen"] + load["probes_lost"] == load["requests"]
     assert report["load"]["streamfold"]["probes_lost"] == 0
+    # The spread workload (issue 17): identity and tracks measured apart, both parts in the combined figure.
+    sp = report["projector"]["spread"]
+    assert sp["accounts"] == QUICK.spread_accounts and sp["tracks"]["events"] == QUICK.spread_tracks
+    assert sp["identity"]["events"] == 2 * QUICK.spread_accounts
+    assert sp["events"] == sp["identity"]["events"] + sp["tracks"]["events"]
+    assert sp["write_units"] == sp["identity"]["write_units"] + sp["tracks"]["write_units"] > 0
+    assert sp["baseline_wcu_per_event"] == 3.0 and sp["item_bytes"]
+    assert report["summary"]["projection_wru_per_event_spread"] == sp["wcu_per_event"]
+    for design in ("streamfold", "naive"):
+        k = report["keep_up"][design]
+        assert k["accounts"] == QUICK.keepup_accounts and k["failures"] == 0 and k["steps"]
+        assert k["mapping"]["batch_size"] == 100  # the projector mapping's own settings
+        for step in k["steps"]:
+            assert step["requests"] > 0 and step["probes_seen"] + step["probes_lost"] == step["requests"]
+        assert k["highest_sustained_events_per_s"] in {0.0} | {st["achieved_events_per_s"] for st in k["steps"]}
+    assert report["keep_up"]["naive"]["write_units_per_event"] > 0
+    assert report["summary"]["live_events_per_s_spread"] == \
+        report["keep_up"]["streamfold"]["highest_sustained_events_per_s"]
+    replay = report["ceilings"]["replay"]
+    assert replay["final_items"] > 0 and replay["write_floor_s"] > 0
+    assert replay["replay_writes_per_final_item"] == pytest.approx(replay["replay_writes"] / replay["final_items"],
+                                                                   abs=1e-3)
     png = tmp_path / "bench.png"
     ceilings_module.chart(report, str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
