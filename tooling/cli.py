@@ -14,7 +14,7 @@ import boto3
 
 from chalicelib import db, services, tables
 from chalicelib.log import logger
-from chalicelib.settings import get_settings
+from chalicelib.settings import get_settings, reset_settings
 from chalicelib.versions import active_view_version
 from streams import replay, rotation
 from streams.alerts import AlertDeliverer, Outbox
@@ -81,7 +81,15 @@ def local_components() -> list[Callable[[LocalStack], Component]]:
     return [LocalMappings, alerts, rescorer, settler, rotator]
 
 
+LOCAL_SETTLE_SECONDS = "60"
+"""`streamfold up` settles delta pages after 60 s (AWS: 600): a local stack is for looking at, and its account
+listing then trails the events by about a minute; write units cost nothing here."""
+
+
 def cmd_up(args: argparse.Namespace) -> int:
+    if "STREAMFOLD_SETTLE_SECONDS" not in os.environ:
+        os.environ["STREAMFOLD_SETTLE_SECONDS"] = LOCAL_SETTLE_SECONDS
+        reset_settings()
     stack = LocalStack(port=args.port, in_memory=args.in_memory, components=local_components())
     try:
         stack.start()
