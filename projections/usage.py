@@ -173,27 +173,17 @@ def attribute(events: Iterable[Event]) -> dict[str, dict[str, dict[str, Any]]]:
     The order-free reference the stored view is tested against: message ids count once, links
     and memberships apply to every event of the user whenever they arrived.
     """
-    unique: dict[str, Event] = {}
-    for e in events:
-        unique.setdefault(e.message_id, e)
-    evs = list(unique.values())
-    links = identity_links(evs)
-    members = memberships(evs, links)
     counts: dict[str, dict[str, dict[str, int]]] = {}
     users: dict[str, dict[str, set[str]]] = {}
-    for e in sorted(evs, key=lambda x: (x.timestamp, x.message_id)):
+    for e in attributed_events(events):
         if not e.is_usage:
             continue
-        who = resolve(links, e.user_key) if e.user_key else None
-        targets = {e.group_id} if e.group_id else (members.get(who, set()) if who else set())
-        for acct in targets:
-            day = counts.setdefault(acct, {}).setdefault(e.day, {})
-            add_count(day, e.catalog_name or "", 1)
-            # Active users: the canonical user for membership attribution; the identity the event
-            # names when it carries context.groupId (an alias does not rewrite those).
-            active = e.user_key if e.group_id else who
-            if active:
-                users.setdefault(acct, {}).setdefault(e.day, set()).add(active)
+        acct = e.group_id or ""
+        add_count(counts.setdefault(acct, {}).setdefault(e.day, {}), e.catalog_name or "", 1)
+        # Active users: the canonical user for membership attribution; the identity the event names when it
+        # carries context.groupId (an alias does not rewrite those): attributed_events puts it in user_id.
+        if e.user_id:
+            users.setdefault(acct, {}).setdefault(e.day, set()).add(e.user_id)
     return {
         acct: {d: {"counts": c, "users": len(users.get(acct, {}).get(d, set()))} for d, c in days.items()}
         for acct, days in counts.items()
