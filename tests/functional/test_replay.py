@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from chalicelib import db, keys, services, tables
+from chalicelib.db import items
 from chalicelib.ingest import Ingestor, parse_request
 from chalicelib.versions import active_view_version
 from chalicelib.views import Blob, ViewStore
@@ -202,7 +203,10 @@ def test_in_memory_rebuild_equals_the_item_by_item_rebuild(tenant: dict[str, str
     # Once in one flush, at the default bound.
     once = replay.rebuild(ddb, prefix, 3, batch_events=150)
     assert once.flushes == 1 and replay.compare(ddb, prefix, 1, 3).equal
-    assert once.writes < item_by_item.writes / 2  # same batches: each item written once, not once a batch
+    # Same batches: each item written once, not once a batch. (The ratio to the item-by-item writes depends
+    # on how many items only one batch touches, which moves with the time of day the traffic spans.)
+    stored = sum(1 for _ in items(ddb, "scan", TableName=keys.view_table_name(prefix, 3)))
+    assert once.writes <= stored < item_by_item.writes
     # Batches cut by the accounts and users they name (the working-set bound), not by events.
     few = replay.rebuild(ddb, prefix, 4, batch_events=150, batch_entities=3)
     assert few.batches > 2 * item_by_item.batches and few.events == item_by_item.events
