@@ -17,6 +17,7 @@ was empty when the rebuild began needs no read for a key this store never wrote.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from chalicelib.keys import MEMBERS_SK
@@ -53,9 +54,18 @@ def _attrs(attrs: dict[str, Any]) -> dict[str, Any]:
 class BufferedViewStore(ViewStore):
     """A :class:`ViewStore` for the only writer of a view table (see the module docstring)."""
 
-    def __init__(self, client: Any, table: str, *, max_items: int = DEFAULT_MAX_ITEMS, workers: int = 8) -> None:
+    def __init__(self, client: Any, table: str, *, max_items: int = DEFAULT_MAX_ITEMS, workers: int = 8,
+                 keep: Callable[[str], bool] | None = None) -> None:
         super().__init__(client, table, workers=workers)
         self.max_items = max_items
+        # Partition keys held across a forgetting flush (a partitioned rebuild keeps the tenant-wide claim
+        # pages and catalog: every partition reads them, and they are small).
+        self.keep = keep
+        # A flush started with ``wait=False``: its items, readable until the table has them.
+        self._inflight: dict[tuple[str, str], _Held] = {}
+        self._inflight_pks: set[str] = set()
+        self._flushing: Future[Any] | None = None
+        self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="view-flush")
         self._items: dict[tuple[str, str], _Held | None] = {}  # None: known absent
         self._sks: dict[str, set[str]] = {}  # pk -> sort keys held (present items only)
         self._loaded: dict[str, list[str]] = {}  # pk -> sort-key prefixes read whole from the table
@@ -84,6 +94,11 @@ class BufferedViewStore(ViewStore):
     def _lookup(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], _Held | None]:
         wanted = list(dict.fromkeys(keys))
         missing = [k for k in wanted if k not in self._items and self._may_exist(k)]
+        if missing and self._inflight:
+            for k in missing:
+                if (h := self._inflight.get(k)) is not None:
+                    self._hold(k, h)
+            missing = [k for k in missing if k not in self._items]
         if missing:
             for k, b in super().get_many(missing).items():
                 present = b.ver or b.data is not None or b.attrs
@@ -118,6 +133,8 @@ class BufferedViewStore(ViewStore):
             return super().query_prefix(pk, sk_prefix, consistent=consistent, newest_first=newest_first,
                                         limit=limit, start=start, sk_from=sk_from, sk_to=sk_to)
         if not self._covered(pk, sk_prefix):
+            if pk in self._inflight_pks:
+                self.wait()
             if not self._started_empty or pk in self._written_pks:
                 for b in super().query_prefix(pk, sk_prefix)[0]:
                     if (b.pk, b.sk) not in self._items:
@@ -131,6 +148,8 @@ class BufferedViewStore(ViewStore):
         # What must come from the table is read in parallel first; then every answer is from memory.
         unread = [(pk, p) for pk, p in dict.fromkeys(requests) if not self._covered(pk, p)
                   and (not self._started_empty or pk in self._written_pks)]
+        if self._inflight_pks and any(pk in self._inflight_pks for pk, _ in unread):
+            self.wait()
         for (pk, p), blobs in zip(unread, self._io.map(lambda r: ViewStore.query_prefix(self, *r)[0], unread),
                                   strict=True):
             for b in blobs:
@@ -190,24 +209,54 @@ class BufferedViewStore(ViewStore):
         self.flush()
         return True
 
-    def flush(self, *, forget: bool = True) -> None:
-        """Write every changed item once (``BatchWriteItem``), then forget what is held (``forget``)."""
+    def flush(self, *, forget: bool = True, wait: bool = True) -> None:
+        """Write every changed item once (``BatchWriteItem``), then forget what is held (``forget``).
+
+        ``wait=False`` writes in the background while the caller folds on (the items stay readable here
+        until the table has them; the next flush, or :meth:`wait`, waits for it)."""
+        self.wait()
         dirty = sorted(self._dirty)
-        list(self._io.map(self._write, [dirty[i:i + 25] for i in range(0, len(dirty), 25)]))
+        held = {k: self._items[k] for k in dirty}
+        batches = [dirty[i:i + 25] for i in range(0, len(dirty), 25)]
+        if wait:
+            list(self._io.map(lambda b: self._write(b, held), batches))
+        else:
+            self._inflight, self._inflight_pks = held, {k[0] for k in dirty}  # type: ignore[assignment]
+            self._flushing = self._flusher.submit(lambda: list(self._io.map(lambda b: self._write(b, held), batches)))
         self._written.update(hash(k) for k in dirty)
         self._written_pks.update(k[0] for k in dirty)
         self._dirty.clear()
         self.flushes += 1
         if forget:
-            self._items.clear()
-            self._sks.clear()
-            self._loaded.clear()
+            if self.keep is None:
+                self._items.clear()
+                self._sks.clear()
+                self._loaded.clear()
+            else:
+                keep = self.keep
+                self._items = {k: h for k, h in self._items.items() if keep(k[0])}
+                self._sks = {pk: sks for pk, sks in self._sks.items() if keep(pk)}
+                self._loaded = {pk: ps for pk, ps in self._loaded.items() if keep(pk)}
 
-    def _write(self, keys: list[tuple[str, str]]) -> None:
+    def close(self) -> None:
+        self.wait()
+        self._flusher.shutdown(wait=False)
+        super().close()
+
+    def wait(self) -> None:
+        """Wait for a background flush (and raise what it raised)."""
+        if self._flushing is not None:
+            try:
+                self._flushing.result()
+            finally:
+                self._flushing = None
+                self._inflight, self._inflight_pks = {}, set()
+
+    def _write(self, keys: list[tuple[str, str]], held: dict[tuple[str, str], _Held | None]) -> None:
         # Items take their DynamoDB form 25 at a time (all at once would double a big flush's memory).
         raw = []
         for key in keys:
-            h = self._items[key]
+            h = held[key]
             assert h is not None
             item = to_ddb({"pk": key[0], "sk": key[1], **({"ver": h.ver} if h.ver else {}), **(h.attrs or {})})
             if h.body is not None:

@@ -14,10 +14,12 @@ Scanning the day tables is a batch job, never a request path.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from chalicelib import keys, tables
@@ -28,6 +30,7 @@ from chalicelib.scoremodels import ScoreModelStore
 from chalicelib.versions import TTL_SECONDS, active_view_version, set_active_view_version
 from chalicelib.views import ViewStore, decode_body, from_ddb
 from projections.events import Event
+from streams import partition
 from streams.buffered import DEFAULT_MAX_ITEMS, BufferedViewStore
 from streams.writer import ViewWriter, same_but_recency
 
@@ -43,6 +46,12 @@ BATCH_ENTITIES = 4_000
 decoded state of every account it touches (its days and timelines: tens of KB each) until it is
 written, so this, not the event count, bounds a rebuild's working set when events are spread over many
 accounts (batches of 10,000 events over 10,000 accounts peaked near 600 MB at 1,000,000 events)."""
+
+PARTITION_EVENTS = 50_000
+"""Events per partition of a partitioned rebuild (≈ 1.5 KB of Python objects each while it is folded)."""
+
+PARTITION_ENTITIES = 2_000
+"""Ids (accounts, users, anonymous ids) per partition: each account's decoded state is tens of KB."""
 
 # Bookkeeping and time-dependent attributes (scores are a function of state *and* as-of time).
 IGNORED_ATTRIBUTES = frozenset({
@@ -144,18 +153,42 @@ def iter_chunks(client: Any, prefix: str, *, last_tables: int | None = None,
             yield tenant, f"{table}|{item.get('pk', {}).get('S')}", events
 
 
+def iter_raw_chunks(client: Any, prefix: str, *, last_tables: int | None = None
+                    ) -> Iterator[tuple[str, str, list[dict[str, Any]]]]:
+    """``(tenant, chunk id, wire events)`` per stored chunk (not decoded into events; poison skipped)."""
+    day_tables = tables.list_event_tables(client, prefix)
+    if last_tables is not None:
+        day_tables = day_tables[-last_tables:]
+    for _, table in day_tables:
+        for item in _scan(client, table):
+            try:
+                tenant, wire = unpack_chunk(item)
+            except (ValueError, KeyError):
+                continue  # counted as poison by the pass that folds
+            yield tenant, f"{table}|{item.get('pk', {}).get('S')}", [w for w in wire if isinstance(w, dict)]
+
+
 def rebuild(client: Any, prefix: str, version: int, *, now: datetime | None = None, batch_events: int | None = None,
             last_tables: int | None = None, max_items: int | None = None, batch_entities: int = BATCH_ENTITIES,
-            buffered: bool | None = None) -> ReplayStats:
+            buffered: bool | None = None, partitioned: bool | None = None,
+            partition_events: int = PARTITION_EVENTS, partition_entities: int = PARTITION_ENTITIES) -> ReplayStats:
     """Fold every stored event into ``<prefix>view-v<version>`` (created if missing).
 
     A version that is not the active one has no other writer: the fold runs in memory
     (:class:`streams.buffered.BufferedViewStore`) and each item is written once per flush with
     ``BatchWriteItem``. The active version (a promotion's catch-up) is written item by item with the
-    live store's conditional writes, beside the live projectors. ``buffered`` overrides that choice."""
+    live store's conditional writes, beside the live projectors. ``buffered`` overrides that choice.
+
+    An in-memory rebuild is ``partitioned`` unless ``batch_events`` is given: the events are cut by the
+    accounts and users they are about (:mod:`streams.partition`) and each partition is folded in one
+    batch and flushed, so each account is folded and each item written about once."""
     table = tables.ensure_view_table(client, prefix, version)
     exclusive = (version != active_view_version(client, keys.control_table_name(prefix), cached=False)
                  if buffered is None else buffered)
+    if exclusive and (partitioned if partitioned is not None else batch_events is None):
+        return _rebuild_partitioned(client, prefix, version, table, now=now or datetime.now(UTC),
+                                    last_tables=last_tables, max_events=partition_events,
+                                    max_entities=partition_entities)
     store: ViewStore = (BufferedViewStore(client, table, max_items=max_items or DEFAULT_MAX_ITEMS) if exclusive
                         else ViewStore(client, table))
     projector = ViewWriter(store, ScoreModelStore(client, keys.control_table_name(prefix)))
@@ -182,6 +215,53 @@ def rebuild(client: Any, prefix: str, version: int, *, now: datetime | None = No
     if isinstance(store, BufferedViewStore):
         store.flush()
         stats.flushes = store.flushes
+    stats.write_units, stats.writes = store.stats.write_units, store.stats.writes
+    return stats
+
+
+def _tenant_wide(pk: str) -> bool:
+    """Items every partition reads: the claim pages and the event catalog (kept across flushes)."""
+    parts = pk.split("#", 2)
+    return len(parts) > 1 and parts[1] in ("M", "CATALOG")
+
+
+def _rebuild_partitioned(client: Any, prefix: str, version: int, table: str, *, now: datetime,
+                         last_tables: int | None, max_events: int, max_entities: int) -> ReplayStats:
+    store = BufferedViewStore(client, table, max_items=10**9, keep=_tenant_wide)
+    projector = ViewWriter(store, ScoreModelStore(client, keys.control_table_name(prefix)))
+    stats = ReplayStats(version, buffered=True)
+    the_plan = partition.plan(iter_raw_chunks(client, prefix, last_tables=last_tables),
+                              max_events=max_events, max_entities=max_entities)
+    logger.info("replay v%s: %s partitions planned (%s events)", version, the_plan.partitions, sum(the_plan.events))
+    with tempfile.TemporaryDirectory(prefix="streamfold-replay-") as tmp:
+        spool = partition.PartitionSpool(Path(tmp), the_plan)
+        try:
+            for tenant, chunk, events in iter_chunks(client, prefix, last_tables=last_tables, stats=stats):
+                spool.add(tenant, chunk, events)
+        finally:
+            spool.close()
+        # A partition bigger than planned (one huge component, or events that arrived after the plan) is
+        # folded in batches of at most this many events.
+        cut = max_events * 2
+        for p in range(the_plan.partitions):
+            pending: dict[str, list[tuple[str, list[Event]]]] = {}
+            size = sub = 0
+            for tenant, chunk, events in spool.read(p):
+                # The chunk id names the partition and the batch: a batch's tag (the replay's unit in the
+                # counters' rings) is then its own, though every partition holds a part of most chunks.
+                pending.setdefault(tenant, []).append((f"{chunk}#p{p}.{sub}", events))
+                size += len(events)
+                if size >= cut:
+                    projector.record(None, now, chunks=pending, source="R")
+                    stats.batches += 1
+                    pending, size, sub = {}, 0, sub + 1
+            if pending:
+                projector.record(None, now, chunks=pending, source="R")
+                stats.batches += 1
+            # Written while the next partition folds (DynamoDB's work overlaps ours).
+            store.flush(wait=False)
+        store.wait()
+    stats.flushes = store.flushes
     stats.write_units, stats.writes = store.stats.write_units, store.stats.writes
     return stats
 

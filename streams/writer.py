@@ -148,6 +148,16 @@ def _one(name: str, who: str | None) -> DayActivity:
     return DayActivity(FrozenMap(counts), Sketch.of([who] if who else []))
 
 
+def _many(named: Sequence[tuple[str, str | None]]) -> DayActivity:
+    """``_one`` of each ``(name, who)`` merged in order, in one pass."""
+    if len(named) == 1:
+        return _one(*named[0])
+    counts: dict[str, int] = {}
+    for name, _ in named:
+        add_count(counts, name, 1)
+    return DayActivity(FrozenMap(dict(sorted(counts.items()))), Sketch.of([w for _, w in named if w]))
+
+
 class ViewWriter:
     """Applies batches of events to one view table version.
 
@@ -227,6 +237,7 @@ class ViewWriter:
         also_seen: dict[tuple[str, str], set[str]] = {}
         tag_of: dict[str, str] = {}
         events: list[Event] = []
+        identity_copies: set[Event] = set()
         # Live: a tag per chunk (the unit of re-delivery). Replay is never re-delivered: one tag per flush
         # keeps the rings small whatever the flush size.
         batch_tag = chunk_tag("\n".join(sorted(c for c, _ in tenant_chunks)))
@@ -236,6 +247,12 @@ class ViewWriter:
                 if e.message_id not in tag_of:
                     tag_of[e.message_id] = tag
                     events.append(e)
+                elif not e.is_usage and e not in identity_copies:
+                    # Another copy of an identify/group/alias (a retry the client re-timestamped): every
+                    # copy is folded, as it would be in another batch (their joins are idempotent), so the
+                    # view does not depend on which copies share a batch.
+                    events.append(e)
+                identity_copies.add(e) if not e.is_usage else None
         pw = PageWriter(tenant_id) if self.deferred else None
         fresh = self._claim(tenant_id, [e for e in events if e.is_usage], tag_of, source, now, batch_tag)
         stats.counted += len(fresh)
@@ -260,13 +277,16 @@ class ViewWriter:
 
         # (a) unattributed usage per user and day.
         user_days: Deltas = {}
+        unattributed: dict[tuple[tuple[str, str], str], list[Event]] = {}
         for e in fresh:
             who = who_of(e)
             if who and not e.group_id:
-                _add(user_days, (keys.user_pk(tenant_id, who), keys.user_day_sk(e.day)), _norm(tag_of[e.message_id]),
-                     UserDay.of(e))
+                unattributed.setdefault(((keys.user_pk(tenant_id, who), keys.user_day_sk(e.day)),
+                                         _norm(tag_of[e.message_id])), []).append(e)
                 if pw is not None:
                     pw.user_event(who, e, _norm(tag_of[e.message_id]))
+        for (key, tag), evs in unattributed.items():
+            _add(user_days, key, tag, UserDay.of_many(evs))
         if pw is None:
             self._bump_all(user_days, also_seen, codec=UserDay)
 
@@ -326,13 +346,16 @@ class ViewWriter:
                 # event names when it carries context.groupId.
                 synth.append(replace(e, group_id=acct, user_id=e.user_key if e.group_id else who,
                                      anonymous_id=None))
+        counted: dict[tuple[tuple[str, str], str], list[tuple[str, str | None]]] = {}
         for e in synth:
             counts = e.is_usage and (e.message_id, e.group_id) not in counted_by_retro
             if pw is not None:
                 pw.account_event(e.group_id or "", e, _norm(tag_of[e.message_id]) if counts else "")
             elif counts:
-                _add(account_days, (keys.account_pk(tenant_id, e.group_id or ""), keys.day_sk(e.day)),
-                     tag_of[e.message_id], _one(e.catalog_name or "", e.user_id))
+                counted.setdefault(((keys.account_pk(tenant_id, e.group_id or ""), keys.day_sk(e.day)),
+                                    tag_of[e.message_id]), []).append((e.catalog_name or "", e.user_id))
+        for (key, tag), named in counted.items():
+            _add(account_days, key, tag, _many(named))
 
         users_written = self._users(tenant_id, folded, user_batch, pw)
         if pw is not None:
@@ -854,10 +877,13 @@ class ViewWriter:
             return
         pk = keys.catalog_pk(tenant_id)
         counters: Deltas = {}
+        per_day: dict[tuple[tuple[str, str], str], list[tuple[str, str | None]]] = {}
         for e in fresh:
             name = e.catalog_name or ""
-            counters_key = (pk, keys.catalog_day_sk(e.day, name[:MAX_CATALOG_KEY]))
-            _add(counters, counters_key, tag_of[e.message_id], _one("n", None))
+            per_day.setdefault(((pk, keys.catalog_day_sk(e.day, name[:MAX_CATALOG_KEY])), tag_of[e.message_id]),
+                               []).append(("n", None))
+        for (key, tag), named in per_day.items():
+            _add(counters, key, tag, _many(named))
         heads = {(pk, keys.catalog_name_sk(name[:MAX_CATALOG_KEY])): (name, entry)
                  for name, entry in batch.entries.items()}
         blobs = self.store.get_many(heads)
