@@ -55,9 +55,12 @@ class BufferedViewStore(ViewStore):
     """A :class:`ViewStore` for the only writer of a view table (see the module docstring)."""
 
     def __init__(self, client: Any, table: str, *, max_items: int = DEFAULT_MAX_ITEMS, workers: int = 8,
-                 keep: Callable[[str], bool] | None = None) -> None:
+                 keep: Callable[[str], bool] | None = None, through: Callable[[str], bool] | None = None) -> None:
         super().__init__(client, table, workers=workers)
         self.max_items = max_items
+        # Partition keys never held: read from and written to the table with the live store's conditional
+        # writes (items several rebuild workers share, such as the event catalog).
+        self.through = through
         # Partition keys held across a forgetting flush (a partitioned rebuild keeps the tenant-wide claim
         # pages and catalog: every partition reads them, and they are small).
         self.keep = keep
@@ -109,6 +112,13 @@ class BufferedViewStore(ViewStore):
     # --- reads ----------------------------------------------------------------------------------
 
     def get_many(self, keys: Iterable[tuple[str, str]], *, consistent: bool = True) -> dict[tuple[str, str], Blob]:
+        if self.through is not None:
+            keys = list(keys)
+            shared = [k for k in keys if self.through(k[0])]
+            if shared:
+                direct = super().get_many(shared)
+                mine = self.get_many([k for k in keys if not self.through(k[0])]) if len(shared) < len(keys) else {}
+                return {k: direct[k] if k in direct else mine[k] for k in keys}
         return {k: (h.blob(*k) if h is not None else Blob(k[0], k[1])) for k, h in self._lookup(keys).items()}
 
     def get_plain(self, keys: Iterable[tuple[str, str]], projection: str | None = None,
@@ -127,6 +137,9 @@ class BufferedViewStore(ViewStore):
     def query_prefix(self, pk: str, sk_prefix: str, *, consistent: bool = True, newest_first: bool = False,
                      limit: int | None = None, start: dict[str, Any] | None = None,
                      sk_from: str | None = None, sk_to: str | None = None) -> tuple[list[Blob], dict[str, Any] | None]:
+        if self.through is not None and self.through(pk):
+            return super().query_prefix(pk, sk_prefix, consistent=consistent, newest_first=newest_first,
+                                        limit=limit, start=start, sk_from=sk_from, sk_to=sk_to)
         if limit is not None or start or sk_from is not None or sk_to is not None:
             # Paged and range reads (not the writer's): let the table answer, with everything written.
             self.flush(forget=False)
@@ -164,6 +177,8 @@ class BufferedViewStore(ViewStore):
     # --- writes (held until flushed) ------------------------------------------------------------
 
     def put(self, blob: Blob, data: Any, attrs: dict[str, Any] | None = None) -> Blob:
+        if self.through is not None and self.through(blob.pk):
+            return super().put(blob, data, attrs)
         key = (blob.pk, blob.sk)
         held = self._lookup([key])[key]
         if (held.ver if held is not None else 0) != blob.ver:

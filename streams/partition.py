@@ -33,7 +33,7 @@ from typing import Any
 
 from projections.events import Event
 
-__all__ = ["Plan", "PartitionSpool", "plan", "wire_nodes", "event_nodes"]
+__all__ = ["Plan", "PartitionSpool", "plan", "read_partition", "wire_nodes", "event_nodes"]
 
 Node = tuple[str, str, str]  # (tenant, kind "u" | "g", id)
 
@@ -164,10 +164,14 @@ class PartitionSpool:
             f.close()
 
     def read(self, partition: int) -> Iterator[tuple[str, str, list[Event]]]:
-        """The partition's ``(tenant, chunk id, events)`` in the order they were spooled."""
-        with open(self.directory / f"part-{partition:05d}.pickle", "rb") as f:
-            while True:
-                try:
-                    yield pickle.load(f)  # noqa: S301  # our own file, written by this process
-                except EOFError:
-                    return
+        return read_partition(self.directory, partition)
+
+
+def read_partition(directory: Path, partition: int) -> Iterator[tuple[str, str, list[Event]]]:
+    """A spooled partition's ``(tenant, chunk id, events)`` in the order they were spooled."""
+    with open(directory / f"part-{partition:05d}.pickle", "rb") as f:
+        while True:
+            try:
+                yield pickle.load(f)  # noqa: S301  # our own file, written by this rebuild
+            except EOFError:
+                return

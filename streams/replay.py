@@ -14,9 +14,11 @@ Scanning the day tables is a batch job, never a request path.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,6 +75,10 @@ class ReplayStats:
     buffered: bool = False  # folded in memory, written once per flush (an inactive version)
     flushes: int = 0
     batches: int = 0  # folds (a batch ends at its event count or its count of accounts and users)
+    workers: int = 1  # processes that folded (a partitioned rebuild's --workers)
+    partitions: int = 0  # a partitioned rebuild's partitions (its units of work)
+    seconds: dict[str, float] = field(default_factory=dict)  # a partitioned rebuild's passes: plan, spool, fold
+    worker_rss_mb: list[float] = field(default_factory=list)  # each worker process's peak RSS
 
 
 @dataclass
@@ -171,7 +177,8 @@ def iter_raw_chunks(client: Any, prefix: str, *, last_tables: int | None = None
 def rebuild(client: Any, prefix: str, version: int, *, now: datetime | None = None, batch_events: int | None = None,
             last_tables: int | None = None, max_items: int | None = None, batch_entities: int = BATCH_ENTITIES,
             buffered: bool | None = None, partitioned: bool | None = None,
-            partition_events: int = PARTITION_EVENTS, partition_entities: int = PARTITION_ENTITIES) -> ReplayStats:
+            partition_events: int = PARTITION_EVENTS, partition_entities: int = PARTITION_ENTITIES,
+            workers: int = 1) -> ReplayStats:
     """Fold every stored event into ``<prefix>view-v<version>`` (created if missing).
 
     A version that is not the active one has no other writer: the fold runs in memory
@@ -188,7 +195,7 @@ def rebuild(client: Any, prefix: str, version: int, *, now: datetime | None = No
     if exclusive and (partitioned if partitioned is not None else batch_events is None):
         return _rebuild_partitioned(client, prefix, version, table, now=now or datetime.now(UTC),
                                     last_tables=last_tables, max_events=partition_events,
-                                    max_entities=partition_entities)
+                                    max_entities=partition_entities, workers=workers)
     store: ViewStore = (BufferedViewStore(client, table, max_items=max_items or DEFAULT_MAX_ITEMS) if exclusive
                         else ViewStore(client, table))
     projector = ViewWriter(store, ScoreModelStore(client, keys.control_table_name(prefix)))
@@ -219,20 +226,73 @@ def rebuild(client: Any, prefix: str, version: int, *, now: datetime | None = No
     return stats
 
 
-def _tenant_wide(pk: str) -> bool:
-    """Items every partition reads: the claim pages and the event catalog (kept across flushes)."""
+def _claim_pages(pk: str) -> bool:
+    """Claim pages: every partition reads them (kept across a worker's flushes; each batch writes its own)."""
     parts = pk.split("#", 2)
-    return len(parts) > 1 and parts[1] in ("M", "CATALOG")
+    return len(parts) > 1 and parts[1] == "M"
+
+
+def _catalog(pk: str) -> bool:
+    """The event catalog: every partition updates it, so rebuild workers share it through the table."""
+    parts = pk.split("#", 2)
+    return len(parts) == 2 and parts[1] == "CATALOG"
+
+
+def fold_partitions(prefix: str, version: int, spool_dir: str, partitions: list[int], now: str,
+                    max_events: int, client: Any = None) -> dict[str, Any]:
+    """Fold the given spooled partitions into ``<prefix>view-v<version>``: each in one batch (a partition
+    bigger than ``2 × max_events`` in several), written while the next one folds. Runs in the rebuild's
+    process or in a worker process of its own (``--workers``); the result is JSON (a task's output)."""
+    from chalicelib import db  # deferred: a spawned worker makes its own client
+
+    client = client or db.get_client()
+    table = keys.view_table_name(prefix, version)
+    store = BufferedViewStore(client, table, max_items=10**9, keep=_claim_pages, through=_catalog)
+    projector = ViewWriter(store, ScoreModelStore(client, keys.control_table_name(prefix)))
+    when = datetime.fromisoformat(now)
+    batches = 0
+    cut = max_events * 2
+    try:
+        for p in partitions:
+            pending: dict[str, list[tuple[str, list[Event]]]] = {}
+            size = sub = 0
+            for tenant, chunk, events in partition.read_partition(Path(spool_dir), p):
+                # The chunk id names the partition and the batch: a batch's tag (the replay's unit in the
+                # counters' rings) is then its own, though every partition holds a part of most chunks.
+                pending.setdefault(tenant, []).append((f"{chunk}#p{p}.{sub}", events))
+                size += len(events)
+                if size >= cut:
+                    projector.record(None, when, chunks=pending, source="R")
+                    batches += 1
+                    pending, size, sub = {}, 0, sub + 1
+            if pending:
+                projector.record(None, when, chunks=pending, source="R")
+                batches += 1
+            # Written while the next partition folds (DynamoDB's work overlaps ours).
+            store.flush(wait=False)
+        store.wait()
+    finally:
+        store.close()
+    return {"partitions": len(partitions), "batches": batches, "flushes": store.flushes,
+            "writes": store.stats.writes, "write_units": store.stats.write_units,
+            "rss_mb": _peak_rss_mb()}
+
+
+def _peak_rss_mb() -> float:
+    import resource  # deferred: POSIX only, and only the rebuild reports it
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _rebuild_partitioned(client: Any, prefix: str, version: int, table: str, *, now: datetime,
-                         last_tables: int | None, max_events: int, max_entities: int) -> ReplayStats:
-    store = BufferedViewStore(client, table, max_items=10**9, keep=_tenant_wide)
-    projector = ViewWriter(store, ScoreModelStore(client, keys.control_table_name(prefix)))
+                         last_tables: int | None, max_events: int, max_entities: int,
+                         workers: int = 1) -> ReplayStats:
     stats = ReplayStats(version, buffered=True)
+    started = time.perf_counter()
     the_plan = partition.plan(iter_raw_chunks(client, prefix, last_tables=last_tables),
                               max_events=max_events, max_entities=max_entities)
     logger.info("replay v%s: %s partitions planned (%s events)", version, the_plan.partitions, sum(the_plan.events))
+    planned = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="streamfold-replay-") as tmp:
         spool = partition.PartitionSpool(Path(tmp), the_plan)
         try:
@@ -240,29 +300,27 @@ def _rebuild_partitioned(client: Any, prefix: str, version: int, table: str, *, 
                 spool.add(tenant, chunk, events)
         finally:
             spool.close()
-        # A partition bigger than planned (one huge component, or events that arrived after the plan) is
-        # folded in batches of at most this many events.
-        cut = max_events * 2
-        for p in range(the_plan.partitions):
-            pending: dict[str, list[tuple[str, list[Event]]]] = {}
-            size = sub = 0
-            for tenant, chunk, events in spool.read(p):
-                # The chunk id names the partition and the batch: a batch's tag (the replay's unit in the
-                # counters' rings) is then its own, though every partition holds a part of most chunks.
-                pending.setdefault(tenant, []).append((f"{chunk}#p{p}.{sub}", events))
-                size += len(events)
-                if size >= cut:
-                    projector.record(None, now, chunks=pending, source="R")
-                    stats.batches += 1
-                    pending, size, sub = {}, 0, sub + 1
-            if pending:
-                projector.record(None, now, chunks=pending, source="R")
-                stats.batches += 1
-            # Written while the next partition folds (DynamoDB's work overlaps ours).
-            store.flush(wait=False)
-        store.wait()
-    stats.flushes = store.flushes
-    stats.write_units, stats.writes = store.stats.write_units, store.stats.writes
+        stats.seconds["plan"] = round(planned - started, 2)
+        stats.seconds["spool"] = round(time.perf_counter() - planned, 2)
+        folding = time.perf_counter()
+        workers = max(1, min(workers, the_plan.partitions))
+        shares = [list(range(k, the_plan.partitions, workers)) for k in range(workers)]
+        args = [(prefix, version, tmp, share, now.isoformat(), max_events) for share in shares]
+        if workers == 1:
+            results = [fold_partitions(*args[0], client=client)]
+        else:
+            # Processes, not threads: the fold is Python (one core each). Each worker owns its partitions'
+            # items; the catalog is shared through the table's conditional writes.
+            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                results = list(pool.map(fold_partitions, *zip(*args, strict=True)))
+    stats.seconds["fold"] = round(time.perf_counter() - folding, 2)
+    stats.partitions = the_plan.partitions
+    stats.workers = workers
+    stats.batches = sum(r["batches"] for r in results)
+    stats.flushes = sum(r["flushes"] for r in results)
+    stats.writes = sum(r["writes"] for r in results)
+    stats.write_units = sum(r["write_units"] for r in results)
+    stats.worker_rss_mb = [round(r["rss_mb"], 1) for r in results] if workers > 1 else []
     return stats
 
 

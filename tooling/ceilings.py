@@ -297,7 +297,8 @@ def replay_vs_scan(endpoint: str, events: int, accounts: int, *, users_per_accou
         "replay_vs_scan": round(child["events_per_s"] / scan_rate, 3), "replay_rss_mb": round(child["rss_mb"], 1),
         "replay_write_units": child["write_units"], "replay_writes": child["writes"],
         "replay_in_memory": child.get("buffered"), "replay_flushes": child.get("flushes"),
-        "replay_batches": child.get("batches"),
+        "replay_batches": child.get("batches"), "replay_partitions": child.get("partitions"),
+        "replay_passes_s": child.get("passes_s"),
     }
     final = _count_items(client, keys.view_table_name(prefix, version))
     out["final_items"] = final
@@ -379,7 +380,8 @@ def _replay_child(endpoint: str, prefix: str, version: int) -> None:
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
     print(json.dumps({"events": stats.events, "seconds": seconds, "events_per_s": stats.events / seconds,
                       "rss_mb": rss_mb, "write_units": stats.write_units, "writes": stats.writes,
-                      "buffered": stats.buffered, "flushes": stats.flushes, "batches": stats.batches}))
+                      "buffered": stats.buffered, "flushes": stats.flushes, "batches": stats.batches,
+                      "partitions": stats.partitions, "passes_s": stats.seconds, "workers": stats.workers}))
 
 
 # --- lag under sustained load, ours and the naive design ----------------------------------------

@@ -344,7 +344,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         active = active_view_version(client, get_settings().control_table, cached=False)
         out: dict[str, Any] = {"active_before": active}
         if not args.no_rebuild:
-            out["rebuild"] = vars(replay.rebuild(client, prefix, args.version))
+            out["rebuild"] = vars(replay.rebuild(client, prefix, args.version, workers=args.workers))
         if args.compare:
             other = args.against if args.against is not None else active
             cmp = replay.compare(client, prefix, other, args.version)
@@ -399,6 +399,9 @@ def _register_streams(subparsers: Any) -> None:
     rp.add_argument("--promote", action="store_true", help="make it active, then catch up with the newest days")
     rp.add_argument("--force", action="store_true", help="promote even if the comparison found differences")
     rp.add_argument("--no-rebuild", action="store_true", help="only compare / promote")
+    rp.add_argument("--workers", type=int, default=1,
+                    help="processes that fold partitions of an inactive version (default 1: on a 2-core machine "
+                         "beside DynamoDB Local a second one adds nothing; see docs/PERFORMANCE.md)")
     rp.set_defaults(func=cmd_replay)
 
     dq = subparsers.add_parser("dlq", help="dead-lettered batches of the local mappings")

@@ -233,6 +233,10 @@ def test_in_memory_rebuild_equals_the_item_by_item_rebuild(tenant: dict[str, str
     # And the same batches give the same view, item for item: two partitioned rebuilds.
     replay.rebuild(ddb, prefix, 7)
     assert replay.compare(ddb, prefix, 6, 7).equal
+    # Two worker processes over small partitions (the catalog shared through the table).
+    two = replay.rebuild(ddb, prefix, 8, partition_events=60, partition_entities=4, workers=2)
+    assert two.workers == 2 and two.events == item_by_item.events and len(two.worker_rss_mb) == 2
+    assert replay.compare(ddb, prefix, 5, 8).equal
     # Batches cut by the accounts and users they name (the working-set bound), not by events.
     few = replay.rebuild(ddb, prefix, 4, batch_events=150, batch_entities=3)
     assert few.batches > 2 * item_by_item.batches and few.events == item_by_item.events
