@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from chalicelib.keys import MEMBERS_SK
+from chalicelib.keys import CLAIM_PAGE_PREFIX, MEMBERS_SK
 from chalicelib.views import Blob, ConflictError, ViewStore, _ddb_safe, _plain, decode_body, encode_body, to_ddb
 
 __all__ = ["BufferedViewStore", "DEFAULT_MAX_ITEMS"]
@@ -232,12 +232,21 @@ class BufferedViewStore(ViewStore):
         self.wait()
         dirty = sorted(self._dirty)
         held = {k: self._items[k] for k in dirty}
-        batches = [dirty[i:i + 25] for i in range(0, len(dirty), 25)]
+        # Claim pages last: a flush cut short (kill -9) leaves counters without their claims, which a
+        # re-run of the same batch skips by their rings; never claims without the counts they stand for.
+        rest = [k for k in dirty if not k[1].startswith(CLAIM_PAGE_PREFIX)]
+        claims = [k for k in dirty if k[1].startswith(CLAIM_PAGE_PREFIX)]
+        waves = [[ks[i:i + 25] for i in range(0, len(ks), 25)] for ks in (rest, claims)]
+
+        def write() -> None:
+            for wave in waves:
+                list(self._io.map(lambda b: self._write(b, held), wave))
+
         if wait:
-            list(self._io.map(lambda b: self._write(b, held), batches))
+            write()
         else:
             self._inflight, self._inflight_pks = held, {k[0] for k in dirty}  # type: ignore[assignment]
-            self._flushing = self._flusher.submit(lambda: list(self._io.map(lambda b: self._write(b, held), batches)))
+            self._flushing = self._flusher.submit(write)
         self._written.update(hash(k) for k in dirty)
         self._written_pks.update(k[0] for k in dirty)
         self._dirty.clear()

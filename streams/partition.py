@@ -148,7 +148,7 @@ class PartitionSpool:
     def __init__(self, directory: Path, the_plan: Plan) -> None:
         self.plan = the_plan
         self.directory = directory
-        self._files = [open(directory / f"part-{p:05d}.pickle", "ab") for p in range(the_plan.partitions)]  # noqa: SIM115
+        self._files = [open(directory / f"part-{p:05d}.pickle", "ab") for p in range(the_plan.partitions)]
         self.spooled = [0] * the_plan.partitions
 
     def add(self, tenant: str, chunk_id: str, events: list[Event]) -> None:
@@ -172,6 +172,6 @@ def read_partition(directory: Path, partition: int) -> Iterator[tuple[str, str, 
     with open(directory / f"part-{partition:05d}.pickle", "rb") as f:
         while True:
             try:
-                yield pickle.load(f)  # noqa: S301  # our own file, written by this rebuild
+                yield pickle.load(f)  # our own file, written by this rebuild
             except EOFError:
                 return

@@ -13,9 +13,13 @@ Scanning the day tables is a batch job, never a request path.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
-import tempfile
+import os
+import pickle
+import queue
+import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -29,6 +33,7 @@ from chalicelib.chunks import unpack_chunk
 from chalicelib.db import items
 from chalicelib.log import logger
 from chalicelib.scoremodels import ScoreModelStore
+from chalicelib.settings import get_settings
 from chalicelib.versions import TTL_SECONDS, active_view_version, set_active_view_version
 from chalicelib.views import ViewStore, decode_body, from_ddb
 from projections.events import Event
@@ -78,6 +83,7 @@ class ReplayStats:
     workers: int = 1  # processes that folded (a partitioned rebuild's --workers)
     partitions: int = 0  # a partitioned rebuild's partitions (its units of work)
     seconds: dict[str, float] = field(default_factory=dict)  # a partitioned rebuild's passes: plan, spool, fold
+    resumed_partitions: int = 0  # partitions a killed run had finished (not folded again)
     worker_rss_mb: list[float] = field(default_factory=list)  # each worker process's peak RSS
 
 
@@ -178,7 +184,7 @@ def rebuild(client: Any, prefix: str, version: int, *, now: datetime | None = No
             last_tables: int | None = None, max_items: int | None = None, batch_entities: int = BATCH_ENTITIES,
             buffered: bool | None = None, partitioned: bool | None = None,
             partition_events: int = PARTITION_EVENTS, partition_entities: int = PARTITION_ENTITIES,
-            workers: int = 1) -> ReplayStats:
+            workers: int = 1, progress: bool = False, fresh: bool = False) -> ReplayStats:
     """Fold every stored event into ``<prefix>view-v<version>`` (created if missing).
 
     A version that is not the active one has no other writer: the fold runs in memory
@@ -188,14 +194,19 @@ def rebuild(client: Any, prefix: str, version: int, *, now: datetime | None = No
 
     An in-memory rebuild is ``partitioned`` unless ``batch_events`` is given: the events are cut by the
     accounts and users they are about (:mod:`streams.partition`) and each partition is folded in one
-    batch and flushed, so each account is folded and each item written about once."""
+    batch and flushed, so each account is folded and each item written about once. Its plan, spool and
+    the partitions done live in :func:`job_dir` until it ends: a rebuild killed midway resumes from the
+    partitions it had not finished (``fresh`` starts over), never counting an event twice (a partition is
+    done once the table has it; a partition cut short is folded again, its counters skipping what they
+    hold by their rings, its claim pages written last). ``progress``: bars with rate and ETA on stderr."""
     table = tables.ensure_view_table(client, prefix, version)
     exclusive = (version != active_view_version(client, keys.control_table_name(prefix), cached=False)
                  if buffered is None else buffered)
     if exclusive and (partitioned if partitioned is not None else batch_events is None):
         return _rebuild_partitioned(client, prefix, version, table, now=now or datetime.now(UTC),
                                     last_tables=last_tables, max_events=partition_events,
-                                    max_entities=partition_entities, workers=workers)
+                                    max_entities=partition_entities, workers=workers, progress=progress,
+                                    fresh=fresh)
     store: ViewStore = (BufferedViewStore(client, table, max_items=max_items or DEFAULT_MAX_ITEMS) if exclusive
                         else ViewStore(client, table))
     projector = ViewWriter(store, ScoreModelStore(client, keys.control_table_name(prefix)))
@@ -239,10 +250,12 @@ def _catalog(pk: str) -> bool:
 
 
 def fold_partitions(prefix: str, version: int, spool_dir: str, partitions: list[int], now: str,
-                    max_events: int, client: Any = None) -> dict[str, Any]:
+                    max_events: int, client: Any = None, progress: Any = None) -> dict[str, Any]:
     """Fold the given spooled partitions into ``<prefix>view-v<version>``: each in one batch (a partition
-    bigger than ``2 × max_events`` in several), written while the next one folds. Runs in the rebuild's
-    process or in a worker process of its own (``--workers``); the result is JSON (a task's output)."""
+    bigger than ``2 × max_events`` in several), written while the next one folds, and recorded as done in
+    the job's ``done`` file once the table has it (a resumed rebuild skips it). Runs in the rebuild's
+    process or in a worker process of its own (``--workers``); the result is JSON (a task's output).
+    ``progress``: a callable or a queue told ``(partition, events)`` as each partition is done."""
     from chalicelib import db  # deferred: a spawned worker makes its own client
 
     client = client or db.get_client()
@@ -252,15 +265,28 @@ def fold_partitions(prefix: str, version: int, spool_dir: str, partitions: list[
     when = datetime.fromisoformat(now)
     batches = 0
     cut = max_events * 2
+    job = Path(spool_dir)
+
+    def done(p: int, events: int) -> None:
+        with open(job / "done", "a") as f:
+            f.write(f"{p}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        if progress is not None:
+            (progress.put if hasattr(progress, "put") else progress)((p, events))
+
+    previous: tuple[int, int] | None = None
     try:
         for p in partitions:
             pending: dict[str, list[tuple[str, list[Event]]]] = {}
-            size = sub = 0
-            for tenant, chunk, events in partition.read_partition(Path(spool_dir), p):
+            size = sub = total = 0
+            for tenant, chunk, events in partition.read_partition(job, p):
                 # The chunk id names the partition and the batch: a batch's tag (the replay's unit in the
-                # counters' rings) is then its own, though every partition holds a part of most chunks.
+                # counters' rings) is then its own, though every partition holds a part of most chunks, and
+                # the same on a resumed run (the spool is the same).
                 pending.setdefault(tenant, []).append((f"{chunk}#p{p}.{sub}", events))
                 size += len(events)
+                total += len(events)
                 if size >= cut:
                     projector.record(None, when, chunks=pending, source="R")
                     batches += 1
@@ -268,9 +294,15 @@ def fold_partitions(prefix: str, version: int, spool_dir: str, partitions: list[
             if pending:
                 projector.record(None, when, chunks=pending, source="R")
                 batches += 1
-            # Written while the next partition folds (DynamoDB's work overlaps ours).
+            # Written while the next partition folds (DynamoDB's work overlaps ours); this waits for the
+            # previous partition's writes first, which makes that one done.
             store.flush(wait=False)
+            if previous is not None:
+                done(*previous)
+            previous = (p, total)
         store.wait()
+        if previous is not None:
+            done(*previous)
     finally:
         store.close()
     return {"partitions": len(partitions), "batches": batches, "flushes": store.flushes,
@@ -284,35 +316,106 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def job_dir(prefix: str, version: int) -> Path:
+    """Where a rebuild of an inactive version keeps its plan, its spooled partitions and the partitions
+    done (``<data dir>/replay/<table>``): what a resumed rebuild (after ``kill -9``) starts from."""
+    return get_settings().data_dir / "replay" / keys.view_table_name(prefix, version)
+
+
+def _table_created(client: Any, table: str) -> str:
+    return str(client.describe_table(TableName=table)["Table"].get("CreationDateTime"))
+
+
+def _open_job(client: Any, prefix: str, version: int, table: str, *, fresh: bool) -> tuple[Path, bool]:
+    """The job directory, and whether it holds a complete spool to resume from. A spool of another table
+    (the version dropped and created again) or an unfinished one is started again."""
+    job = job_dir(prefix, version)
+    created = _table_created(client, table)
+    meta = job / "job.json"
+    if job.exists() and not fresh and meta.exists() and (job / "spooled").exists():
+        info = json.loads(meta.read_text())
+        if info.get("table_created") == created:
+            return job, True
+    if job.exists():
+        shutil.rmtree(job)
+    job.mkdir(parents=True)
+    meta.write_text(json.dumps({"prefix": prefix, "version": version, "table": table, "table_created": created}))
+    return job, False
+
+
 def _rebuild_partitioned(client: Any, prefix: str, version: int, table: str, *, now: datetime,
                          last_tables: int | None, max_events: int, max_entities: int,
-                         workers: int = 1) -> ReplayStats:
+                         workers: int = 1, progress: bool = False, fresh: bool = False) -> ReplayStats:
+    # deferred: the operator's bars (requirements-dev); the fold itself never needs them
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     stats = ReplayStats(version, buffered=True)
     started = time.perf_counter()
-    the_plan = partition.plan(iter_raw_chunks(client, prefix, last_tables=last_tables),
-                              max_events=max_events, max_entities=max_entities)
-    logger.info("replay v%s: %s partitions planned (%s events)", version, the_plan.partitions, sum(the_plan.events))
-    planned = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="streamfold-replay-") as tmp:
-        spool = partition.PartitionSpool(Path(tmp), the_plan)
-        try:
-            for tenant, chunk, events in iter_chunks(client, prefix, last_tables=last_tables, stats=stats):
-                spool.add(tenant, chunk, events)
-        finally:
-            spool.close()
+    job, resuming = _open_job(client, prefix, version, table, fresh=fresh)
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=not progress, transient=False) as bars:
+        if resuming:
+            with open(job / "plan.pickle", "rb") as f:
+                the_plan = pickle.load(f)  # written by this rebuild, in our own data dir
+            info = json.loads((job / "spooled").read_text())
+            stats.chunks, stats.events, stats.poison, stats.tables = (info["chunks"], info["events"], info["poison"],
+                                                                      info["tables"])
+            max_events = info["max_events"]  # the same batches as the killed run (their tags must match)
+            planned = time.perf_counter()
+        else:
+            scan = bars.add_task("pass 1/3: plan (scan, ids)", total=None, rate="")
+            raw = iter_raw_chunks(client, prefix, last_tables=last_tables)
+            the_plan = partition.plan(_advancing(raw, bars, scan), max_events=max_events, max_entities=max_entities)
+            planned = time.perf_counter()
+            logger.info("replay v%s: %s partitions planned (%s events)", version, the_plan.partitions,
+                        sum(the_plan.events))
+            (job / "plan.pickle").write_bytes(pickle.dumps(the_plan, protocol=pickle.HIGHEST_PROTOCOL))
+            spooling = bars.add_task("pass 2/3: spool by partition", total=sum(the_plan.events), rate="")
+            spool = partition.PartitionSpool(job, the_plan)
+            try:
+                for tenant, chunk, events in iter_chunks(client, prefix, last_tables=last_tables, stats=stats):
+                    spool.add(tenant, chunk, events)
+                    _advance(bars, spooling, len(events), started)
+            finally:
+                spool.close()
+            (job / "spooled").write_text(json.dumps({"chunks": stats.chunks, "events": stats.events,
+                                                     "poison": stats.poison, "tables": stats.tables,
+                                                     "max_events": max_events}))
         stats.seconds["plan"] = round(planned - started, 2)
         stats.seconds["spool"] = round(time.perf_counter() - planned, 2)
         folding = time.perf_counter()
-        workers = max(1, min(workers, the_plan.partitions))
-        shares = [list(range(k, the_plan.partitions, workers)) for k in range(workers)]
-        args = [(prefix, version, tmp, share, now.isoformat(), max_events) for share in shares]
+        done = {int(x) for x in (job / "done").read_text().split()} if (job / "done").exists() else set()
+        todo = [p for p in range(the_plan.partitions) if p not in done]
+        stats.resumed_partitions = len(done)
+        fold = bars.add_task(f"pass 3/3: fold ({the_plan.partitions} partitions)", total=sum(the_plan.events),
+                             completed=sum(the_plan.events[p] for p in done), rate="")
+        workers = max(1, min(workers, len(todo) or 1))
+        shares = [todo[k::workers] for k in range(workers)]
+        args = [(prefix, version, str(job), share, now.isoformat(), max_events) for share in shares]
         if workers == 1:
-            results = [fold_partitions(*args[0], client=client)]
+            results = [fold_partitions(*args[0], client=client,
+                                       progress=lambda d: _advance(bars, fold, d[1], folding))]
         else:
             # Processes, not threads: the fold is Python (one core each). Each worker owns its partitions'
             # items; the catalog is shared through the table's conditional writes.
-            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                results = list(pool.map(fold_partitions, *zip(*args, strict=True)))
+            ctx = multiprocessing.get_context("spawn")
+            with ctx.Manager() as manager, ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                told = manager.Queue()
+                futures = [pool.submit(fold_partitions, *a, progress=told) for a in args]
+                while not all(f.done() for f in futures):
+                    with contextlib.suppress(queue.Empty):
+                        _advance(bars, fold, told.get(timeout=0.5)[1], folding)
+                results = [f.result() for f in futures]
     stats.seconds["fold"] = round(time.perf_counter() - folding, 2)
     stats.partitions = the_plan.partitions
     stats.workers = workers
@@ -321,7 +424,21 @@ def _rebuild_partitioned(client: Any, prefix: str, version: int, table: str, *, 
     stats.writes = sum(r["writes"] for r in results)
     stats.write_units = sum(r["write_units"] for r in results)
     stats.worker_rss_mb = [round(r["rss_mb"], 1) for r in results] if workers > 1 else []
+    shutil.rmtree(job, ignore_errors=True)  # done: nothing to resume
     return stats
+
+
+def _advancing(chunks: Iterator[Any], bars: Any, task: Any) -> Iterator[Any]:
+    for c in chunks:
+        bars.advance(task, len(c[2]))
+        yield c
+
+
+def _advance(bars: Any, task: Any, events: int, since: float) -> None:
+    bars.advance(task, events)
+    done = next((t.completed for t in bars.tasks if t.id == task), 0)
+    elapsed = time.perf_counter() - since
+    bars.update(task, rate=f"{done / elapsed:,.0f} events/s" if elapsed > 0 else "")
 
 
 def _flush(projector: ViewWriter, pending: dict[str, list[tuple[str, list[Event]]]], now: datetime) -> None:

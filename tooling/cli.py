@@ -344,7 +344,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         active = active_view_version(client, get_settings().control_table, cached=False)
         out: dict[str, Any] = {"active_before": active}
         if not args.no_rebuild:
-            out["rebuild"] = vars(replay.rebuild(client, prefix, args.version, workers=args.workers))
+            out["rebuild"] = vars(replay.rebuild(client, prefix, args.version, workers=args.workers,
+                                                 progress=not args.no_progress, fresh=args.fresh,
+                                                 partition_events=args.partition_events,
+                                                 partition_entities=args.partition_entities))
         if args.compare:
             other = args.against if args.against is not None else active
             cmp = replay.compare(client, prefix, other, args.version)
@@ -399,6 +402,13 @@ def _register_streams(subparsers: Any) -> None:
     rp.add_argument("--promote", action="store_true", help="make it active, then catch up with the newest days")
     rp.add_argument("--force", action="store_true", help="promote even if the comparison found differences")
     rp.add_argument("--no-rebuild", action="store_true", help="only compare / promote")
+    rp.add_argument("--fresh", action="store_true",
+                    help="start over: discard what a killed rebuild of this version left to resume from")
+    rp.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    rp.add_argument("--partition-events", type=int, default=replay.PARTITION_EVENTS,
+                    help="events per partition (the unit a killed rebuild resumes from)")
+    rp.add_argument("--partition-entities", type=int, default=replay.PARTITION_ENTITIES,
+                    help="accounts, users and anonymous ids per partition")
     rp.add_argument("--workers", type=int, default=1,
                     help="processes that fold partitions of an inactive version (default 1: on a 2-core machine "
                          "beside DynamoDB Local a second one adds nothing; see docs/PERFORMANCE.md)")

@@ -4,7 +4,11 @@ rebuild, compare (live == replay), promote — and afterwards every acknowledged
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,6 +30,7 @@ from streams.writer import FOLD_CODE
 from tests.functional.test_projector import start_projector_mapping
 from tests.helpers.events import stored_events
 from tests.helpers.streams import wait_until
+from tooling import spread
 from tooling.cli import main
 
 pytestmark = pytest.mark.timeout(120)
@@ -275,3 +280,42 @@ def test_compare_calls_a_difference_damage_when_the_same_fold_code_built_both(
     assert out["same_code"] and out["verdict"].startswith("damage")
     assert out["only_a"] == [f"{day.pk}|{day.sk}"] and f"{day.pk}|{day.sk}" in out["samples"]
     assert active_view_version(ddb, keys.control_table_name(prefix), cached=False) == 2
+
+
+def test_a_rebuild_killed_midway_resumes_from_its_last_done_partition(
+        tenant: dict[str, str], prefix: str, ddb: Any) -> None:
+    """``kill -9`` of ``streamfold replay view`` in the middle of its fold, then the same command again: it
+    resumes from the partitions it had not finished (its plan and spool kept in the data directory), never
+    counting an event twice, and ends with the view an uninterrupted rebuild gives."""
+    now = datetime.now(UTC)
+    traffic = spread.identity_events(300, now - timedelta(hours=2)) + spread.track_events(1500, 300, now)
+    ingestor = Ingestor(ddb, prefix)
+    for i in range(0, len(traffic), 100):
+        ingestor.ingest(tenant["tenant_id"], parse_request({"batch": traffic[i:i + 100]}, "batch"))
+    args = ["--partition-events", "30", "--partition-entities", "8", "--no-progress"]
+    reference = replay.rebuild(ddb, prefix, 4, partition_events=30, partition_entities=8)
+    assert reference.partitions >= 60 and reference.events == len(traffic)
+
+    job = replay.job_dir(prefix, 3)
+    proc = subprocess.Popen([sys.executable, "-m", "tooling.cli", "replay", "view", "--version", "3", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
+    try:
+        wait_until(lambda: (job / "done").exists() and len((job / "done").read_text().split()) >= 10
+                   or proc.poll() is not None, timeout=120)
+        assert proc.poll() is None, f"the rebuild ended before it could be killed: {proc.stderr.read()!r}"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    finished = len((job / "done").read_text().split())
+    assert 10 <= finished < reference.partitions
+
+    out = subprocess.run([sys.executable, "-m", "tooling.cli", "replay", "view", "--version", "3", *args],
+                         capture_output=True, text=True, timeout=300, env=dict(os.environ), check=True)
+    resumed = json.loads(out.stdout)["rebuild"]
+    assert resumed["resumed_partitions"] >= finished and resumed["partitions"] == reference.partitions
+    assert resumed["events"] == len(traffic)
+    assert not job.exists()  # done: nothing left to resume
+    result = replay.compare(ddb, prefix, 4, 3)
+    assert result.items_a > 1000 and result.equal, result.to_dict()
