@@ -189,7 +189,7 @@ def _equal_but_aliased(ddb: Any, prefix: str, a: int, b: int) -> None:
     result = replay.compare(ddb, prefix, a, b)
     if result.equal:
         return
-    left, right = ({k: v for k, v in map(replay._normalise, items(ddb, "scan", TableName=keys.view_table_name(prefix, v)))}
+    left, right = (dict(map(replay._normalise, items(ddb, "scan", TableName=keys.view_table_name(prefix, v))))
                    for v in (a, b))
     for key in [*result.only_a, *result.only_b, *result.different]:
         text = key + json.dumps(left.get(key), default=str) + json.dumps(right.get(key), default=str)
