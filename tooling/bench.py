@@ -890,11 +890,29 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+PHASES = 12
+"""The phases :func:`run` announces (one progress line each): the bar's length."""
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
 
     logging.getLogger("streamfold").setLevel(logging.WARNING)  # keep stdout for the table
-    with contextlib.redirect_stdout(sys.stderr):  # EMF metric lines of the handler
-        report = run(quick=args.quick, log=lambda m: print(m, file=sys.stderr, flush=True))
+    # deferred: the operator's bar (requirements-dev)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    with contextlib.redirect_stdout(sys.stderr), \
+            Progress(TextColumn("bench phases"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                     console=console, disable=args.no_progress) as bars:  # EMF metric lines of the handler
+        phases = bars.add_task("bench", total=PHASES)
+
+        def say(message: str) -> None:
+            console.print(message, markup=False, highlight=False)
+            bars.advance(phases)
+
+        report = run(quick=args.quick, log=say)
+        bars.update(phases, completed=PHASES)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     if args.chart:
@@ -909,6 +927,7 @@ def register(subparsers: Any) -> None:
     """Add ``bench`` to the ``streamfold`` command line."""
     p = subparsers.add_parser("bench", help="measure write units per event and lag (docs/PERFORMANCE.md)")
     p.add_argument("--quick", action="store_true", help="small workload, about a minute")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (phase lines only)")
     p.add_argument("--out", help="write the JSON report to this file")
     p.add_argument("--chart", help="draw the PNG chart of docs/PERFORMANCE.md to this file")
     p.add_argument("--markdown", help="write the generated part of docs/PERFORMANCE.md's latest run to this file")

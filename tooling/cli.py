@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -86,7 +88,29 @@ LOCAL_SETTLE_SECONDS = "60"
 listing then trails the events by about a minute; write units cost nothing here."""
 
 
+def quiet_batches() -> None:
+    """``streamfold up`` without ``--verbose``: one short line per projected batch, no metrics (EMF) lines,
+    no info logs; warnings and errors as ever."""
+    os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"  # Powertools reads it at every flush
+    log = logging.getLogger("streamfold")
+    for h in log.handlers:
+        h.setLevel(logging.WARNING)
+
+    class OneLinePerBatch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() != "batch projected":
+                return
+            units = float(getattr(record, "write_units", 0) or 0)
+            print(f"{time.strftime('%H:%M:%S')} batch: {getattr(record, 'records', '?')} records, "
+                  f"{getattr(record, 'events', '?')} events, {getattr(record, 'accounts', '?')} accounts, "
+                  f"{units:.1f} write units", flush=True)
+
+    log.addHandler(OneLinePerBatch(level=logging.INFO))
+
+
 def cmd_up(args: argparse.Namespace) -> int:
+    if not args.verbose:
+        quiet_batches()
     if "STREAMFOLD_SETTLE_SECONDS" not in os.environ:
         os.environ["STREAMFOLD_SETTLE_SECONDS"] = LOCAL_SETTLE_SECONDS
         reset_settings()
@@ -108,7 +132,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         try:
             creds = ensure_demo_tenant()
             print("sending demo traffic through segment-analytics-python ...", flush=True)
-            counts = send(stack.http.url, creds["write_key"])
+            counts = send(stack.http.url, creds["write_key"], progress=True)
             print(f"demo sent: {json.dumps(counts)}", flush=True)
             print_where_to_look(stack.http.url, creds)
         except Exception as exc:
@@ -195,7 +219,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print("error: no running stack; start `streamfold up` first or pass --url", file=sys.stderr)
             return 2
         creds = ensure_demo_tenant()
-    counts = send(url, creds["write_key"], accounts=args.accounts, days=args.days)
+    counts = send(url, creds["write_key"], accounts=args.accounts, days=args.days, progress=True)
     print(json.dumps(counts))
     print_where_to_look(url, creds)
     return 0
@@ -432,6 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=8080)
     up.add_argument("--in-memory", action="store_true", help="keep DynamoDB Local in memory")
     up.add_argument("--demo", action="store_true", help="send the demo history once the stack is up")
+    up.add_argument("--verbose", action="store_true",
+                    help="every log line and each batch's metrics (EMF) line (default: one short line per batch)")
     up.set_defaults(func=cmd_up)
 
     tenant = sub.add_parser("tenant", help="manage tenants").add_subparsers(dest="tenant_cmd", required=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -154,8 +155,9 @@ def calls(plan: DemoPlan, now: datetime, seed: int = 11) -> Iterator[tuple[str, 
 
 
 def send(url: str, write_key: str, *, seed: int = 7, accounts: int = 200, days: int = 30,
-         now: datetime | None = None) -> dict[str, int]:
-    """Send the history through ``segment-analytics-python`` to ``url``; returns counts."""
+         now: datetime | None = None, progress: bool = False) -> dict[str, int]:
+    """Send the history through ``segment-analytics-python`` to ``url``; returns counts. ``progress``: a bar
+    with rate and ETA on stderr (the messages handed to the SDK, then its flush)."""
     # deferred: heavy optional dependency, only the SDK-driven phases need it
     from segment.analytics import Client
 
@@ -165,12 +167,25 @@ def send(url: str, write_key: str, *, seed: int = 7, accounts: int = 200, days: 
     now = now or datetime.now(UTC)
     plan = build_plan(seed, accounts, days)
     counts: dict[str, int] = {}
-    for i, (method, kwargs) in enumerate(calls(plan, now)):
-        # Stable message ids: sending the demo again the same day is deduplicated, not double-counted.
-        getattr(client, method)(message_id=f"demo-{seed}-{accounts}-{days}-{i:07d}", **kwargs)
-        counts[method] = counts.get(method, 0) + 1
-    client.flush()
-    client.join()
+    todo = list(calls(plan, now))
+    # deferred: the operator's bar (requirements-dev), not needed to send
+    from rich.console import Console
+    from rich.progress import Progress, TextColumn
+
+    with Progress(*Progress.get_default_columns(), TextColumn("{task.fields[rate]}"), disable=not progress,
+                  console=Console(stderr=True)) as bars:
+        task = bars.add_task("demo: sending through segment-analytics-python", total=len(todo), rate="")
+        started = time.perf_counter()
+        for i, (method, kwargs) in enumerate(todo):
+            # Stable message ids: sending the demo again the same day is deduplicated, not double-counted.
+            getattr(client, method)(message_id=f"demo-{seed}-{accounts}-{days}-{i:07d}", **kwargs)
+            counts[method] = counts.get(method, 0) + 1
+            if i % 500 == 0 or i == len(todo) - 1:
+                bars.update(task, completed=i + 1,
+                            rate=f"{(i + 1) / max(time.perf_counter() - started, 1e-6):,.0f} calls/s")
+        bars.update(task, description="demo: waiting for the SDK to deliver its queue")
+        client.flush()
+        client.join()
     if errors:
         raise RuntimeError(f"{len(errors)} demo batches failed; first: {errors[0]}")
     counts["accounts"] = len(plan.accounts)
