@@ -260,7 +260,8 @@ def fold_partitions(prefix: str, version: int, spool_dir: str, partitions: list[
 
     client = client or db.get_client()
     table = keys.view_table_name(prefix, version)
-    store = BufferedViewStore(client, table, max_items=10**9, keep=_claim_pages, through=_catalog)
+    store = BufferedViewStore(client, table, max_items=10**9, keep=_claim_pages, through=_catalog,
+                              compact_claims=True)
     projector = ViewWriter(store, ScoreModelStore(client, keys.control_table_name(prefix)))
     when = datetime.fromisoformat(now)
     batches = 0
