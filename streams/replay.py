@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import resource
 import shutil
 import time
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from chalicelib import keys, tables
+from chalicelib import db, keys, tables
 from chalicelib.chunks import unpack_chunk
 from chalicelib.db import items
 from chalicelib.log import logger
@@ -256,8 +257,6 @@ def fold_partitions(prefix: str, version: int, spool_dir: str, partitions: list[
     the job's ``done`` file once the table has it (a resumed rebuild skips it). Runs in the rebuild's
     process or in a worker process of its own (``--workers``); the result is JSON (a task's output).
     ``progress``: a callable or a queue told ``(partition, events)`` as each partition is done."""
-    from chalicelib import db  # deferred: a spawned worker makes its own client
-
     client = client or db.get_client()
     table = keys.view_table_name(prefix, version)
     store = BufferedViewStore(client, table, max_items=10**9, keep=_claim_pages, through=_catalog,
@@ -312,8 +311,6 @@ def fold_partitions(prefix: str, version: int, spool_dir: str, partitions: list[
 
 
 def _peak_rss_mb() -> float:
-    import resource  # deferred: POSIX only, and only the rebuild reports it
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -349,6 +346,8 @@ def _rebuild_partitioned(client: Any, prefix: str, version: int, table: str, *, 
                          workers: int = 1, progress: bool = False, fresh: bool = False) -> ReplayStats:
     # deferred: the operator's bars (requirements-dev); the fold itself never needs them
     from rich.console import Console
+
+    # deferred: as above
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,

@@ -899,6 +899,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     logging.getLogger("streamfold").setLevel(logging.WARNING)  # keep stdout for the table
     # deferred: the operator's bar (requirements-dev)
     from rich.console import Console
+
+    # deferred: as above
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)

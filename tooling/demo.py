@@ -170,6 +170,8 @@ def send(url: str, write_key: str, *, seed: int = 7, accounts: int = 200, days: 
     todo = list(calls(plan, now))
     # deferred: the operator's bar (requirements-dev), not needed to send
     from rich.console import Console
+
+    # deferred: as above
     from rich.progress import Progress, TextColumn
 
     with Progress(*Progress.get_default_columns(), TextColumn("{task.fields[rate]}"), disable=not progress,
