@@ -30,8 +30,9 @@ from streams.aws_backend import AwsMappingBackend
 from streams.dlq import RecordsExpired, read_batch
 from streams.mapping import Mapping, split_function, table_name_of
 
-__all__ = ["FailureQueue", "Invocation", "Invoker", "LambdaInvoker", "MappingsByStream", "QueuedFailure",
-           "RedriveReport", "list_failures", "redrive_failures"]
+__all__ = ["LIST_VISIBILITY_SECONDS", "REDRIVE_VISIBILITY_SECONDS", "REPLAY_COMMAND", "FailureQueue", "Invocation",
+           "Invoker", "LambdaInvoker", "MappingsByStream", "QueuedFailure", "RedriveReport", "describe",
+           "list_failures", "redrive_failures"]
 
 LIST_VISIBILITY_SECONDS = 30
 """How long a listed message stays hidden while the listing reads on; every one is made visible again (timeout

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from cfn.generate import STREAM_FAILURES_SUFFIX
@@ -23,7 +24,14 @@ from chalicelib.versions import active_view_version
 from streams import replay, rotation
 from streams.alerts import AlertDeliverer, Outbox
 from streams.aws_backend import AwsMappingBackend
-from streams.aws_dlq import FailureQueue, LambdaInvoker, MappingsByStream, list_failures, redrive_failures
+from streams.aws_dlq import (
+    REDRIVE_VISIBILITY_SECONDS,
+    FailureQueue,
+    LambdaInvoker,
+    MappingsByStream,
+    list_failures,
+    redrive_failures,
+)
 from streams.backend import MappingBackend, SwapFailed, SwapReport, swap_verified
 from streams.dlq import redrive
 from streams.local_backend import LocalMappingBackend
@@ -379,7 +387,11 @@ def _dlq_aws(args: argparse.Namespace) -> int:
         for row in list_failures(queue, mappings, selected):
             print(json.dumps(row, default=str))
         return 0
-    report = redrive_failures(queue, mappings, db.get_streams_client(), LambdaInvoker(lam), selected)
+    # Invoke waits as long as the function may run (15 min), and is never retried by botocore: a read timeout
+    # retried would run the batch twice at once (harmless, re-applied events are no-ops, but twice the writes).
+    invoking = boto3.session.Session().client("lambda", region_name=get_settings().region, config=Config(
+        read_timeout=REDRIVE_VISIBILITY_SECONDS, retries={"total_max_attempts": 1}))
+    report = redrive_failures(queue, mappings, db.get_streams_client(), LambdaInvoker(invoking), selected)
     for line in report.messages:
         print(json.dumps(line, default=str), flush=True)
     print(json.dumps(report.summary()))
