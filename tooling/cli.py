@@ -13,7 +13,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
 
+from cfn.generate import STREAM_FAILURES_SUFFIX
 from chalicelib import db, services, tables
 from chalicelib.log import logger
 from chalicelib.settings import get_settings, reset_settings
@@ -21,10 +24,18 @@ from chalicelib.versions import active_view_version
 from streams import replay, rotation
 from streams.alerts import AlertDeliverer, Outbox
 from streams.aws_backend import AwsMappingBackend
+from streams.aws_dlq import (
+    REDRIVE_VISIBILITY_SECONDS,
+    FailureQueue,
+    LambdaInvoker,
+    MappingsByStream,
+    list_failures,
+    redrive_failures,
+)
 from streams.backend import MappingBackend, SwapFailed, SwapReport, swap_verified
 from streams.dlq import redrive
 from streams.local_backend import LocalMappingBackend
-from streams.mapping import Mapping
+from streams.mapping import Mapping, split_function
 from streams.rescore import rescore_all, settle_all
 from streams.status import aws_status_report, status_report
 from streams.store import ControlStore
@@ -338,8 +349,58 @@ def _swap_all(backend: MappingBackend, selected: list[Mapping], args: argparse.N
     return 0
 
 
-def cmd_dlq(args: argparse.Namespace) -> int:
+def aws_failure_queue_url(explicit: str | None) -> str:
+    """The AWS mappings' on-failure queue: ``--queue-url``, the ``StreamFailureQueueUrl`` output of stack
+    ``streamfold-$STREAMFOLD_STAGE-storage``, or the queue named ``<prefix>stream-failures`` (the storage
+    template's name for it, with ``STREAMFOLD_TABLE_PREFIX``)."""
+    if explicit:
+        return explicit
+    session, region = boto3.session.Session(), get_settings().region
+    stage = os.environ.get("STREAMFOLD_STAGE")
+    if stage:
+        cfn = session.client("cloudformation", region_name=region)
+        try:
+            stacks = cfn.describe_stacks(StackName=f"streamfold-{stage}-storage")["Stacks"]
+        except ClientError:  # no storage stack under that name: fall back to the queue's name
+            stacks = []
+        for stack in stacks:
+            for out in stack.get("Outputs", []):
+                if out["OutputKey"] == "StreamFailureQueueUrl":
+                    return str(out["OutputValue"])
+    sqs = session.client("sqs", region_name=region)
+    return str(sqs.get_queue_url(QueueName=get_settings().table_prefix + STREAM_FAILURES_SUFFIX)["QueueUrl"])
 
+
+def _dlq_aws(args: argparse.Namespace) -> int:
+    """``dlq list|redrive --aws``: the SQS on-failure queue; records re-read from the stream by each pointer."""
+    queue_url = aws_failure_queue_url(args.queue_url)
+    queue = FailureQueue(boto3.session.Session().client("sqs", region_name=get_settings().region), queue_url)
+    lam = _aws_lambda()
+    mappings = MappingsByStream(lam)
+
+    def selected(row: dict[str, Any]) -> bool:
+        if args.uuid and row["mapping"] != args.uuid:
+            return False
+        return not args.function or split_function(row["function"])[0] == split_function(args.function)[0]
+
+    if args.dlq_cmd == "list":
+        for row in list_failures(queue, mappings, selected):
+            print(json.dumps(row, default=str))
+        return 0
+    # Invoke waits as long as the function may run (15 min), and is never retried by botocore: a read timeout
+    # retried would run the batch twice at once (harmless, re-applied events are no-ops, but twice the writes).
+    invoking = boto3.session.Session().client("lambda", region_name=get_settings().region, config=Config(
+        read_timeout=REDRIVE_VISIBILITY_SECONDS, retries={"total_max_attempts": 1}))
+    report = redrive_failures(queue, mappings, db.get_streams_client(), LambdaInvoker(invoking), selected)
+    for line in report.messages:
+        print(json.dumps(line, default=str), flush=True)
+    print(json.dumps(report.summary()))
+    return 0
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    if on_aws(args):
+        return _dlq_aws(args)
     with storage():
         store, backend = _parts()
         for m in _select(backend, args):
@@ -438,13 +499,17 @@ def _register_streams(subparsers: Any) -> None:
                          "beside DynamoDB Local a second one adds nothing; see docs/PERFORMANCE.md)")
     rp.set_defaults(func=cmd_replay)
 
-    dq = subparsers.add_parser("dlq", help="dead-lettered batches of the local mappings")
+    dq = subparsers.add_parser("dlq", help="dead-lettered batches: the local mappings' or (--aws) the on-failure queue")
     dsub = dq.add_subparsers(dest="dlq_cmd", required=True)
     for name, help_ in (("list", "list dead-lettered batches"),
                         ("redrive", "send them to the mapping's current function again")):
         p = dsub.add_parser(name, help=help_)
         p.add_argument("--uuid")
         p.add_argument("--function", default=None)
+        p.add_argument("--queue-url", default=None,
+                       help="with --aws: the on-failure queue (default: the storage stack's StreamFailureQueueUrl "
+                            "output, or the queue <prefix>stream-failures)")
+        _add_target(p)
         p.set_defaults(func=cmd_dlq)
 
 
