@@ -84,7 +84,7 @@ EXPECTED = [
     expected("m-rudder-identify", "identify", "2026-12-06T09:06:02.250Z", "2026-12-06T09:06:00.000Z", user_id="42",
              traits={"name": "Grace Hopper", "role": "admin"}, context={"library": LIBRARY, "locale": "en-GB"}),
     # No messageId (a stable one derived from the message: a retry is recognised) and no client timestamp.
-    expected("DERIVED", "track", RECEIVED, None, user_id="user-1", event="Export Finished",
+    expected("266f6a5e-c82c-4e83-acb1-75ddd284ccc2", "track", RECEIVED, None, user_id="user-1", event="Export Finished",
              properties={"seconds": 1.5}, context={"library": LIBRARY}),
 ]
 
