@@ -47,6 +47,7 @@ from chalicelib.chunks import iso_ts, pack_chunks
 from chalicelib.db import batch_get
 from chalicelib.errors import ApiError, FieldError
 from projections.events import Event, canonical_json, thaw
+from projections.formats import EVENT_FORMAT
 from projections.registers import MAX_TRAIT_KEY, MAX_TRAIT_VALUE, MAX_TRAITS
 
 __all__ = [
@@ -547,7 +548,8 @@ def _trait_caps(event: Event, where: str, index: int | None) -> list[FieldError]
 
 def normalise(tenant_id: str, msg: BaseModel, raw: dict[str, Any], received_at: datetime,
               batch_sent_at: datetime | None) -> dict[str, Any]:
-    """One validated message -> the stored event (Segment field names, corrected ``timestamp``)."""
+    """One validated message -> the stored event (Segment field names, corrected ``timestamp``), in the current
+    event format (``"v"``, :mod:`projections.formats`)."""
     data = msg.model_dump(mode="python", exclude_none=False)
     original = data.get("timestamp") or data.get("originalTimestamp")
     sent_at = data.get("sentAt") or batch_sent_at
@@ -572,6 +574,7 @@ def normalise(tenant_id: str, msg: BaseModel, raw: dict[str, Any], received_at: 
         gid = _coerce_id(context.get("groupId"))
         group_id = gid if isinstance(gid, str) and gid else None
     event = {
+        "v": EVENT_FORMAT,
         "messageId": data.get("messageId") or _derived_message_id(tenant_id, raw),
         "type": data["type"],
         "userId": data.get("userId"),

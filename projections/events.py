@@ -2,7 +2,8 @@
 
 Ingest stores every accepted call as a JSON dict with Segment field names (see
 ``docs``/DESIGN.md). :meth:`Event.from_wire` turns that dict into a frozen, hashable
-:class:`Event`; :meth:`Event.to_wire` turns it back. JSON objects become :class:`FrozenMap`
+:class:`Event` (upcasting an old stored format first, :mod:`projections.formats`); :meth:`Event.to_wire`
+turns it back, in the current format. JSON objects become :class:`FrozenMap`
 and JSON arrays become tuples, so events and the states built from them compare
 structurally and can live in sets.
 """
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final, TypeVar
+
+from projections.formats import EVENT_FORMAT, upcast_event
 
 __all__ = [
     "EVENT_TYPES",
@@ -244,12 +247,16 @@ class Event:
 
     @classmethod
     def from_wire(cls, wire: Mapping[str, Any]) -> Event:
-        """Build an event from the normalized wire dict (Segment field names).
+        """Build an event from the normalized wire dict (Segment field names) in any stored format.
 
-        Unknown keys are ignored. Raises ValueError naming the offending field.
+        Every reader of stored events goes through here, so this is where an old format is upcast
+        (:func:`projections.formats.upcast_event`; a dict without ``"v"`` is format 1). Unknown keys are
+        ignored. Raises ValueError naming the offending field, and
+        :class:`~projections.formats.FormatError` (a ValueError) for a format newer than this code.
         """
         if not isinstance(wire, Mapping):
             raise ValueError("event must be an object")
+        wire = upcast_event(wire)
         if "timestamp" not in wire or wire["timestamp"] is None:
             raise ValueError("timestamp is required")
         try:
@@ -278,8 +285,9 @@ class Event:
         )
 
     def to_wire(self) -> dict[str, Any]:
-        """The normalized wire dict; ``Event.from_wire(e.to_wire()) == e``."""
+        """The normalized wire dict, in the current format; ``Event.from_wire(e.to_wire()) == e``."""
         return {
+            "v": EVENT_FORMAT,
             "messageId": self.message_id,
             "type": self.type,
             "userId": self.user_id,

@@ -104,7 +104,8 @@ def decode_chunk_record(record: DynamoDBRecord) -> tuple[str, str, list[Event]]:
     chunk = f"{record.event_source_arn or ''}|{image.get('pk')}"
     good: list[Event] = []
     bad: list[str] = []
-    for i, wire in enumerate(decode_chunk_body(body, image.get("pk"))):
+    # The chunk's format (absent: format 1) is upcast here; a newer one raises, failing this record alone.
+    for i, wire in enumerate(decode_chunk_body(body, image.get("pk"), image.get("fmt"))):
         try:
             good.append(Event.from_wire(wire))
         except (ValueError, KeyError, TypeError) as exc:

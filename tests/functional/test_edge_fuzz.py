@@ -1,7 +1,8 @@
 """Property tests of the HTTP edge on DynamoDB Local.
 
-* What ingest accepts, the projector can fold: any request answered 200 is decoded (``chalicelib.chunks`` +
-  ``Event.from_wire``) and folded by the real stream handler and view writer without a poison record.
+* What ingest accepts, the projector can fold: any request answered 200 is stored in the current chunk and event
+  format (``projections.formats``), read back (``chalicelib.chunks`` + ``Event.from_wire``) and folded by the real
+  stream handler and view writer without a poison record.
 * Nothing a client sends gets a 5xx: hypothesis on the ingest endpoints (over HTTP), schemathesis on
   ``/api/openapi.json``.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import time
+import zlib
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +26,7 @@ from hypothesis import strategies as st
 from chalicelib import db, keys
 from chalicelib.errors import ApiError
 from chalicelib.ingest import Ingestor, decode_body, parse_request
+from projections.formats import CHUNK_FORMAT, EVENT_FORMAT
 from tests.helpers.fold import fold_items, project_requests
 
 pytestmark = pytest.mark.timeout(300)
@@ -119,8 +122,9 @@ def encode(body: Any) -> bytes:
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True)
 @given(body=REQUESTS)
 def test_what_ingest_accepts_the_projector_folds(prefix: str, tenant: dict[str, str], body: dict[str, Any]) -> None:
-    """Any accepted request is stored, decodes with ``Event.from_wire`` and folds through ``handle_batch`` with a
-    real ``ViewWriter``, with no poison record; anything else is an ``ApiError`` 4xx naming a field."""
+    """Any accepted request is stored in the current format (the chunk's ``fmt``, every event's ``"v"``), decodes
+    with ``Event.from_wire`` after that write/read round trip and folds through ``handle_batch`` with a real
+    ``ViewWriter``, with no poison record; anything else is an ``ApiError`` 4xx naming a field."""
     client = db.get_client()
     ing = Ingestor(client, prefix)
     table = keys.events_table_name(prefix, datetime.now(UTC))
@@ -134,6 +138,9 @@ def test_what_ingest_accepts_the_projector_folds(prefix: str, tenant: dict[str, 
     OUTCOMES["accepted"] += 1
     new = [i for i in db.items(client, "scan", TableName=table, ConsistentRead=True) if i["pk"]["S"] not in before]
     assert sum(int(i["n"]["N"]) for i in new) == result.stored
+    for item in new:  # as stored, before any upcast: the current format, so a later release can tell
+        assert item["fmt"] == {"N": str(CHUNK_FORMAT)}
+        assert {e["v"] for e in json.loads(zlib.decompress(item["body"]["B"]))} == {EVENT_FORMAT}
     if not new:
         return
     response, report, decoded = fold_items(prefix, new)

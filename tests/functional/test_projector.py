@@ -235,10 +235,14 @@ def _poison_items(tenant_id: str, now: datetime) -> list[dict[str, Any]]:
     bad_ts = [{"messageId": "bad-ts", "type": "track", "userId": "u0-0", "groupId": "acct-0", "event": "X",
                "timestamp": "not a time", "receivedAt": iso}]
     base = {"tenant": {"S": tenant_id}, "received_at": {"S": iso}, "fmt": {"N": "1"}, "n": {"N": "1"}}
+    # A chunk a newer release wrote: its events would read fine, but its format is not this code's to guess.
+    newer = [{**bad_ts[0], "messageId": "newer-format", "timestamp": iso}]
     return [
         {"pk": {"S": keys.chunk_pk(tenant_id, "poison-not-zlib")}, **base, "body": {"B": b"\x00not zlib"}},
         {"pk": {"S": keys.chunk_pk(tenant_id, "poison-bad-timestamp")}, **base,
          "body": {"B": zlib.compress(json.dumps(bad_ts).encode())}},
+        {"pk": {"S": keys.chunk_pk(tenant_id, "poison-format-99")}, **base, "fmt": {"N": "99"},
+         "body": {"B": zlib.compress(json.dumps(newer).encode())}},
     ]
 
 
@@ -249,23 +253,24 @@ def test_poison_records_are_dead_lettered_alone_and_the_rest_lands(tenant: dict[
     batches = workload(now, accounts=2, users=2, days=4)
     poison = _poison_items(tid, now)
     table = day_table(prefix)
-    # good, good, POISON, good, POISON, good... all in one stream batch of the mapping
+    # good, good, POISON, good, POISON, good..., POISON (a newer format) all in one stream batch of the mapping
     ingest(prefix, tid, batches[:2])
     ddb.put_item(TableName=table, Item=poison[0])
     ingest(prefix, tid, batches[2:4])
     ddb.put_item(TableName=table, Item=poison[1])
     ingest(prefix, tid, batches[4:])
+    ddb.put_item(TableName=table, Item=poison[2])
     store, mapping, rt = start_projector_mapping(prefix, maximum_retry_attempts=1, batch_size=100)
     with rt:
-        dead = wait_until(lambda: (d := store.dead_letters(mapping.uuid)) and len(d) >= 2 and d, timeout=30,
-                          message="two dead letters")
+        dead = wait_until(lambda: (d := store.dead_letters(mapping.uuid)) and len(d) >= 3 and d, timeout=30,
+                          message="three dead letters")
         expected = [e for b in batches for e in b]
         wait_until(lambda: _counted_messages(prefix, tid) == {m["messageId"] for m in expected
                                                               if m["type"] == "track" or m["type"] == "page"},
                    timeout=30, message="every good usage event in the view")
         time.sleep(0.5)  # nothing further may arrive in the dead-letter store
         dead = store.dead_letters(mapping.uuid)
-    assert len(dead) == 2
+    assert len(dead) == 3
     got = [[r["dynamodb"]["Keys"]["pk"]["S"] for r in d.records or []] for d in dead]
     assert sorted(got) == sorted([[p["pk"]["S"]] for p in poison])
     assert all(d.condition == "RetryAttemptsExhausted" for d in dead)

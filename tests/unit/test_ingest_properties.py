@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from chalicelib.chunks import pack_chunks, unpack_chunk
 from chalicelib.errors import ApiError
 from chalicelib.ingest import decode_body, normalise, parse_request
+from projections.formats import CHUNK_FORMAT, EVENT_FORMAT
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -38,8 +39,10 @@ def _check(body: Any, kind: str) -> None:
     now = datetime(2026, 11, 22, tzinfo=UTC)
     events = [normalise("t1", m, r, now, parsed.batch_sent_at) for m, r in zip(parsed.messages, parsed.raw_messages,
                                                                                  strict=True)]
+    assert all(e["v"] == EVENT_FORMAT for e in events)  # normalised into the current event format
     for item in pack_chunks("t1", events, now):
-        assert unpack_chunk(item)[1]  # what is accepted can be stored and read back
+        assert item["fmt"] == {"N": str(CHUNK_FORMAT)}
+        assert unpack_chunk(item)[1] == events  # what is accepted can be stored and read back as it was
 
 
 @settings(max_examples=300, deadline=None)

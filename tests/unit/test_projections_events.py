@@ -96,6 +96,7 @@ def shuffled_with_duplicates(draw: st.DrawFn) -> tuple[list[Event], list[Event]]
 # --- tests -----------------------------------------------------------------------------------
 
 WIRE = {
+    "v": 2,
     "messageId": "msg-1",
     "type": "track",
     "userId": "u1",
@@ -129,6 +130,9 @@ def test_from_wire_reads_segment_fields() -> None:
 def test_wire_round_trip() -> None:
     assert Event.from_wire(WIRE).to_wire() == WIRE
     assert json.loads(json.dumps(Event.from_wire(WIRE).to_wire())) == WIRE
+    # A format-1 dict (no "v": what ingest stored before versioning) reads the same and writes format 2.
+    v1 = {k: v for k, v in WIRE.items() if k != "v"}
+    assert Event.from_wire(v1) == Event.from_wire(WIRE) and Event.from_wire(v1).to_wire() == WIRE
 
 
 @SETTINGS
@@ -169,6 +173,7 @@ def test_digest_is_first_8_bytes_of_blake2b() -> None:
         ({"properties": [1]}, "properties"),
         ({"userId": {"a": 1}}, "userId"),
         ({"receivedAt": "nope"}, "receivedAt"),
+        ({"v": 99}, "event format 99 is newer"),
     ],
 )
 def test_from_wire_rejects_bad_input(change: dict, field: str) -> None:
