@@ -409,7 +409,7 @@ def naive_handler(client: Any, table: str, *,
     def on_record(record: Any) -> None:
         image = record.dynamodb.new_image
         tenant = image["tenant"]
-        for ev in decode_chunk_body(image["body"]):
+        for ev in decode_chunk_body(image["body"], fmt=image.get("fmt")):
             if cancel.is_set():
                 return
             events[0] += 1
