@@ -28,7 +28,7 @@ view --version N --promote`` catches it up when it is promoted again.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -170,7 +170,7 @@ class ProjectionRegistry:
 
     # --- writes ----------------------------------------------------------------------------------------
 
-    def _upsert(self, version: int, actions: list[Any], *, state: State | None = None, condition: Any = None,
+    def _upsert(self, version: int, actions: Sequence[Any], *, state: State | None = None, condition: Any = None,
                 now: datetime | None = None) -> None:
         """Update a version's record, creating it if needed (``created_at``: the view table's creation time).
 
@@ -188,7 +188,7 @@ class ProjectionRegistry:
             inferred = "serving" if version == self.serving() else "building"
             base += [r.state.set(r.state | inferred), r.state_changed_at.set(r.state_changed_at | at)]
         with botocore_errors():
-            r(keys.VIEWS_PK, keys.view_version_sk(version)).update(actions=base + actions, condition=condition)
+            r(keys.VIEWS_PK, keys.view_version_sk(version)).update(actions=[*base, *actions], condition=condition)
 
     def register_building(self, version: int, code: str) -> None:
         """Record that ``version`` is being built by fold code ``code`` (a digest, e.g. ``streams.writer.FOLD_CODE``).
@@ -238,7 +238,7 @@ class ProjectionRegistry:
         assert found is not None
         return found
 
-    def sweep(self, now: datetime | None = None) -> list[int]:
+    def sweep(self, now: datetime | None = None) -> Sequence[int]:
         """Delete the view table and search index of every retired version whose grace has expired.
 
         Returns the versions deleted. Their records stay (``dropped_at`` set, ``item_count`` 0) as the history

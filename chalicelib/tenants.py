@@ -104,11 +104,11 @@ class TenantStore:
         if not secret or len(secret) > 512:
             return None
         digest = hash_secret(secret)
-        # One DeleteItem with ReturnValues=ALL_OLD (Model.delete does not return the old item): two
-        # concurrent revokes of one secret report it revoked once.
+        # One DeleteItem with ReturnValues=ALL_OLD through the model's table connection (Model.delete does not
+        # return the old item): two concurrent revokes of one secret report it revoked once.
         with botocore_errors():
-            resp = connection(self._client).delete_item(self._table, keys.secret_pk(digest),
-                                                        range_key=keys.SECRET_SK, return_values="ALL_OLD")
+            resp = self._secret._get_connection().delete_item(keys.secret_pk(digest), range_key=keys.SECRET_SK,
+                                                              return_values="ALL_OLD")
         for kind in ("write", "read"):
             self._resolved.pop((digest, kind), None)
         old = resp.get("Attributes")

@@ -100,7 +100,9 @@ def test_unknown_setting_is_refused_and_writes_nothing(tenant: dict[str, str], d
 def test_score_models_read_and_write_the_raw_layout(tenant: dict[str, str], ddb: Any) -> None:
     tid = tenant["tenant_id"]
     store = ScoreModelStore(ddb, _control())
-    legacy = {**default_model().to_dict(), "version": 3, "alert_drop": 12.5, "key_features": ["Report Created"]}
+    base = default_model().to_dict()
+    factors = [{**base["factors"][0], "weight": 22.5}, *base["factors"][1:]]  # a float survives both ways
+    legacy = {**base, "version": 3, "factors": factors, "alert_drop": 12, "key_features": ["Report Created"]}
     ddb.put_item(TableName=_control(),
                  Item=to_ddb({"pk": keys.tenant_pk(tid), "sk": keys.score_model_sk(3), "model": legacy}))
     assert store.current(tid).to_dict() == legacy
