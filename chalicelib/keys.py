@@ -14,6 +14,11 @@ Control table (``<prefix>control``), one item family per access pattern::
     pk = OUTBOX#<tenant_id>        sk = <alert id>                alerts to deliver
     pk = TENANT#<tenant_id>        sk = CATALOG#COUNT             distinct event names / property keys admitted
     pk = TENANT#<tenant_id>        sk = CATALOG#N#<name>          one admitted event name (P#<key>: property key)
+    pk = CONFIG                    sk = ACTIVE_VIEW               the view version the API reads
+    pk = VIEWS                     sk = VIEW#<version:06d>        projection registry: one record per view version
+
+The typed ones are PynamoDB models in ``chalicelib.records`` (tenants, secrets, settings, score
+models, the active view, the registry).
 
 Event day tables (``<prefix>events-YYYYMMDD``) hold packed chunks::
 
@@ -77,7 +82,7 @@ def events_table_day(prefix: str, table_name: str) -> date | None:
 
 
 def view_table_name(prefix: str, version: int) -> str:
-    return f"{prefix}view-v{version}"
+    return f"{prefix}{VIEW_TABLE_INFIX}{version}"
 
 
 def tenant_pk(tenant_id: str) -> str:
@@ -193,7 +198,26 @@ __all__ += [
 
 CONFIG_PK = "CONFIG"
 ACTIVE_VIEW_SK = "ACTIVE_VIEW"
-__all__ += ["CONFIG_PK", "ACTIVE_VIEW_SK"]
+VIEWS_PK = "VIEWS"
+VIEW_VERSION_PREFIX = "VIEW#"
+
+
+def view_version_sk(version: int) -> str:
+    """The projection registry's record of a view version (``chalicelib.registry``)."""
+    return f"{VIEW_VERSION_PREFIX}{int(version):06d}"
+
+
+VIEW_TABLE_INFIX = "view-v"
+
+
+def view_table_version(prefix: str, table_name: str) -> int | None:
+    """The version of a view table name (``<prefix>view-v<N>``), or ``None`` if the name is not one."""
+    head = f"{prefix}{VIEW_TABLE_INFIX}"
+    rest = table_name[len(head):] if table_name.startswith(head) else ""
+    return int(rest) if rest.isdigit() and not rest.startswith("0") else None
+
+
+__all__ += ["CONFIG_PK", "ACTIVE_VIEW_SK", "VIEWS_PK", "VIEW_VERSION_PREFIX", "view_version_sk", "view_table_version"]
 
 
 # --- per-tenant catalog caps (control table; chalicelib.ingest.CatalogCaps) ---------------------

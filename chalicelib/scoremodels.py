@@ -5,8 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from botocore.exceptions import ClientError
+from pynamodb.exceptions import DoesNotExist
+
 from chalicelib import keys
-from chalicelib.views import from_ddb, to_ddb
+from chalicelib.records import ScoreModelRecord, TenantSettingsRecord, bind, botocore_errors, plain
 from projections.health import MAX_COOLDOWN_HOURS, ScoreModel, default_model
 
 __all__ = ["MODEL_LIMITS", "ModelFieldError", "ScoreModelStore", "check_model_limits"]
@@ -62,12 +65,18 @@ def check_model_limits(data: dict[str, Any]) -> None:
 
 
 class ScoreModelStore:
-    """Reads the newest model version of a tenant; a PUT writes the next version (never overwrites)."""
+    """Reads the newest model version of a tenant; a PUT writes the next version (never overwrites).
+
+    Versions are :class:`~chalicelib.records.ScoreModelRecord` items (``SCOREMODEL#<version:06d>``, so the
+    newest is the first of a descending Query).
+    """
 
     def __init__(self, client: Any, control_table: str) -> None:
         self._client = client
         self._table = control_table
         self._cache: dict[str, tuple[float, ScoreModel]] = {}
+        self._records = bind(ScoreModelRecord, control_table, client)
+        self._settings = bind(TenantSettingsRecord, control_table, client)
 
     #: How long a cached model is trusted (other containers see a new version within this time).
     TTL_SECONDS = 60.0
@@ -76,22 +85,24 @@ class ScoreModelStore:
         hit = self._cache.get(tenant_id)
         if cached and hit is not None and time.monotonic() - hit[0] < self.TTL_SECONDS:
             return hit[1]
-        resp = self._client.query(
-            TableName=self._table, KeyConditionExpression="pk = :p AND begins_with(sk, :s)",
-            ExpressionAttributeValues={":p": {"S": keys.tenant_pk(tenant_id)}, ":s": {"S": keys.SCORE_MODEL_PREFIX}},
-            ScanIndexForward=False, Limit=1, ConsistentRead=True)
-        if resp["Items"]:
-            model = ScoreModel.from_dict(from_ddb(resp["Items"][0])["model"])
+        with botocore_errors():
+            newest = next(iter(self._records.query(
+                keys.tenant_pk(tenant_id), self._records.sk.startswith(keys.SCORE_MODEL_PREFIX),
+                scan_index_forward=False, limit=1, consistent_read=True)), None)
+        if newest is not None:
+            model = ScoreModel.from_dict(plain(newest.model))
         else:
             model = default_model(tuple(self._key_features(tenant_id)))
         self._cache[tenant_id] = (time.monotonic(), model)
         return model
 
     def _key_features(self, tenant_id: str) -> list[str]:
-        resp = self._client.get_item(TableName=self._table,
-                                     Key={"pk": {"S": keys.tenant_pk(tenant_id)}, "sk": {"S": keys.SETTINGS_SK}})
-        item = from_ddb(resp.get("Item") or {})
-        return [str(x) for x in item.get("key_features") or []]
+        try:
+            with botocore_errors():
+                settings = self._settings.get(keys.tenant_pk(tenant_id), keys.SETTINGS_SK)
+        except DoesNotExist:
+            return []
+        return [str(x) for x in settings.key_features or []]
 
     def put(self, tenant_id: str, data: dict[str, Any]) -> ScoreModel:
         """Validate ``data`` and store it as the next version. Raises ValueError naming the field."""
@@ -104,14 +115,14 @@ class ScoreModelStore:
             model = ScoreModel.from_dict({**data, "version": version})
             if model.cooldown_hours > MAX_COOLDOWN_HOURS:
                 raise ValueError(f"cooldown_hours must be at most {MAX_COOLDOWN_HOURS} (a year)")
+            record = self._records(keys.tenant_pk(tenant_id), keys.score_model_sk(version), model=model.to_dict())
             try:
-                self._client.put_item(
-                    TableName=self._table,
-                    Item=to_ddb({"pk": keys.tenant_pk(tenant_id), "sk": keys.score_model_sk(version),
-                                 "model": model.to_dict()}),
-                    ConditionExpression="attribute_not_exists(pk)")
-                self._cache[tenant_id] = (time.monotonic(), model)
-                return model
-            except self._client.exceptions.ConditionalCheckFailedException:
-                pass
+                with botocore_errors():
+                    record.save(condition=self._records.pk.does_not_exist())
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
+                continue  # another writer took this version: read the newest again
+            self._cache[tenant_id] = (time.monotonic(), model)
+            return model
         raise RuntimeError("could not store score model: too many concurrent updates")

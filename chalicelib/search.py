@@ -37,6 +37,7 @@ __all__ = [
     "SearchItem",
     "SqliteSearchIndex",
     "get_indexer",
+    "drop_index",
     "get_search",
     "reset_indexers",
 ]
@@ -107,3 +108,21 @@ def reset_indexers() -> None:
     get_indexer.cache_clear()
     while _opened:
         _opened.pop().close()
+
+
+def drop_index(version: int) -> None:
+    """Delete the search index of a projection version (after its view table is retired).
+
+    OpenSearch: the index ``<table_prefix>search-v<N>`` (refused while the read alias targets it);
+    locally: the SQLite file. A cached indexer of any version is closed first (``lru_cache`` cannot
+    forget one entry; the others reopen lazily), so no handle keeps writing to a deleted index.
+    """
+    s = get_settings()
+    if _opened:
+        reset_indexers()
+    if s.opensearch_url:
+        OpenSearchIndex(build_client(s.opensearch_url, s.region), version, s.table_prefix).drop()
+        return
+    path = s.data_dir / f"search-v{int(version)}.sqlite"
+    if path.exists():
+        SqliteSearchIndex(path).drop()

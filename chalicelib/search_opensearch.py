@@ -226,6 +226,13 @@ class OpenSearchIndex:
         self.client.delete_by_query(index=self.index_name, body={"query": {"term": {"tenant_id": tenant_id}}},
                                     refresh=True, conflicts="proceed")
 
+    def drop(self) -> None:
+        """Delete this version's index (a retired projection version); never the one the read alias targets."""
+        if self.index_name in self._current_targets():
+            raise RuntimeError(f"{self.index_name} is the target of {self.alias}: promote another version first")
+        self.client.indices.delete(index=self.index_name, ignore_unavailable=True)
+        self._ready = False
+
     def close(self) -> None:
         """Close the client's connections."""
         close = getattr(self.client, "close", None)

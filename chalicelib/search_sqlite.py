@@ -218,6 +218,13 @@ class SqliteSearchIndex:
                 raise
             conn.execute("COMMIT")
 
+    def drop(self) -> None:
+        """Close and delete the database file and its WAL (a retired projection version's index)."""
+        self.close()
+        if self.path != ":memory:":
+            for suffix in ("", "-wal", "-shm"):
+                Path(self.path + suffix).unlink(missing_ok=True)
+
     def close(self) -> None:
         """Close the connection (idempotent)."""
         with self._lock:

@@ -14,10 +14,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from pynamodb.exceptions import DoesNotExist
+from pynamodb.transactions import TransactWrite
 
 from chalicelib import keys
-from chalicelib.db import items
+from chalicelib.records import (
+    SecretRecord,
+    TenantDirectoryRecord,
+    TenantRecord,
+    TenantSettingsRecord,
+    bind,
+    botocore_errors,
+    connection,
+)
 
 __all__ = ["Tenant", "TenantStore", "hash_secret", "SecretKind"]
 
@@ -35,17 +44,24 @@ class Tenant:
 
 
 class TenantStore:
-    """Tenant records and secret look-ups in the control table."""
+    """Tenant records and secret look-ups in the control table (PynamoDB models of :mod:`chalicelib.records`)."""
 
     #: Seconds a resolved secret is cached (per process). A revoked secret keeps working at most this
     #: long in a process that resolved it just before (each API process / Lambda container has its own
     #: cache); one control-table read per secret per process per 5 s is the price.
     RESOLVE_TTL = 5.0
 
+    #: The settings a tenant has (:class:`~chalicelib.records.TenantSettingsRecord`'s attributes).
+    SETTINGS = ("webhook_url", "key_features")
+
     def __init__(self, client: Any, table: str) -> None:
         self._client = client
         self._table = table
         self._resolved: dict[tuple[str, str], tuple[float, str | None]] = {}
+        self._tenant = bind(TenantRecord, table, client)
+        self._directory = bind(TenantDirectoryRecord, table, client)
+        self._secret = bind(SecretRecord, table, client)
+        self._settings = bind(TenantSettingsRecord, table, client)
 
     def create(self, name: str) -> dict[str, str]:
         """Create a tenant; returns ``{"tenant_id", "write_key", "api_token"}`` (shown once)."""
@@ -55,20 +71,15 @@ class TenantStore:
         write_key = "wk_" + secrets.token_urlsafe(32)
         api_token = "at_" + secrets.token_urlsafe(32)
         now = datetime.now(UTC).isoformat()
-        items = [
-            {"pk": keys.tenant_pk(tenant_id), "sk": keys.TENANT_META, "tenant_id": tenant_id, "name": name,
-             "created_at": now},
-            {"pk": keys.TENANTS_PK, "sk": tenant_id, "name": name, "created_at": now},
-            {"pk": keys.secret_pk(hash_secret(write_key)), "sk": keys.SECRET_SK, "tenant_id": tenant_id,
-             "kind": "write"},
-            {"pk": keys.secret_pk(hash_secret(api_token)), "sk": keys.SECRET_SK, "tenant_id": tenant_id,
-             "kind": "read"},
+        records = [
+            self._tenant(keys.tenant_pk(tenant_id), keys.TENANT_META, tenant_id=tenant_id, name=name, created_at=now),
+            self._directory(keys.TENANTS_PK, tenant_id, name=name, created_at=now),
+            self._secret(keys.secret_pk(hash_secret(write_key)), keys.SECRET_SK, tenant_id=tenant_id, kind="write"),
+            self._secret(keys.secret_pk(hash_secret(api_token)), keys.SECRET_SK, tenant_id=tenant_id, kind="read"),
         ]
-        self._client.transact_write_items(TransactItems=[
-            {"Put": {"TableName": self._table, "Item": _marshal(item),
-                     "ConditionExpression": "attribute_not_exists(pk)"}}
-            for item in items
-        ])
+        with botocore_errors(), TransactWrite(connection=connection(self._client)) as tx:
+            for record in records:
+                tx.save(record, condition=type(record).pk.does_not_exist())
         return {"tenant_id": tenant_id, "write_key": write_key, "api_token": api_token}
 
     def resolve(self, secret: str, kind: SecretKind) -> str | None:
@@ -93,56 +104,54 @@ class TenantStore:
         if not secret or len(secret) > 512:
             return None
         digest = hash_secret(secret)
-        resp = self._client.delete_item(
-            TableName=self._table, Key={"pk": {"S": keys.secret_pk(digest)}, "sk": {"S": keys.SECRET_SK}},
-            ReturnValues="ALL_OLD")
-        old = resp.get("Attributes")
+        # One DeleteItem with ReturnValues=ALL_OLD through the model's table connection (Model.delete does not
+        # return the old item): two concurrent revokes of one secret report it revoked once.
+        with botocore_errors():
+            resp = self._secret._get_connection().delete_item(keys.secret_pk(digest), range_key=keys.SECRET_SK,
+                                                              return_values="ALL_OLD")
         for kind in ("write", "read"):
             self._resolved.pop((digest, kind), None)
+        old = resp.get("Attributes")
         if not old:
             return None
-        return {"tenant_id": old["tenant_id"]["S"], "kind": old["kind"]["S"]}
+        record = self._secret.from_raw_data(old)
+        return {"tenant_id": record.tenant_id, "kind": record.kind}
 
     def _lookup(self, secret: str, kind: SecretKind) -> str | None:
-        resp = self._client.get_item(
-            TableName=self._table,
-            Key={"pk": {"S": keys.secret_pk(hash_secret(secret))}, "sk": {"S": keys.SECRET_SK}},
-        )
-        item = resp.get("Item")
-        if not item or item["kind"]["S"] != kind:
+        record = self._get(self._secret, keys.secret_pk(hash_secret(secret)), keys.SECRET_SK)
+        if record is None or record.kind != kind:
             return None
-        return item["tenant_id"]["S"]
+        return record.tenant_id
+
+    @staticmethod
+    def _get(model: Any, pk: str, sk: str) -> Any:
+        try:
+            with botocore_errors():
+                return model.get(pk, sk)
+        except DoesNotExist:
+            return None
 
     def get(self, tenant_id: str) -> Tenant | None:
-        resp = self._client.get_item(TableName=self._table,
-                                     Key={"pk": {"S": keys.tenant_pk(tenant_id)}, "sk": {"S": keys.TENANT_META}})
-        item = resp.get("Item")
-        return Tenant(tenant_id, item["name"]["S"]) if item else None
+        record = self._get(self._tenant, keys.tenant_pk(tenant_id), keys.TENANT_META)
+        return Tenant(tenant_id, record.name) if record else None
 
     def list(self) -> list[Tenant]:
-
-        found = items(self._client, "query", TableName=self._table, KeyConditionExpression="pk = :p",
-                      ExpressionAttributeValues={":p": {"S": keys.TENANTS_PK}})
-        return [Tenant(i["sk"]["S"], i["name"]["S"]) for i in found]
+        with botocore_errors():
+            return [Tenant(r.sk, r.name) for r in self._directory.query(keys.TENANTS_PK)]
 
     def get_settings(self, tenant_id: str) -> dict[str, Any]:
-        resp = self._client.get_item(TableName=self._table,
-                                     Key={"pk": {"S": keys.tenant_pk(tenant_id)}, "sk": {"S": keys.SETTINGS_SK}})
-        item = resp.get("Item")
-        return _unmarshal(item) if item else {}
+        """The tenant's settings (only those set): ``{"webhook_url"?, "key_features"?}``."""
+        record = self._get(self._settings, keys.tenant_pk(tenant_id), keys.SETTINGS_SK)
+        if record is None:
+            return {}
+        values = {name: getattr(record, name) for name in self.SETTINGS}
+        return {name: value for name, value in values.items() if value is not None}
 
     def put_settings(self, tenant_id: str, settings: dict[str, Any]) -> None:
-        item = {"pk": keys.tenant_pk(tenant_id), "sk": keys.SETTINGS_SK, **settings}
-        self._client.put_item(TableName=self._table, Item=_marshal(item))
-
-
-def _marshal(item: dict[str, Any]) -> dict[str, Any]:
-
-    ser = TypeSerializer()
-    return {k: ser.serialize(v) for k, v in item.items()}
-
-
-def _unmarshal(item: dict[str, Any]) -> dict[str, Any]:
-
-    de = TypeDeserializer()
-    return {k: de.deserialize(v) for k, v in item.items() if k not in ("pk", "sk")}
+        """Replace the tenant's settings. Raises ValueError for a setting that does not exist."""
+        unknown = sorted(set(settings) - set(self.SETTINGS))
+        if unknown:
+            raise ValueError(f"unknown tenant setting(s) {', '.join(unknown)}; known: {', '.join(self.SETTINGS)}")
+        record = self._settings(keys.tenant_pk(tenant_id), keys.SETTINGS_SK, **settings)
+        with botocore_errors():
+            record.save()

@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import boto3
@@ -19,6 +20,7 @@ from botocore.exceptions import ClientError
 from cfn.generate import STREAM_FAILURES_SUFFIX
 from chalicelib import db, services, tables
 from chalicelib.log import logger
+from chalicelib.registry import DEFAULT_GRACE, ProjectionRegistry, RegistryError
 from chalicelib.settings import get_settings, reset_settings
 from chalicelib.versions import active_view_version
 from streams import replay, rotation
@@ -35,7 +37,7 @@ from streams.aws_dlq import (
 from streams.backend import MappingBackend, SwapFailed, SwapReport, swap_verified
 from streams.dlq import redrive
 from streams.local_backend import LocalMappingBackend
-from streams.mapping import Mapping, split_function
+from streams.mapping import Mapping, split_function, table_name_of
 from streams.rescore import rescore_all, settle_all
 from streams.status import aws_status_report, status_report
 from streams.store import ControlStore
@@ -451,6 +453,64 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def live_positions(store: ControlStore) -> dict[str, str]:
+    """The local mappings' shard checkpoints, ``{"<day table>/<shard id>": sequence number}``: how far the live
+    projector has folded the streams into the serving version (Lambda exposes no checkpoints on AWS)."""
+    out: dict[str, str] = {}
+    for m in store.list_mappings():
+        for c in store.checkpoints(m.uuid):
+            if c.sequence_number:
+                out[f"{table_name_of(c.stream_arn)}/{c.shard_id}"] = c.sequence_number
+    return out
+
+
+def cmd_projection(args: argparse.Namespace) -> int:
+    """``streamfold projection list | retire N [--grace-hours H] | sweep``."""
+    with storage():
+        client, s = db.get_client(), get_settings()
+        registry = ProjectionRegistry(client, s.table_prefix)
+        if args.projection_cmd == "list":
+            serving = registry.serving()
+            if not on_aws(args):
+                registry.record_built_through(serving, live_positions(ControlStore(client, s.control_table)))
+            for v in registry.list():
+                if v.table_exists and not v.dropped_at:
+                    registry.count(v.version, exact=args.exact)
+            for v in registry.list():
+                print(json.dumps(v.to_dict()))
+            return 0
+        if args.projection_cmd == "retire":
+            try:
+                retired = registry.retire(args.version, timedelta(hours=args.grace_hours))
+            except RegistryError as exc:
+                _err(f"error: {exc}")
+                return 2
+            print(json.dumps(retired.to_dict()))
+            return 0
+        print(json.dumps({"dropped": registry.sweep()}))
+    return 0
+
+
+def _register_projection(subparsers: Any) -> None:
+    """``projection list | retire | sweep`` (the registry of view versions, :mod:`chalicelib.registry`)."""
+    pj = subparsers.add_parser("projection", help="view versions: list, retire, sweep (the projection registry)")
+    psub = pj.add_subparsers(dest="projection_cmd", required=True)
+    pl = psub.add_parser("list", help="one JSON line per view version: state, code version, item count, position")
+    pl.add_argument("--exact", action="store_true",
+                    help="count items with a Select=COUNT scan (reads every table) instead of DescribeTable's "
+                         "ItemCount (free; refreshed by DynamoDB about every 6 hours)")
+    _add_target(pl)
+    pr = psub.add_parser("retire", help="retire a view version: `sweep` deletes its table and search index after "
+                                        "the grace period (the serving version is refused)")
+    pr.add_argument("version", type=int)
+    default_hours = DEFAULT_GRACE.total_seconds() / 3600
+    pr.add_argument("--grace-hours", type=float, default=default_hours,
+                    help=f"hours before a sweep may delete it (default {default_hours:g}); promoting it again "
+                         "before then un-retires it")
+    psub.add_parser("sweep", help="delete the table and search index of every retired version past its grace")
+    pj.set_defaults(func=cmd_projection)
+
+
 def _add_target(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--aws", action="store_true",
@@ -546,6 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     _register_streams(sub)
+    _register_projection(sub)
     bench.register(sub)
     sub.add_parser("guard", add_help=False,
                    help="refuse template changes that would reset a stream position (OLD NEW | --change-set FILE)")
