@@ -33,6 +33,7 @@ from chalicelib import db, keys, tables
 from chalicelib.chunks import unpack_chunk
 from chalicelib.db import items
 from chalicelib.log import logger
+from chalicelib.registry import ProjectionRegistry
 from chalicelib.scoremodels import ScoreModelStore
 from chalicelib.settings import get_settings
 from chalicelib.versions import TTL_SECONDS, active_view_version, set_active_view_version
@@ -40,7 +41,7 @@ from chalicelib.views import ViewStore, decode_body, from_ddb
 from projections.events import Event
 from streams import partition
 from streams.buffered import DEFAULT_MAX_ITEMS, BufferedViewStore
-from streams.writer import ViewWriter, same_but_recency
+from streams.writer import FOLD_CODE, ViewWriter, same_but_recency
 
 __all__ = ["ReplayStats", "Comparison", "iter_chunks", "iter_events", "rebuild", "compare", "promote",
            "IGNORED_ATTRIBUTES"]
@@ -201,6 +202,8 @@ def rebuild(client: Any, prefix: str, version: int, *, now: datetime | None = No
     done once the table has it; a partition cut short is folded again, its counters skipping what they
     hold by their rings, its claim pages written last). ``progress``: bars with rate and ETA on stderr."""
     table = tables.ensure_view_table(client, prefix, version)
+    # The registry names the fold code building this version (`streamfold projection list`).
+    ProjectionRegistry(client, prefix).register_building(version, FOLD_CODE)
     exclusive = (version != active_view_version(client, keys.control_table_name(prefix), cached=False)
                  if buffered is None else buffered)
     if exclusive and (partitioned if partitioned is not None else batch_events is None):
