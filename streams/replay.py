@@ -56,8 +56,9 @@ decoded state of every account it touches (its days and timelines: tens of KB ea
 written, so this, not the event count, bounds a rebuild's working set when events are spread over many
 accounts (batches of 10,000 events over 10,000 accounts peaked near 600 MB at 1,000,000 events)."""
 
-PARTITION_EVENTS = 50_000
-"""Events per partition of a partitioned rebuild (≈ 1.5 KB of Python objects each while it is folded)."""
+PARTITION_EVENTS = 25_000
+"""Events per partition of a partitioned rebuild (≈ 1.5 KB of Python objects each while it is folded; 50,000
+per partition peaked at 636 MB RSS at 1,000,000 events)."""
 
 PARTITION_ENTITIES = 2_000
 """Ids (accounts, users, anonymous ids) per partition: each account's decoded state is tens of KB."""
