@@ -36,7 +36,7 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 from pynamodb.exceptions import DoesNotExist
 
-from chalicelib import db, keys, search, versions
+from chalicelib import db, keys, search, tables, versions
 from chalicelib.records import ViewVersionRecord, bind, botocore_errors, plain
 
 __all__ = ["DEFAULT_GRACE", "ProjectionRegistry", "RegistryError", "State", "ViewVersion"]
@@ -120,10 +120,7 @@ class ProjectionRegistry:
         return found
 
     def _describe(self, table: str) -> dict[str, Any] | None:
-        try:
-            return dict(self._client.describe_table(TableName=table)["Table"])
-        except self._client.exceptions.ResourceNotFoundException:
-            return None
+        return tables.describe(self._client, table)
 
     def fold_code(self, version: int) -> str | None:
         """The fold code a view table records having been written with (``+``-joined if several), or ``None``."""

@@ -171,3 +171,15 @@ def list_event_tables(client: Any, prefix: str) -> list[tuple[date, str]]:
 
     days = ((keys.events_table_day(prefix, name), name) for name in table_names(client))
     return sorted((day, name) for day, name in days if day is not None)
+
+
+def describe(client: Any, table: str) -> dict[str, Any] | None:
+    """``DescribeTable``'s ``Table``, or ``None`` when the table does not exist."""
+    try:
+        return dict(client.describe_table(TableName=table)["Table"])
+    except client.exceptions.ResourceNotFoundException:
+        return None
+
+
+def exists(client: Any, table: str) -> bool:
+    return describe(client, table) is not None

@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from pynamodb.exceptions import DoesNotExist
 from pynamodb.transactions import TransactWrite
 
-from chalicelib import keys
+from chalicelib import keys, tables
 from chalicelib.records import ActiveViewRecord, ViewVersionRecord, bind, botocore_errors, connection
 from projections import account
 
@@ -53,19 +53,11 @@ def active_view_version(client: Any, control_table: str, *, cached: bool = True)
         # Never promoted: a stack that holds a version 1 view keeps serving it until
         # `streamfold replay view --version 2 --promote`; a new stack starts at this code's version.
         prefix = control_table[: -len(keys.control_table_name(""))]
-        version = DEFAULT_VIEW_VERSION if _exists(client, keys.view_table_name(prefix, DEFAULT_VIEW_VERSION)) \
+        version = DEFAULT_VIEW_VERSION if tables.exists(client, keys.view_table_name(prefix, DEFAULT_VIEW_VERSION)) \
             else VIEW_VERSION
     with _lock:
         _cache[control_table] = (time.monotonic(), version)
     return version
-
-
-def _exists(client: Any, table: str) -> bool:
-    try:
-        client.describe_table(TableName=table)
-    except client.exceptions.ResourceNotFoundException:
-        return False
-    return True
 
 
 def set_active_view_version(client: Any, control_table: str, version: int, *, attempts: int = 5) -> None:

@@ -25,14 +25,6 @@ def _states(reg: ProjectionRegistry) -> dict[int, str]:
     return {v.version: v.state for v in reg.list()}
 
 
-def _exists(ddb: Any, table: str) -> bool:
-    try:
-        ddb.describe_table(TableName=table)
-    except ddb.exceptions.ResourceNotFoundException:
-        return False
-    return True
-
-
 def _stored_serving(ddb: Any, prefix: str) -> list[int]:
     items = ddb.query(TableName=keys.control_table_name(prefix), KeyConditionExpression="pk = :p",
                       ExpressionAttributeValues={":p": {"S": keys.VIEWS_PK}}, ConsistentRead=True)["Items"]
@@ -107,9 +99,9 @@ def test_retire_refuses_the_serving_version_and_sweep_waits_for_the_grace(prefix
     assert (retired.state, retired.retire_after) == ("retired", (at + timedelta(hours=2)).isoformat())
 
     assert reg.sweep(at + timedelta(hours=1)) == []
-    assert _exists(ddb, keys.view_table_name(prefix, old))
+    assert tables.exists(ddb, keys.view_table_name(prefix, old))
     assert reg.sweep(at + timedelta(hours=2)) == [old]
-    assert not _exists(ddb, keys.view_table_name(prefix, old))
+    assert not tables.exists(ddb, keys.view_table_name(prefix, old))
     assert not index_file.exists()
     gone = reg.get(old)
     assert gone is not None
@@ -131,7 +123,7 @@ def test_promoting_a_retired_version_before_the_sweep_un_retires_it(prefix: str,
     back = reg.get(old)
     assert back is not None and (back.state, back.retire_after) == ("serving", None)
     assert reg.sweep(datetime.now(UTC) + DEFAULT_GRACE * 2) == []
-    assert _exists(ddb, keys.view_table_name(prefix, old))
+    assert tables.exists(ddb, keys.view_table_name(prefix, old))
 
 
 def test_built_through_and_counts(prefix: str, ddb: Any) -> None:
@@ -175,7 +167,7 @@ def test_projection_cli(ddb_endpoint: str, prefix: str, ddb: Any, tmp_path: Path
     swept = run_cli("projection", "sweep", env=env)
     assert swept.returncode == 0, swept.stderr
     assert json.loads(swept.stdout) == {"dropped": [new]}
-    assert not _exists(ddb, keys.view_table_name(prefix, new))
+    assert not tables.exists(ddb, keys.view_table_name(prefix, new))
 
     helped = run_cli("projection", "retire", "--help", env=env)
     assert "default 72" in helped.stdout
