@@ -112,7 +112,11 @@ class ViewVersionRecord(ControlRecord):
     ``state`` is ``serving`` (exactly one; mirrors :class:`ActiveViewRecord`), ``building`` (being
     rebuilt, or demoted and kept for a rollback) or ``retired`` (its table and search index are deleted
     by a sweep once ``retire_after`` has passed; ``dropped_at`` says when that happened).
-    ``built_through`` maps ``<stream table>/<shard id>`` to the last sequence number folded in.
+    ``built_through`` maps a day table's stream ARN to the newest sequence number folded in (per stream:
+    the shards of one stream are not ordered among themselves; it says how far, not what is missing).
+    ``phase`` (building versions): ``replaying`` while a rebuild folds the day tables (the live projector
+    records the stream positions it handles, for the catch-up) and ``current`` once the catch-up is done (the
+    live projector writes it, with its own fold code, beside the serving version); absent: not live-written.
     """
 
     version = NumberAttribute()
@@ -123,6 +127,8 @@ class ViewVersionRecord(ControlRecord):
     retire_after = UnicodeAttribute(null=True)
     dropped_at = UnicodeAttribute(null=True)
     built_through: MapAttribute[str, Any] = MapAttribute(default=dict)
+    phase = UnicodeAttribute(null=True)
+    caught_up_to = UnicodeAttribute(null=True)
     item_count = NumberAttribute(null=True)
     counted_at = UnicodeAttribute(null=True)
 

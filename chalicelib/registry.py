@@ -21,9 +21,16 @@ them anyway (the active one ``serving``, the others ``building``; created at the
 version from the table's ``META``/``FOLD_CODE`` item), and any write to one (``retire``, a count) creates its
 record.
 
-A demoted version is ``building``: a rollback is promoting it again, until it is retired. The live projector
-writes the active version only, so a demoted version falls behind from its demotion on; ``streamfold replay
-view --version N --promote`` catches it up when it is promoted again.
+A version is a (fold code, table) pair: ``code_version`` names the fold that writes it
+(:func:`projections.folds.fold_for`). The live projector writes every version that is serving or building
+in phase ``current``, each with its own fold (:func:`chalicelib.versions.live_versions`)::
+
+    register_building(v, code, phase="replaying") ──► the projector records the stream positions it handles
+                     │                                 (``streams.catchup``) while the rebuild folds the day tables
+    set_phase(v, "current")  ◄── the catch-up folded what was recorded: the projector writes v from now on
+
+A demoted version is ``building`` in phase ``current``: the projector keeps it current, so a rollback is
+promoting it again, with nothing to catch up, until it is retired (a retired version is written by no one).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 from pynamodb.exceptions import DoesNotExist
+from pynamodb.expressions.update import Action
 
 from chalicelib import db, keys, search, tables, versions
 from chalicelib.records import ViewVersionRecord, bind, botocore_errors, plain
@@ -65,6 +73,7 @@ class ViewVersion:
     retire_after: str | None = None
     dropped_at: str | None = None
     built_through: dict[str, str] = field(default_factory=dict)
+    phase: str | None = None
     item_count: int | None = None
     counted_at: str | None = None
     table: str | None = None
@@ -161,6 +170,7 @@ class ProjectionRegistry:
                 version=version, code_version=r.code_version, state=state, created_at=r.created_at,
                 state_changed_at=r.state_changed_at, retire_after=r.retire_after, dropped_at=r.dropped_at,
                 built_through=_positions(r.built_through),
+                phase="serving" if state == "serving" else (r.phase if state == "building" else None),
                 item_count=None if r.item_count is None else int(r.item_count), counted_at=r.counted_at,
                 table=table, table_exists=version in tables))
         return out
@@ -187,18 +197,48 @@ class ProjectionRegistry:
         with botocore_errors():
             r(keys.VIEWS_PK, keys.view_version_sk(version)).update(actions=[*base, *actions], condition=condition)
 
-    def register_building(self, version: int, code: str) -> None:
-        """Record that ``version`` is being built by fold code ``code`` (a digest, e.g. ``streams.writer.FOLD_CODE``).
+    def register_building(self, version: int, code: str, *, phase: str | None = None) -> None:
+        """Record that ``version`` is being built by fold code ``code`` (``projections.folds.Fold.code``).
 
         A retired or swept version becomes ``building`` again (its table is being rebuilt); the serving version
-        keeps serving and only records the code.
+        keeps serving and only records the code. ``phase``: ``replaying`` (the live projector records the stream
+        positions it handles for this version's catch-up) or ``current`` (it writes the version); ``None``
+        keeps the version's phase (a version with none is not live-written).
         """
         r = self._records
         if version == self.serving():
             self._upsert(version, [r.code_version.set(code)])
             return
-        self._upsert(version, [r.code_version.set(code), r.retire_after.remove(), r.dropped_at.remove()],
-                     state="building")
+        actions = [r.code_version.set(code), r.retire_after.remove(), r.dropped_at.remove()]
+        if phase is not None:
+            actions += [r.phase.set(phase), r.caught_up_to.remove()] if phase == "replaying" else [r.phase.set(phase)]
+        self._upsert(version, actions, state="building")
+        versions.forget()
+
+    def phase(self, version: int) -> tuple[str | None, str | None]:
+        """``(phase, caught_up_to)`` of a version's record (``(None, None)`` without one)."""
+        r = self._record(version)
+        return (None, None) if r is None else (r.phase, r.caught_up_to)
+
+    def set_phase(self, version: int, phase: str, *, caught_up_to: str | None = None,
+                  positions: Mapping[str, str] | None = None) -> None:
+        """Move a building version to ``phase`` (``replaying`` | ``current``), recording how far its catch-up
+        has applied the recorded positions (``caught_up_to``) and the stream positions folded (``positions``).
+        Refused unless the version is building (a promotion or retirement in between wins)."""
+        r = self._records
+        actions: list[Action] = [r.phase.set(phase)]
+        if caught_up_to is not None:
+            actions.append(r.caught_up_to.set(caught_up_to))
+        if positions:
+            actions.append(r.built_through.set({str(k): str(v) for k, v in positions.items()}))
+        try:
+            with botocore_errors():
+                r(keys.VIEWS_PK, keys.view_version_sk(version)).update(actions=actions, condition=r.state == "building")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise RegistryError(f"view version {version} is not building: phase not set") from exc
+            raise
+        versions.forget()
 
     def mark_serving(self, version: int) -> None:
         """Make ``version`` the serving one (the active-version record the API and projectors read); the previously
@@ -225,7 +265,7 @@ class ProjectionRegistry:
         at = now or datetime.now(UTC)
         try:
             # The condition guards the race with a promotion that made it serving after the check above.
-            self._upsert(version, [r.retire_after.set(_iso(at + grace))], state="retired",
+            self._upsert(version, [r.retire_after.set(_iso(at + grace)), r.phase.remove()], state="retired",
                          condition=r.state.does_not_exist() | (r.state != "serving"), now=at)
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":

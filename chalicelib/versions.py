@@ -3,7 +3,8 @@
 Stored in the control table (:class:`~chalicelib.records.ActiveViewRecord`, ``CONFIG`` / ``ACTIVE_VIEW``)
 so a ``streamfold replay --promote`` switches every process (each caches the answer for a few seconds).
 Setting it also marks the version ``serving`` in the projection registry (:mod:`chalicelib.registry`) and
-the one it replaces ``building``, in the same transaction: whoever promotes (the replay, the registry, the
+the one it replaces ``building`` (phase ``current``: the live projector keeps writing it, so promoting it back
+is a rollback with nothing to catch up), in the same transaction: whoever promotes (the replay, the registry, the
 benchmark), the two never disagree.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 from pynamodb.exceptions import DoesNotExist
@@ -22,8 +23,12 @@ from chalicelib import keys, tables
 from chalicelib.records import ActiveViewRecord, ViewVersionRecord, bind, botocore_errors, connection
 from projections import account
 
-__all__ = ["DEFAULT_VIEW_VERSION", "VIEW_VERSION", "active_view_version", "forget", "set_active_view_version",
-           "stored_active_view_version"]
+__all__ = ["DEFAULT_VIEW_VERSION", "VIEW_VERSION", "Phase", "active_view_version", "forget", "live_versions",
+           "set_active_view_version", "stored_active_view_version"]
+
+Phase = Literal["serving", "current", "replaying"]
+"""How the live projector treats a version: ``serving`` and ``current`` (a building version caught up) it writes,
+each with its own fold code; ``replaying`` (a rebuild running) it records the stream positions of."""
 
 DEFAULT_VIEW_VERSION = 1
 # The view version this code writes and reads by default: the account fold's version.
@@ -31,6 +36,7 @@ VIEW_VERSION = account.VERSION
 TTL_SECONDS = 5.0
 _lock = threading.Lock()
 _cache: dict[str, tuple[float, int]] = {}
+_live_cache: dict[str, tuple[float, dict[int, Phase]]] = {}
 
 
 def stored_active_view_version(client: Any, control_table: str) -> int | None:
@@ -79,12 +85,13 @@ def set_active_view_version(client: Any, control_table: str, version: int, *, at
             with botocore_errors(), TransactWrite(connection=connection(client)) as tx:
                 tx.save(record, condition=condition)
                 tx.update(registry(keys.VIEWS_PK, keys.view_version_sk(version)), actions=[
-                    registry.version.set(version), registry.state.set("serving"), registry.state_changed_at.set(iso),
+                    registry.version.set(version), registry.state.set("serving"), registry.phase.remove(),
+                    registry.state_changed_at.set(iso),
                     registry.created_at.set(registry.created_at | iso), registry.retire_after.remove(),
                     registry.dropped_at.remove()])
                 if previous != version:
                     tx.update(registry(keys.VIEWS_PK, keys.view_version_sk(previous)), actions=[
-                        registry.version.set(previous), registry.state.set("building"),
+                        registry.version.set(previous), registry.state.set("building"), registry.phase.set("current"),
                         registry.state_changed_at.set(iso), registry.created_at.set(registry.created_at | iso)])
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "TransactionCanceledException" or attempt == attempts - 1:
@@ -92,9 +99,35 @@ def set_active_view_version(client: Any, control_table: str, version: int, *, at
             continue  # another promotion won the race: read the active version again
         with _lock:
             _cache[control_table] = (time.monotonic(), version)
+            _live_cache.pop(control_table, None)
         return
+
+
+def live_versions(client: Any, control_table: str, *, cached: bool = True) -> dict[int, Phase]:
+    """The versions the live projector handles, serving first: ``{version: phase}``.
+
+    The serving version (:func:`active_view_version`), and every registry record in state ``building`` with a
+    ``phase`` (``current`` or ``replaying``). Cached for :data:`TTL_SECONDS` like the active version: a phase
+    change reaches every projector within that time (a rebuild waits that long before it scans).
+    """
+    with _lock:
+        hit = _live_cache.get(control_table)
+    if cached and hit is not None and time.monotonic() - hit[0] < TTL_SECONDS:
+        return dict(hit[1])
+    serving = active_view_version(client, control_table, cached=cached)
+    found: dict[int, Phase] = {serving: "serving"}
+    registry = bind(ViewVersionRecord, control_table, client)
+    with botocore_errors():
+        for r in registry.query(keys.VIEWS_PK, consistent_read=True):
+            version = int(r.version)
+            if version != serving and r.state == "building" and r.phase in ("current", "replaying"):
+                found[version] = r.phase  # type: ignore[assignment]
+    with _lock:
+        _live_cache[control_table] = (time.monotonic(), found)
+    return dict(found)
 
 
 def forget() -> None:
     with _lock:
         _cache.clear()
+        _live_cache.clear()

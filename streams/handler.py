@@ -31,9 +31,10 @@ from chalicelib.log import logger, metrics
 from chalicelib.scoremodels import ScoreModelStore
 from chalicelib.search import get_indexer
 from chalicelib.settings import get_settings
-from chalicelib.versions import active_view_version
+from chalicelib.versions import active_view_version, live_versions
 from chalicelib.views import ViewStore
 from projections.events import Event
+from streams import catchup
 from streams.alerts import Outbox
 from streams.writer import ViewWriter, WriteReport
 
@@ -140,13 +141,42 @@ def handle_batch(records: list[dict[str, Any]], context: Any = None, *, writer: 
     except BatchProcessingError:
         # Every record failed (Powertools raises): still fold the good events of partly poisoned chunks.
         if collected:
-            (writer or get_writer()).record(None, now or datetime.now(UTC), chunks=collected)
+            _fold(records, collected, writer, now or datetime.now(UTC))
         raise
-    report = (writer or get_writer()).record(None, now or datetime.now(UTC), chunks=collected)
+    report = _fold(records, collected, writer, now or datetime.now(UTC))
     response: dict[str, Any] = dict(processor.response())
     if response.get("batchItemFailures"):
         logger.warning("poison records in batch", extra={"failures": response["batchItemFailures"]})
     return response, report
+
+
+def _fold(records: list[dict[str, Any]], collected: dict[str, list[tuple[str, list[Event]]]],
+          writer: ViewWriter | None, now: datetime) -> WriteReport:
+    """Fold a batch into every live version, each with its own fold code (``writer``: that one alone).
+
+    The serving version and every building version in phase ``current`` are written; a version whose rebuild
+    is running (``replaying``) gets the batch's stream positions recorded for its catch-up
+    (:mod:`streams.catchup`). The report is the serving version's, with every version's writes added."""
+    if writer is not None:
+        return writer.record(None, now, chunks=collected)
+    s = get_settings()
+    client = get_client()
+    report: WriteReport | None = None
+    extra_units, extra_writes = 0.0, 0
+    for version, phase in live_versions(client, s.control_table).items():
+        if phase == "replaying":
+            catchup.record_positions(client, s.table_prefix, version, records)
+            continue
+        r = get_writer(version).record(None, now, chunks=collected)
+        if phase == "serving":
+            report = r
+        else:
+            extra_units += r.write_units
+            extra_writes += r.writes
+    assert report is not None  # live_versions always names the serving version
+    report.write_units += extra_units
+    report.writes += extra_writes
+    return report
 
 
 _METRICS_LOCK = threading.Lock()

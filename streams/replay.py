@@ -1,12 +1,13 @@
 """Replay: rebuild a view version from the day tables, compare it with another, promote it.
 
-After a projection (schema) change, ``streamfold replay view --version 2`` folds every stored
-event again into ``<prefix>view-v2`` with the same projector code the live path uses (no alerts
-are raised by a replay). ``--compare`` diffs two versions item by item (time-dependent score
-fields aside), which is also how invariant 4 is checked: the live view equals the view rebuilt
-from the day tables. ``--promote`` makes the version active for the API and the projector, then
-replays the newest day tables once more to catch up with what arrived during the rebuild
-(folds are idempotent, so replaying an event twice changes nothing).
+After a projection (schema) change, ``streamfold replay view --version 3`` (:func:`build`) folds every
+stored event again into ``<prefix>view-v3`` with that version's fold code (no alerts are raised by a
+replay), beside the serving version, which the live projector goes on writing with its own; then it
+rebuilds the version's search index, catches up from the stream positions the live projector recorded
+meanwhile (:mod:`streams.catchup`) and leaves the version ``current``: written by the live projector too.
+``--compare`` diffs two versions item by item (time-dependent score fields aside), which is also how
+invariant 4 is checked: the live view equals the view rebuilt from the day tables. ``--promote`` makes a
+current version the serving one, in one transaction.
 
 Scanning the day tables is a batch job, never a request path.
 """
@@ -36,14 +37,14 @@ from chalicelib.log import logger
 from chalicelib.registry import ProjectionRegistry
 from chalicelib.scoremodels import ScoreModelStore
 from chalicelib.settings import get_settings
-from chalicelib.versions import TTL_SECONDS, active_view_version, set_active_view_version
+from chalicelib.versions import active_view_version, set_active_view_version
 from chalicelib.views import ViewStore, decode_body, from_ddb
 from projections.events import Event
-from streams import partition
+from streams import catchup, partition
 from streams.buffered import DEFAULT_MAX_ITEMS, BufferedViewStore
 from streams.writer import FOLD_CODE, ViewWriter, same_but_recency
 
-__all__ = ["ReplayStats", "Comparison", "iter_chunks", "iter_events", "rebuild", "compare", "promote",
+__all__ = ["ReplayStats", "Comparison", "build", "iter_chunks", "iter_events", "rebuild", "compare", "promote",
            "IGNORED_ATTRIBUTES"]
 
 
@@ -187,7 +188,7 @@ def rebuild(client: Any, prefix: str, version: int, *, now: datetime | None = No
             last_tables: int | None = None, max_items: int | None = None, batch_entities: int = BATCH_ENTITIES,
             buffered: bool | None = None, partitioned: bool | None = None,
             partition_events: int = PARTITION_EVENTS, partition_entities: int = PARTITION_ENTITIES,
-            workers: int = 1, progress: bool = False, fresh: bool = False) -> ReplayStats:
+            workers: int = 1, progress: bool = False, fresh: bool = False, register: bool = True) -> ReplayStats:
     """Fold every stored event into ``<prefix>view-v<version>`` (created if missing).
 
     A version that is not the active one has no other writer: the fold runs in memory
@@ -203,8 +204,9 @@ def rebuild(client: Any, prefix: str, version: int, *, now: datetime | None = No
     done once the table has it; a partition cut short is folded again, its counters skipping what they
     hold by their rings, its claim pages written last). ``progress``: bars with rate and ETA on stderr."""
     table = tables.ensure_view_table(client, prefix, version)
-    # The registry names the fold code building this version (`streamfold projection list`).
-    ProjectionRegistry(client, prefix).register_building(version, FOLD_CODE)
+    if register:
+        # The registry names the fold code building this version (`streamfold projection list`).
+        ProjectionRegistry(client, prefix).register_building(version, FOLD_CODE)
     exclusive = (version != active_view_version(client, keys.control_table_name(prefix), cached=False)
                  if buffered is None else buffered)
     if exclusive and (partitioned if partitioned is not None else batch_events is None):
@@ -503,19 +505,61 @@ def compare(client: Any, prefix: str, a: int, b: int, *, settle: bool = True) ->
 
 
 def _claims(item: dict[str, Any]) -> bool:
-    """Claim pages and delta-page bookkeeping: they name the batches that wrote them, not view content."""
-    return item["sk"]["S"].startswith(keys.CLAIM_PAGE_PREFIX) or "#P#" in item["pk"]["S"]
+    """Claim pages, delta-page bookkeeping and recorded stream positions: they name the batches that wrote them,
+    not view content."""
+    return (item["sk"]["S"].startswith(keys.CLAIM_PAGE_PREFIX) or "#P#" in item["pk"]["S"]
+            or item["pk"]["S"] == catchup.CATCHUP_PK)
 
 
-def promote(client: Any, prefix: str, version: int, *, catch_up_tables: int = 2,
-            settle: float = TTL_SECONDS + 1.0) -> ReplayStats:
-    """Make ``version`` active, wait until every projector has switched to it (their cached active
-    version expires after :data:`chalicelib.versions.TTL_SECONDS`), then replay the newest day tables
-    into it to catch up with what the previous version's projector folded meanwhile. Replay claims
-    never count a message twice (see :mod:`streams.writer`), so the catch-up only adds what is missing."""
+def build(client: Any, prefix: str, version: int, writer: Any, *, workers: int = 1, progress: bool = False,
+          fresh: bool = False, partition_events: int = PARTITION_EVENTS, partition_entities: int = PARTITION_ENTITIES,
+          delay: float = catchup.RECORDING_DELAY, now: datetime | None = None) -> dict[str, Any]:
+    """Build a version that is not serving, beside the live one, and leave it current (``replay view``):
+
+    1. register it ``building`` in phase ``replaying`` with its fold code: within ``delay`` every live projector
+       records the stream positions of the batches it handles (:mod:`streams.catchup`) and writes nothing to it;
+    2. :func:`rebuild` it from the day tables (resumable: a killed build run again goes on from its last done
+       partition; a build killed in its catch-up goes on with the catch-up);
+    3. rebuild its search index from its table (:func:`streams.catchup.reindex`);
+    4. catch up from the recorded positions and switch it to phase ``current``: the live projector writes it,
+       with its own fold code, until it is promoted or retired.
+
+    ``writer``: the live projector's writer of this version (``streams.handler.new_writer(version)``).
+    ``fresh`` starts the rebuild over. Returns what each step did."""
+    control = keys.control_table_name(prefix)
+    if version == active_view_version(client, control, cached=False):
+        raise ValueError(f"view version {version} is serving: build the change under a new version number")
+    tables.ensure_view_table(client, prefix, version)
+    registry = ProjectionRegistry(client, prefix)
+    phase, caught_up_to = registry.phase(version)
+    fold = getattr(writer, "fold", None)
+    out: dict[str, Any] = {"version": version, "code_version": fold.code if fold is not None else FOLD_CODE}
+    resume = phase == "replaying" and not fresh
+    if not resume:
+        registry.register_building(version, out["code_version"], phase="replaying")
+        time.sleep(delay)  # every projector records this version's positions from now on
+    if not (resume and caught_up_to is not None):  # else: killed in its catch-up, the rebuild was done
+        out["rebuild"] = vars(rebuild(client, prefix, version, workers=workers, progress=progress, fresh=fresh,
+                                      partition_events=partition_events, partition_entities=partition_entities,
+                                      register=False, now=now))
+    out["search_index"] = catchup.reindex(client, prefix, version)
+    out["catch_up"] = vars(catchup.catch_up(client, prefix, version, writer))
+    return out
+
+
+def promote(client: Any, prefix: str, version: int) -> dict[str, Any]:
+    """Make ``version`` the serving one: one transaction on the active-version record, which every API process
+    and projector re-reads within :data:`chalicelib.versions.TTL_SECONDS` (each request reads one version).
+
+    Only a version the live projector keeps current (phase ``current``, after :func:`build`) can be promoted:
+    there is nothing to catch up, so no day table is scanned. The version it replaces stays ``current``
+    (written on, for a rollback) until it is retired."""
     control = keys.control_table_name(prefix)
     previous = active_view_version(client, control, cached=False)
-    set_active_view_version(client, control, version)
-    logger.info("view version %s promoted (was %s)", version, previous)
-    time.sleep(settle)
-    return rebuild(client, prefix, version, last_tables=catch_up_tables)
+    if version != previous:
+        phase, _ = ProjectionRegistry(client, prefix).phase(version)
+        if phase != "current":
+            raise ValueError(f"view version {version} is not current (phase {phase}): "
+                             f"`streamfold replay view --version {version}` builds and catches it up first")
+        set_active_view_version(client, control, version)
+    return {"version": version, "previous": previous}

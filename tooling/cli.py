@@ -22,8 +22,8 @@ from chalicelib import db, services, tables
 from chalicelib.log import logger
 from chalicelib.registry import DEFAULT_GRACE, ProjectionRegistry, RegistryError
 from chalicelib.settings import get_settings, reset_settings
-from chalicelib.versions import active_view_version
-from streams import replay, rotation
+from chalicelib.versions import active_view_version, live_versions
+from streams import handler, replay, rotation
 from streams.alerts import AlertDeliverer, Outbox
 from streams.aws_backend import AwsMappingBackend
 from streams.aws_dlq import (
@@ -431,10 +431,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
         active = active_view_version(client, get_settings().control_table, cached=False)
         out: dict[str, Any] = {"active_before": active}
         if not args.no_rebuild:
-            out["rebuild"] = vars(replay.rebuild(client, prefix, args.version, workers=args.workers,
-                                                 progress=not args.no_progress, fresh=args.fresh,
-                                                 partition_events=args.partition_events,
-                                                 partition_entities=args.partition_entities))
+            try:
+                out.update(replay.build(client, prefix, args.version, handler.new_writer(args.version),
+                                        workers=args.workers, progress=not args.no_progress, fresh=args.fresh,
+                                        partition_events=args.partition_events,
+                                        partition_entities=args.partition_entities))
+            except ValueError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
         if args.compare:
             other = args.against if args.against is not None else active
             cmp = replay.compare(client, prefix, other, args.version)
@@ -447,7 +451,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 print("not promoting: versions differ (use --force after checking the differences)", file=sys.stderr)
                 return 1
         if args.promote:
-            out["promote"] = vars(replay.promote(client, prefix, args.version))
+            try:
+                out["promote"] = replay.promote(client, prefix, args.version)
+            except ValueError as exc:
+                print(json.dumps(out, indent=2, default=str))
+                print(f"not promoting: {exc}", file=sys.stderr)
+                return 1
             out["active_after"] = args.version
         print(json.dumps(out, indent=2, default=str))
     return 0
@@ -470,9 +479,13 @@ def cmd_projection(args: argparse.Namespace) -> int:
         client, s = db.get_client(), get_settings()
         registry = ProjectionRegistry(client, s.table_prefix)
         if args.projection_cmd == "list":
-            serving = registry.serving()
             if not on_aws(args):
-                registry.record_built_through(serving, live_positions(ControlStore(client, s.control_table)))
+                # The live projector writes the serving version and every current one: the mappings' checkpoints
+                # are how far each is built (a replaying version's is its catch-up's, recorded by it).
+                positions = live_positions(ControlStore(client, s.control_table))
+                for version, phase in live_versions(client, s.control_table, cached=False).items():
+                    if phase in ("serving", "current"):
+                        registry.record_built_through(version, positions)
             for v in registry.list():
                 if v.table_exists and not v.dropped_at:
                     registry.count(v.version, exact=args.exact)
@@ -544,7 +557,8 @@ def _register_streams(subparsers: Any) -> None:
     rp.add_argument("--version", type=int, required=True, help="target view version (table <prefix>view-vN)")
     rp.add_argument("--compare", action="store_true", help="diff against the active version (or --against)")
     rp.add_argument("--against", type=int, default=None)
-    rp.add_argument("--promote", action="store_true", help="make it active, then catch up with the newest days")
+    rp.add_argument("--promote", action="store_true",
+                    help="make it the serving version (it must be current: built and caught up)")
     rp.add_argument("--force", action="store_true", help="promote even if the comparison found differences")
     rp.add_argument("--no-rebuild", action="store_true", help="only compare / promote")
     rp.add_argument("--fresh", action="store_true",
