@@ -76,7 +76,6 @@ REPLAY_PLAN = "replay_plan"
 REPLAY_FOLD = "replay_fold"
 REPLAY_SPOOL_PREFIX = "replay"
 REPLAY_SPOOL_DAYS = 14  # a failed run can be redriven for two weeks (a Map Run can be redriven for 14 days)
-REPLAY_MAX_CONCURRENCY = 100  # fold tasks at once unless the execution's input says (``max_concurrency``)
 # Blue/green: every deploy publishes a projector version; the mappings target one of these aliases.
 COLOURS = ("blue", "green")
 # Rotation lifecycle defaults (environment of the rotation function, overridable per stack).
@@ -460,7 +459,7 @@ def _lambda_task(function: str, payload: dict[str, Any] | None = None, **fields:
 
 
 def _distributed_map(label: str, key_path: str, batcher: dict[str, Any], task: dict[str, Any],
-                     next_state: str) -> dict[str, Any]:
+                     next_state: str, concurrency: str = "$.max_concurrency") -> dict[str, Any]:
     """A Distributed Map over a JSON array in the spool (``ItemReader``), batched (``ItemBatcher``: each child
     gets ``{"Items": [...], "BatchInput": {...}}``), failing on any failed item (a redrive re-runs only those),
     its results written to the spool (a map's output would pass the 256 KB state limit)."""
@@ -473,7 +472,7 @@ def _distributed_map(label: str, key_path: str, batcher: dict[str, Any], task: d
             "Parameters": {"Bucket.$": "$.bucket", "Key.$": key_path},
         },
         "ItemBatcher": batcher,
-        "MaxConcurrencyPath": "$.max_concurrency",
+        "MaxConcurrencyPath": concurrency,
         "ToleratedFailurePercentage": 0,
         "ItemProcessor": {
             "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
@@ -501,7 +500,8 @@ def replay_state_machine() -> dict[str, Any]:
                                     OutputPath="$.Payload", Next="ScanIds"),
             "ScanIds": _distributed_map(
                 "ScanIds", "$.segments_key", {**one_segment, "BatchInput": {"step": "ids", "job.$": "$.job"}},
-                _lambda_task("ReplayPlanArn"), "Assign"),
+                _lambda_task("ReplayPlanArn"), "Assign",
+                "$.scan_concurrency"),
             "Assign": _lambda_task("ReplayPlanArn", {"step": "assign", "job.$": "$.job"},
                                    ResultSelector={"partitions.$": "$.Payload.partitions",
                                                    "events.$": "$.Payload.events"},
@@ -509,7 +509,8 @@ def replay_state_machine() -> dict[str, Any]:
             "SpoolSegments": _distributed_map(
                 "SpoolSegments", "$.segments_key",
                 {**one_segment, "BatchInput": {"step": "spool", "job.$": "$.job"}},
-                _lambda_task("ReplayPlanArn"), "Fold"),
+                _lambda_task("ReplayPlanArn"), "Fold",
+                "$.scan_concurrency"),
             "Fold": _distributed_map(
                 "Fold", "$.manifest_key", {"MaxItemsPerBatchPath": "$.fold_batch", "BatchInput": {"job.$": "$.job"}},
                 _lambda_task("ReplayFoldArn"), "Finish"),
@@ -714,11 +715,11 @@ def compute_extras_template() -> dict[str, Any]:
         if name in (REPLAY_PLAN, REPLAY_FOLD):
             env["STREAMFOLD_REPLAY_SPOOL"] = _sub("s3://${ReplaySpoolBucket}/" + REPLAY_SPOOL_PREFIX)
             props["Role"] = {"Fn::GetAtt": [f"{cfn_resource_name(name)}Role", "Arn"]}  # ReplayPlanRole, ReplayFoldRole
-            # The whole of Lambda's 15 minutes; the plan steps hold a segment's spool in /tmp and the merged
-            # plan in memory, the fold one batch of partitions (≈ 480 MB RSS at 25,000 events each).
+            # The whole of Lambda's 15 minutes; the plan steps hold a segment's spool (≈ 750 MB) or the merged plan
+            # in memory, the fold one partition at a time (≈ 480 MB RSS at 25,000 events) and its batch in /tmp.
             props["Timeout"] = 900
             props["MemorySize"] = 3008 if name == REPLAY_PLAN else 2048
-            props["EphemeralStorage"] = {"Size": 4096 if name == REPLAY_PLAN else 1024}
+            props["EphemeralStorage"] = {"Size": 1024}
         if name in (OUTBOX_DRAIN, SETTLER):
             # One at a time: a second concurrent drain would only race for the same alerts, a second settler
             # for the same pages (harmless: rings and conditions, but every write done twice).

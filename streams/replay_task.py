@@ -27,6 +27,7 @@ Lambda (``{"Items": [...], "BatchInput": {...}}`` from a batched map) and return
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -49,15 +50,23 @@ from streams import partition, replay
 from streams.writer import FOLD_CODE
 
 __all__ = ["SEGMENT_CHUNKS", "FOLD_BATCH", "Spool", "LocalSpool", "S3Spool", "open_spool", "plan_task",
-           "fold_task", "segment_chunks"]
+           "fold_task", "segment_chunks", "FOLD_CONCURRENCY", "SCAN_CONCURRENCY"]
 
-SEGMENT_CHUNKS = 10_000
-"""Stored chunks per scan segment (≈ 1,000,000 events at the bench's 100 events per chunk: a segment's ids in
-≈ 8 s and its spool in ≈ 45 s on one core, far inside Lambda's 15 minutes)."""
+SEGMENT_CHUNKS = 30_000
+"""Stored chunks per scan segment (≈ 3,000,000 events at the bench's 100 events per chunk: a segment's ids in
+≈ 25 s and its spool in ≈ 130 s on one core, inside Lambda's 15 minutes, its spool ≈ 750 MB in memory). Fewer,
+bigger segments mean fewer spool objects: one per (partition, segment)."""
 
 FOLD_BATCH = 4
 """Partitions per fold task (``ItemBatcher.MaxItemsPerBatch``): 4 × 25,000 events ≈ 40 s at the measured
 ≈ 2,500 events/s fold, so a retried task repeats little, and the per-task overhead stays small."""
+
+FOLD_CONCURRENCY = 24
+"""Fold tasks at once by default: 24 × ≈ 2,500 events/s × 0.67 write units per event ≈ 40,000 write units/s, an
+on-demand table's default throughput quota (docs/PERFORMANCE.md); more only throttles."""
+
+SCAN_CONCURRENCY = 100
+"""Segment tasks (ids, spool) at once by default: they read the day tables and write S3 only."""
 
 SPOOL_ENV = "STREAMFOLD_REPLAY_SPOOL"
 """Environment variable naming the spool of the Lambda tasks (``s3://<bucket>/replay``)."""
@@ -267,7 +276,8 @@ def prepare(spool: Spool, job: dict[str, Any], *, client: Any) -> dict[str, Any]
     _, results_prefix = spool.locate(f"{run}/results")
     return {"bucket": bucket, "segments_key": segments_key, "manifest_key": manifest_key,
             "results_prefix": results_prefix, "segments": len(segs), "fold_batch": int(job["fold_batch"]),
-            "max_concurrency": int(job["max_concurrency"]), "job": job}
+            "max_concurrency": int(job["max_concurrency"]), "scan_concurrency": int(job["scan_concurrency"]),
+            "job": job}
 
 
 def scan_ids(spool: Spool, job: dict[str, Any], seg: dict[str, Any], *, client: Any) -> dict[str, Any]:
@@ -312,22 +322,24 @@ def assign(spool: Spool, job: dict[str, Any]) -> dict[str, Any]:
 
 
 def spool_segment(spool: Spool, job: dict[str, Any], seg: dict[str, Any], *, client: Any) -> dict[str, Any]:
-    """Pass 2 of one segment: its events, split by partition, one object per non-empty partition."""
+    """Pass 2 of one segment: its events, split by partition, one object per non-empty partition, in the format of
+    :class:`streams.partition.PartitionSpool` (a stream of pickled ``(tenant, chunk id, events)``). Held in memory
+    (≈ 250 B per event pickled), not in one open file per partition: Lambda allows 1,024 open files, a replay of
+    1,000,000,000 events has 40,000 partitions."""
     run = job["run"]
     the_plan: partition.Plan = pickle.loads(spool.get(f"{run}/plan.pickle"))  # written by this run's assign
+    parts: dict[int, io.BytesIO] = {}
     chunks = events = 0
-    with tempfile.TemporaryDirectory(prefix="spool-") as tmp:
-        local = partition.PartitionSpool(Path(tmp), the_plan)
-        try:
-            for tenant, chunk, evs in segment_chunks(client, seg):
-                local.add(tenant, chunk, evs)
-                chunks += 1
-                events += len(evs)
-        finally:
-            local.close()
-        for p, n in enumerate(local.spooled):
-            if n:
-                spool.upload(_part_prefix(run, p) + _seg_id(seg) + ".pickle", Path(tmp) / f"part-{p:05d}.pickle")
+    for tenant, chunk, evs in segment_chunks(client, seg):
+        split: dict[int, list[Event]] = {}
+        for e in evs:
+            split.setdefault(the_plan.route(partition.event_nodes(tenant, e)), []).append(e)
+        for p, part in split.items():
+            pickle.dump((tenant, chunk, part), parts.setdefault(p, io.BytesIO()), protocol=pickle.HIGHEST_PROTOCOL)
+        chunks += 1
+        events += len(evs)
+    for p in sorted(parts):
+        spool.put(_part_prefix(run, p) + _seg_id(seg) + ".pickle", parts.pop(p).getvalue())
     return {"segment": _seg_id(seg), "chunks": chunks, "events": events}
 
 
@@ -379,7 +391,8 @@ def _job(options: dict[str, Any], run: str) -> dict[str, Any]:
             "max_events": int(options.get("partition_events") or replay.PARTITION_EVENTS),
             "max_entities": int(options.get("partition_entities") or replay.PARTITION_ENTITIES),
             "fold_batch": int(options.get("fold_batch") or FOLD_BATCH),
-            "max_concurrency": int(options.get("max_concurrency") or 100),
+            "max_concurrency": int(options.get("max_concurrency") or FOLD_CONCURRENCY),
+            "scan_concurrency": int(options.get("scan_concurrency") or SCAN_CONCURRENCY),
             "last_tables": options.get("last_tables"), "segments": options.get("segments")}
 
 

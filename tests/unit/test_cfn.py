@@ -289,7 +289,8 @@ def test_replay_maps_are_distributed_batched_and_fail_on_any_item() -> None:
         assert m["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
         assert m["ItemReader"] == {"Resource": "arn:aws:states:::s3:getObject", "ReaderConfig": {"InputType": "JSON"},
                                    "Parameters": {"Bucket.$": "$.bucket", "Key.$": items_key}}
-        assert m["ToleratedFailurePercentage"] == 0 and m["MaxConcurrencyPath"] == "$.max_concurrency"
+        assert m["ToleratedFailurePercentage"] == 0
+        assert m["MaxConcurrencyPath"] == ("$.max_concurrency" if name == "Fold" else "$.scan_concurrency")
         assert m["ResultWriter"]["Resource"] == "arn:aws:states:::s3:putObject" and m["ResultPath"] is None
         # The child's input is the batch itself: {"Items": [...], "BatchInput": {...}}.
         assert m["ItemProcessor"]["States"][name]["Parameters"]["Payload.$"] == "$"
