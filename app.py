@@ -17,7 +17,7 @@ from chalicelib.sdk_settings import api_host, settings_document
 from chalicelib.settings import get_settings
 from chalicelib.static import serve
 from chalicelib.tenants import hash_secret
-from streams import handler, rotation
+from streams import handler, replay_task, rotation
 from streams.alerts import drain_outbox
 from streams.rescore import rescore_all, settle_all
 from streams.status import tenant_status
@@ -328,3 +328,18 @@ def rotate_tables(event):  # type: ignore[no-untyped-def]
 def on_outbox_schedule(event):  # type: ignore[no-untyped-def]
     """Publish pending score alerts to SNS once each; failed ones stay pending for the next run."""
     return drain_outbox()
+
+
+# --- the replay on AWS (tasks of the state machine <stack>-replay: cfn/compute-extras.json) ---
+
+
+@app.lambda_function(name="replay_plan")
+def replay_plan(event, context):  # type: ignore[no-untyped-def]
+    """Every replay step but the fold: prepare, ids (per scan segment), assign, spool (per segment), finish."""
+    return replay_task.plan_task(event, context)
+
+
+@app.lambda_function(name="replay_fold")
+def replay_fold(event, context):  # type: ignore[no-untyped-def]
+    """A Distributed Map's batch of partitions folded into the view version (streams.replay.fold_partitions)."""
+    return replay_task.fold_task(event, context)

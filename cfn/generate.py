@@ -35,6 +35,8 @@ __all__ = [
     "STORAGE_EXPORTS",
     "COLOURS",
     "OUTBOX_DRAIN",
+    "REPLAY_FOLD",
+    "REPLAY_PLAN",
     "SETTLER",
     "alias_id",
     "app_function_names",
@@ -45,6 +47,7 @@ __all__ = [
     "not_found_gateway_response",
     "render",
     "rendered_files",
+    "replay_state_machine",
     "stage_policy",
     "storage_template",
 ]
@@ -67,6 +70,12 @@ ROTATION = "rotate_tables"
 OUTBOX_DRAIN = "on_outbox_schedule"
 # The delta-page settler (``app.py``: ``settle_pages``): one at a time, as two would settle the same buckets.
 SETTLER = "settle_pages"
+# The replay on AWS (``app.py``: ``replay_plan``, ``replay_fold``; ``streams.replay_task``): the tasks of the state
+# machine ``<stack>-replay``, and the bucket their spool lives in (``s3://<bucket>/replay/``).
+REPLAY_PLAN = "replay_plan"
+REPLAY_FOLD = "replay_fold"
+REPLAY_SPOOL_PREFIX = "replay"
+REPLAY_SPOOL_DAYS = 14  # a failed run can be redriven for two weeks (a Map Run can be redriven for 14 days)
 # Blue/green: every deploy publishes a projector version; the mappings target one of these aliases.
 COLOURS = ("blue", "green")
 # Rotation lifecycle defaults (environment of the rotation function, overridable per stack).
@@ -423,6 +432,226 @@ def _rotation_role(projector_id: str | None) -> dict[str, Any]:
     }
 
 
+# --- the replay on AWS ----------------------------------------------------------------------------------------
+
+# Lambda's transient errors (throttling above the account's concurrency, service faults): retried with backoff.
+LAMBDA_TRANSIENT = ["Lambda.TooManyRequestsException", "Lambda.ServiceException", "Lambda.AWSLambdaException",
+                    "Lambda.SdkClientException", "Lambda.ClientExecutionTimeoutException"]
+
+
+def _lambda_task(function: str, payload: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+    """A ``lambda:invoke`` task (``payload`` None: the state's input, as a map's child gets its batch); every replay
+    task may run again (done markers, rings), so a failed one is retried."""
+    params: dict[str, Any] = {"FunctionName": "${" + function + "}"}
+    params.update({"Payload": payload} if payload is not None else {"Payload.$": "$"})
+    return {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::lambda:invoke",
+        "Parameters": params,
+        "Retry": [
+            {"ErrorEquals": LAMBDA_TRANSIENT, "IntervalSeconds": 2, "MaxAttempts": 8, "BackoffRate": 2,
+             "MaxDelaySeconds": 60, "JitterStrategy": "FULL"},
+            {"ErrorEquals": ["States.TaskFailed"], "IntervalSeconds": 30, "MaxAttempts": 2, "BackoffRate": 2,
+             "JitterStrategy": "FULL"},
+        ],
+        **fields,
+    }
+
+
+def _distributed_map(label: str, key_path: str, batcher: dict[str, Any], task: dict[str, Any],
+                     next_state: str, concurrency: str = "$.max_concurrency") -> dict[str, Any]:
+    """A Distributed Map over a JSON array in the spool (``ItemReader``), batched (``ItemBatcher``: each child
+    gets ``{"Items": [...], "BatchInput": {...}}``), failing on any failed item (a redrive re-runs only those),
+    its results written to the spool (a map's output would pass the 256 KB state limit)."""
+    return {
+        "Type": "Map",
+        "Label": label,
+        "ItemReader": {
+            "Resource": "arn:aws:states:::s3:getObject",
+            "ReaderConfig": {"InputType": "JSON"},
+            "Parameters": {"Bucket.$": "$.bucket", "Key.$": key_path},
+        },
+        "ItemBatcher": batcher,
+        "MaxConcurrencyPath": concurrency,
+        "ToleratedFailurePercentage": 0,
+        "ItemProcessor": {
+            "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+            "StartAt": label,
+            "States": {label: {**task, "End": True}},
+        },
+        "ResultWriter": {
+            "Resource": "arn:aws:states:::s3:putObject",
+            "Parameters": {"Bucket.$": "$.bucket", "Prefix.$": "$.results_prefix"},
+        },
+        "ResultPath": None,
+        "Next": next_state,
+    }
+
+
+def replay_state_machine() -> dict[str, Any]:
+    """The replay's state machine (Amazon States Language, JSONPath): ``${ReplayPlanArn}`` and ``${ReplayFoldArn}``
+    are ``DefinitionSubstitutions``. The steps are :mod:`streams.replay_task`'s."""
+    one_segment = {"MaxItemsPerBatch": 1}
+    return {
+        "Comment": "streamfold replay: rebuild a view version from the day tables (streams/replay_task.py)",
+        "StartAt": "Prepare",
+        "States": {
+            "Prepare": _lambda_task("ReplayPlanArn", {"step": "prepare", "input.$": "$", "run.$": "$$.Execution.Name"},
+                                    OutputPath="$.Payload", Next="ScanIds"),
+            "ScanIds": _distributed_map(
+                "ScanIds", "$.segments_key", {**one_segment, "BatchInput": {"step": "ids", "job.$": "$.job"}},
+                _lambda_task("ReplayPlanArn"), "Assign",
+                "$.scan_concurrency"),
+            "Assign": _lambda_task("ReplayPlanArn", {"step": "assign", "job.$": "$.job"},
+                                   ResultSelector={"partitions.$": "$.Payload.partitions",
+                                                   "events.$": "$.Payload.events"},
+                                   ResultPath="$.assigned", Next="SpoolSegments"),
+            "SpoolSegments": _distributed_map(
+                "SpoolSegments", "$.segments_key",
+                {**one_segment, "BatchInput": {"step": "spool", "job.$": "$.job"}},
+                _lambda_task("ReplayPlanArn"), "Fold",
+                "$.scan_concurrency"),
+            "Fold": _distributed_map(
+                "Fold", "$.manifest_key", {"MaxItemsPerBatchPath": "$.fold_batch", "BatchInput": {"job.$": "$.job"}},
+                _lambda_task("ReplayFoldArn"), "Finish"),
+            "Finish": _lambda_task("ReplayPlanArn", {"step": "finish", "job.$": "$.job"}, OutputPath="$.Payload",
+                                   End=True),
+        },
+    }
+
+
+def _replay_role(description: str, name: str, statements: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "Description": description,
+            "AssumeRolePolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+                               "Action": "sts:AssumeRole"}],
+            },
+            "Policies": [{"PolicyName": name, "PolicyDocument": {"Version": "2012-10-17", "Statement": statements}}],
+        },
+    }
+
+
+def _replay_resources(plan_id: str, fold_id: str) -> dict[str, Any]:
+    """The spool bucket, the tasks' roles (least privilege), the state machine and its role."""
+    region_account = "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${Prefix}"
+    view_tables = _table_prefix_sub(region_account + "view-v*")
+    view_indexes = _table_prefix_sub(region_account + "view-v*/index/*")
+    control = _table_prefix_sub(region_account + "control")
+    spool_objects = _sub("arn:${AWS::Partition}:s3:::${ReplaySpoolBucket}/" + REPLAY_SPOOL_PREFIX + "/*")
+    bucket = _sub("arn:${AWS::Partition}:s3:::${ReplaySpoolBucket}")
+    logs = {"Sid": "Logs", "Effect": "Allow",
+            "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": _sub("arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:*")}
+    spool = [
+        {"Sid": "SpoolObjects", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"],
+         "Resource": spool_objects},
+        {"Sid": "ListSpool", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": bucket,
+         "Condition": {"StringLike": {"s3:prefix": [REPLAY_SPOOL_PREFIX + "/*"]}}},
+    ]
+    plan_role = _replay_role("streamfold replay plan: scan the day tables, spool to S3, create the view table",
+                             "replay-plan", [
+        logs, *spool,
+        {"Sid": "ListTables", "Effect": "Allow", "Action": ["dynamodb:ListTables"], "Resource": "*"},
+        {"Sid": "ScanDayTables", "Effect": "Allow", "Action": ["dynamodb:Scan", "dynamodb:DescribeTable"],
+         "Resource": _table_prefix_sub(region_account + keys.EVENTS_INFIX + "*")},
+        {"Sid": "CreateViewTable", "Effect": "Allow",
+         "Action": ["dynamodb:CreateTable", "dynamodb:DescribeTable", "dynamodb:TagResource", "dynamodb:Scan",
+                    "dynamodb:DescribeTimeToLive", "dynamodb:UpdateTimeToLive"],
+         "Resource": view_tables},
+        {"Sid": "ProjectionRegistry", "Effect": "Allow",
+         "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query",
+                    "dynamodb:DescribeTable"],
+         "Resource": control},
+    ])
+    fold_role = _replay_role("streamfold replay fold: read the spool, write the view version", "replay-fold", [
+        logs, *spool,
+        {"Sid": "WriteView", "Effect": "Allow",
+         "Action": ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:Scan",
+                    "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:BatchWriteItem", "dynamodb:DescribeTable"],
+         "Resource": [view_tables, view_indexes]},
+        {"Sid": "ReadScoreModels", "Effect": "Allow",
+         "Action": ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"], "Resource": control},
+    ])
+    machine_name = "${AWS::StackName}-replay"
+    states = "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:"
+    functions = [{"Fn::GetAtt": [plan_id, "Arn"]}, {"Fn::GetAtt": [fold_id, "Arn"]},
+                 _sub("${" + plan_id + ".Arn}:*"), _sub("${" + fold_id + ".Arn}:*")]
+    machine_role = {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "Description": "streamfold replay state machine: invoke the replay tasks, read and write the spool, "
+                           "run its Distributed Maps",
+            "AssumeRolePolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Principal": {"Service": "states.amazonaws.com"},
+                               "Action": "sts:AssumeRole"}],
+            },
+            "Policies": [{"PolicyName": "replay-state-machine", "PolicyDocument": {
+                "Version": "2012-10-17", "Statement": [
+                {"Sid": "InvokeReplayTasks", "Effect": "Allow", "Action": ["lambda:InvokeFunction"],
+                 "Resource": functions},
+                # ItemReader reads segments.json and manifest.json; ResultWriter writes results/.
+                {"Sid": "SpoolItemsAndResults", "Effect": "Allow",
+                 "Action": ["s3:GetObject", "s3:PutObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"],
+                 "Resource": spool_objects},
+                # A Distributed Map runs its children as executions of this state machine.
+                {"Sid": "DistributedMapChildren", "Effect": "Allow", "Action": ["states:StartExecution"],
+                 "Resource": _sub(states + "stateMachine:" + machine_name)},
+                {"Sid": "DistributedMapRuns", "Effect": "Allow",
+                 "Action": ["states:DescribeExecution", "states:StopExecution", "states:RedriveExecution"],
+                 "Resource": [_sub(states + "execution:" + machine_name + ":*"),
+                              _sub(states + "execution:" + machine_name + "/*")]},
+                {"Sid": "DistributedMapRunRedrive", "Effect": "Allow", "Action": ["states:RedriveExecution"],
+                 "Resource": _sub(states + "mapRun:" + machine_name + "/*")},
+            ]}}],
+        },
+    }
+    return {
+        # The spool: transient (a run's plan, partitions, done markers and results), expired after the redrive window.
+        "ReplaySpoolBucket": {
+            "Type": "AWS::S3::Bucket",
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": {
+                "BucketEncryption": {"ServerSideEncryptionConfiguration": [
+                    {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]},
+                "PublicAccessBlockConfiguration": {"BlockPublicAcls": True, "BlockPublicPolicy": True,
+                                                   "IgnorePublicAcls": True, "RestrictPublicBuckets": True},
+                "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+                "LifecycleConfiguration": {"Rules": [{
+                    "Id": "expire-replay-spool",
+                    "Status": "Enabled",
+                    "Prefix": REPLAY_SPOOL_PREFIX + "/",
+                    "ExpirationInDays": REPLAY_SPOOL_DAYS,
+                    "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+                }]},
+            },
+        },
+        "ReplayPlanRole": plan_role,
+        "ReplayFoldRole": fold_role,
+        "ReplayStateMachineRole": machine_role,
+        "ReplayStateMachine": {
+            "Type": "AWS::StepFunctions::StateMachine",
+            "Properties": {
+                "StateMachineName": _sub(machine_name),
+                "StateMachineType": "STANDARD",
+                "RoleArn": {"Fn::GetAtt": ["ReplayStateMachineRole", "Arn"]},
+                "Definition": replay_state_machine(),
+                "DefinitionSubstitutions": {"ReplayPlanArn": {"Fn::GetAtt": [plan_id, "Arn"]},
+                                            "ReplayFoldArn": {"Fn::GetAtt": [fold_id, "Arn"]}},
+            },
+        },
+        "ReplayStateMachineFailedAlarm": _alarm(
+            "a replay execution failed (redrive it: aws stepfunctions redrive-execution)", "AWS/States",
+            "ExecutionsFailed", [{"Name": "StateMachineArn", "Value": {"Ref": "ReplayStateMachine"}}],
+            statistic="Sum", period=300, evaluation_periods=1, threshold=1),
+    }
+
+
 def compute_extras_template() -> dict[str, Any]:
     """Template merged into ``chalice package`` output (``--merge-template``)."""
     config = chalice_config()
@@ -483,6 +712,14 @@ def compute_extras_template() -> dict[str, Any]:
             env["STREAMFOLD_EXPORT_BUCKET"] = {"Ref": "ExportBucketName"}
             props["Role"] = {"Fn::GetAtt": ["RotateTablesRole", "Arn"]}
             resources["RotateTablesRole"] = _rotation_role(projector_id)
+        if name in (REPLAY_PLAN, REPLAY_FOLD):
+            env["STREAMFOLD_REPLAY_SPOOL"] = _sub("s3://${ReplaySpoolBucket}/" + REPLAY_SPOOL_PREFIX)
+            props["Role"] = {"Fn::GetAtt": [f"{cfn_resource_name(name)}Role", "Arn"]}  # ReplayPlanRole, ReplayFoldRole
+            # The whole of Lambda's 15 minutes; the plan steps hold a segment's spool (≈ 750 MB) or the merged plan
+            # in memory, the fold one partition at a time (≈ 480 MB RSS at 25,000 events) and its batch in /tmp.
+            props["Timeout"] = 900
+            props["MemorySize"] = 3008 if name == REPLAY_PLAN else 2048
+            props["EphemeralStorage"] = {"Size": 1024}
         if name in (OUTBOX_DRAIN, SETTLER):
             # One at a time: a second concurrent drain would only race for the same alerts, a second settler
             # for the same pages (harmless: rings and conditions, but every write done twice).
@@ -490,6 +727,9 @@ def compute_extras_template() -> dict[str, Any]:
         resources[function_id] = {"Properties": props}
     if projector_id is not None:
         resources.update(_projector_resources(projector_id))
+    replay_ids = [cfn_resource_name(n) for n in (REPLAY_PLAN, REPLAY_FOLD) if n in function_ids.values()]
+    if len(replay_ids) == 2:
+        resources.update(_replay_resources(*replay_ids))
     if config.get("log_retention_in_days") or any(
         stage.get("log_retention_in_days") for stage in config.get("stages", {}).values()
     ):
@@ -510,6 +750,13 @@ def compute_extras_template() -> dict[str, Any]:
         for colour in COLOURS:
             outputs[f"Projector{colour.capitalize()}AliasArn"] = {
                 "Description": f"ARN of the {colour} alias", "Value": {"Ref": alias_id(colour)}}
+    if len(replay_ids) == 2:
+        outputs["ReplayStateMachineArn"] = {"Description": "Replay a view version: aws stepfunctions start-execution "
+                                                           "--state-machine-arn ARN --input '{\"version\": N}'",
+                                            "Value": {"Ref": "ReplayStateMachine"}}
+        outputs["ReplaySpoolBucketName"] = {"Description": "Spool of replay runs (expires after "
+                                                           f"{REPLAY_SPOOL_DAYS} days)",
+                                            "Value": {"Ref": "ReplaySpoolBucket"}}
     colour_param = {"Type": "String", "AllowedValues": list(COLOURS), "Default": COLOURS[0]}
     return {
         "Description": "streamfold compute (Chalice). Extras generated by `python -m cfn.generate`; do not edit.",

@@ -234,3 +234,89 @@ def test_chalice_config_stages_use_generated_policies() -> None:
     for stage, stage_config in config["stages"].items():
         assert stage_config["iam_policy_file"] == f"policy-{stage}.json"
         assert stage_config["environment_variables"]["STREAMFOLD_TABLE_PREFIX"]
+
+
+# --- the replay state machine ---------------------------------------------------------------------------------
+
+
+def _replay() -> tuple[dict[str, Any], dict[str, Any]]:
+    resources = _load(EXTRAS)["Resources"]
+    return resources, resources["ReplayStateMachine"]["Properties"]
+
+
+def _statements(role: dict[str, Any]) -> list[dict[str, Any]]:
+    statements: list[dict[str, Any]] = role["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    return statements
+
+
+def test_replay_state_machine_invokes_the_replay_functions_of_the_app() -> None:
+    resources, machine = _replay()
+    plan, fold = generate.cfn_resource_name(generate.REPLAY_PLAN), generate.cfn_resource_name(generate.REPLAY_FOLD)
+    assert {plan, fold} <= set(generate._function_ids())  # app.py defines both (Chalice packages them)
+    assert machine["Definition"] == generate.replay_state_machine()
+    assert machine["DefinitionSubstitutions"] == {"ReplayPlanArn": {"Fn::GetAtt": [plan, "Arn"]},
+                                                  "ReplayFoldArn": {"Fn::GetAtt": [fold, "Arn"]}}
+    states = machine["Definition"]["States"]
+    tasks = {name: s for name, s in states.items() if s["Type"] == "Task"}
+    tasks.update({name: s["ItemProcessor"]["States"][name] for name, s in states.items() if s["Type"] == "Map"})
+    functions = {name: t["Parameters"]["FunctionName"] for name, t in tasks.items()}
+    assert functions == {"Prepare": "${ReplayPlanArn}", "ScanIds": "${ReplayPlanArn}", "Assign": "${ReplayPlanArn}",
+                         "SpoolSegments": "${ReplayPlanArn}", "Fold": "${ReplayFoldArn}", "Finish": "${ReplayPlanArn}"}
+    # The order of the passes, and each task retried: Lambda's throttling first, then any failure (idempotent).
+    order, at = [], machine["Definition"]["StartAt"]
+    while at:
+        order.append(at)
+        at = states[at].get("Next")
+    assert order == ["Prepare", "ScanIds", "Assign", "SpoolSegments", "Fold", "Finish"]
+    for name, task in tasks.items():
+        assert task["Resource"] == "arn:aws:states:::lambda:invoke", name
+        first, second = task["Retry"]
+        assert "Lambda.TooManyRequestsException" in first["ErrorEquals"] and first["BackoffRate"] > 1, name
+        assert second["ErrorEquals"] == ["States.TaskFailed"], name
+    for props, role in ((resources[plan]["Properties"], "ReplayPlanRole"),
+                        (resources[fold]["Properties"], "ReplayFoldRole")):
+        assert props["Role"] == {"Fn::GetAtt": [role, "Arn"]} and props["Timeout"] == 900
+        assert props["Environment"]["Variables"]["STREAMFOLD_REPLAY_SPOOL"] == {
+            "Fn::Sub": "s3://${ReplaySpoolBucket}/replay"}
+
+
+def test_replay_maps_are_distributed_batched_and_fail_on_any_item() -> None:
+    _, machine = _replay()
+    states = machine["Definition"]["States"]
+    for name, items_key in (("ScanIds", "$.segments_key"), ("SpoolSegments", "$.segments_key"),
+                            ("Fold", "$.manifest_key")):
+        m = states[name]
+        assert m["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
+        assert m["ItemReader"] == {"Resource": "arn:aws:states:::s3:getObject", "ReaderConfig": {"InputType": "JSON"},
+                                   "Parameters": {"Bucket.$": "$.bucket", "Key.$": items_key}}
+        assert m["ToleratedFailurePercentage"] == 0
+        assert m["MaxConcurrencyPath"] == ("$.max_concurrency" if name == "Fold" else "$.scan_concurrency")
+        assert m["ResultWriter"]["Resource"] == "arn:aws:states:::s3:putObject" and m["ResultPath"] is None
+        # The child's input is the batch itself: {"Items": [...], "BatchInput": {...}}.
+        assert m["ItemProcessor"]["States"][name]["Parameters"]["Payload.$"] == "$"
+        assert m["ItemBatcher"]["BatchInput"]["job.$"] == "$.job"
+    assert states["ScanIds"]["ItemBatcher"]["MaxItemsPerBatch"] == 1
+    assert states["Fold"]["ItemBatcher"]["MaxItemsPerBatchPath"] == "$.fold_batch"
+
+
+def test_replay_roles_are_least_privilege() -> None:
+    resources, machine = _replay()
+    machine_role = _statements(resources["ReplayStateMachineRole"])
+    invoke = next(s for s in machine_role if s["Sid"] == "InvokeReplayTasks")
+    assert invoke["Action"] == ["lambda:InvokeFunction"]
+    assert {"Fn::GetAtt": ["ReplayFold", "Arn"]} in invoke["Resource"]
+    children = next(s for s in machine_role if s["Sid"] == "DistributedMapChildren")
+    assert children["Action"] == ["states:StartExecution"]
+    assert children["Resource"]["Fn::Sub"].endswith(":stateMachine:${AWS::StackName}-replay")
+    assert machine["StateMachineName"] == {"Fn::Sub": "${AWS::StackName}-replay"}
+    for role in ("ReplayPlanRole", "ReplayFoldRole", "ReplayStateMachineRole"):
+        for s in _statements(resources[role]):
+            targets = s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]]
+            if any(a.startswith("s3:") for a in s["Action"]) and s["Action"] != ["s3:ListBucket"]:
+                assert all(t["Fn::Sub"].endswith(":::${ReplaySpoolBucket}/replay/*") for t in targets), (role, s)
+            assert not any(a.endswith(":*") or a == "*" for a in s["Action"]), (role, s)
+    fold = _statements(resources["ReplayFoldRole"])
+    assert not any("events-" in json.dumps(s["Resource"]) for s in fold)  # the fold never reads the day tables
+    assert not any(a in ("dynamodb:CreateTable", "dynamodb:DeleteTable") for s in fold for a in s["Action"])
+    rule, = resources["ReplaySpoolBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert rule["Status"] == "Enabled" and rule["ExpirationInDays"] == generate.REPLAY_SPOOL_DAYS

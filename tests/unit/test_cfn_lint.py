@@ -50,6 +50,9 @@ def test_merged_compute_template_is_lint_clean(merged: dict[str, Any]) -> None:
     assert resources["RotateTables"]["Properties"]["Role"] == {"Fn::GetAtt": ["RotateTablesRole", "Arn"]}
     statements = resources["RotateTablesRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
     assert [s.get("Sid") for s in statements if isinstance(s, dict) and "Sid" in s][0] == "Logs"
+    # The replay's state machine, its functions and their roles (its definition is checked by cfn-lint's E3601).
+    assert resources["ReplayStateMachine"]["Properties"]["RoleArn"] == {"Fn::GetAtt": ["ReplayStateMachineRole", "Arn"]}
+    assert resources["ReplayFold"]["Properties"]["Role"] == {"Fn::GetAtt": ["ReplayFoldRole", "Arn"]}
     assert len(json.dumps(merged)) > 51_200  # why deploy passes TemplateURL, never TemplateBody
 
 
