@@ -28,7 +28,7 @@ from chalice.utils import to_cfn_resource_name
 import app as app_module
 from chalicelib import keys, tables
 from chalicelib.paths import INGEST_PATHS, METRICS_PATH, SETTINGS_PATH
-from chalicelib.versions import VIEW_VERSION
+from chalicelib.versions import TTL_SECONDS, VIEW_VERSION
 
 __all__ = [
     "PREFIX_PLACEHOLDER",
@@ -497,7 +497,10 @@ def replay_state_machine() -> dict[str, Any]:
         "StartAt": "Prepare",
         "States": {
             "Prepare": _lambda_task("ReplayPlanArn", {"step": "prepare", "input.$": "$", "run.$": "$$.Execution.Name"},
-                                    OutputPath="$.Payload", Next="ScanIds"),
+                                    OutputPath="$.Payload", Next="WaitForProjectors"),
+            # Prepare put the version in phase `replaying`: every live projector records the positions it
+            # handles for the catch-up once it has re-read the live versions (streams.catchup.RECORDING_DELAY).
+            "WaitForProjectors": {"Type": "Wait", "Seconds": int(TTL_SECONDS) + 2, "Next": "ScanIds"},
             "ScanIds": _distributed_map(
                 "ScanIds", "$.segments_key", {**one_segment, "BatchInput": {"step": "ids", "job.$": "$.job"}},
                 _lambda_task("ReplayPlanArn"), "Assign",

@@ -39,11 +39,14 @@ from projections import user
 from projections.events import Event
 from streams.writer import ViewWriter
 
-__all__ = ["CATCHUP_PK", "RECORDING_DELAY", "CatchUp", "catch_up", "record_positions", "reindex",
+__all__ = ["CATCHUP_PK", "RECORDING_DELAY", "REBUILT", "CatchUp", "catch_up", "record_positions", "reindex",
            "stream_table"]
 
 CATCHUP_PK = "CATCHUP"
 """Partition key of the recorded positions in a building version's table (never view content)."""
+REBUILT = "0"
+"""``caught_up_to`` of a version whose rebuild is done and whose catch-up has not applied anything yet (every
+recorded sort key, a 20-digit time, sorts after it): a build run again goes on with the catch-up."""
 RECORDING_DELAY = TTL_SECONDS + 1.0
 """Seconds between a version entering ``replaying`` and its rebuild's scan: every projector re-reads the live
 versions within :data:`chalicelib.versions.TTL_SECONDS`, so from then on every batch handled is recorded."""

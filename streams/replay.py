@@ -542,6 +542,7 @@ def build(client: Any, prefix: str, version: int, writer: Any, *, workers: int =
         out["rebuild"] = vars(rebuild(client, prefix, version, workers=workers, progress=progress, fresh=fresh,
                                       partition_events=partition_events, partition_entities=partition_entities,
                                       register=False, now=now))
+        registry.set_phase(version, "replaying", caught_up_to=catchup.REBUILT)
     out["search_index"] = catchup.reindex(client, prefix, version)
     out["catch_up"] = vars(catchup.catch_up(client, prefix, version, writer))
     return out

@@ -46,7 +46,7 @@ from chalicelib.log import logger
 from chalicelib.registry import ProjectionRegistry
 from chalicelib.settings import get_settings
 from projections.events import Event
-from streams import partition, replay
+from streams import catchup, partition, replay
 from streams.writer import FOLD_CODE
 
 __all__ = ["SEGMENT_CHUNKS", "FOLD_BATCH", "Spool", "LocalSpool", "S3Spool", "open_spool", "plan_task",
@@ -267,7 +267,9 @@ def prepare(spool: Spool, job: dict[str, Any], *, client: Any) -> dict[str, Any]
         # Another run's partitions (another plan, other batch tags) may be in it: folding ours on top could
         # count an event twice. Resume a run by redriving its execution; start over from a dropped table.
         raise RuntimeError(f"{table} is not empty: redrive the execution that built it, or drop the table first")
-    ProjectionRegistry(client, prefix).register_building(version, FOLD_CODE)
+    # Replaying: the live projectors record the positions they handle for the catch-up from now on (the state
+    # machine waits RECORDING_DELAY before the scans); `streamfold replay view --version N` catches up after Finish.
+    ProjectionRegistry(client, prefix).register_building(version, FOLD_CODE, phase="replaying")
     segs = _segments(client, prefix, last_tables=job.get("last_tables"), segments=job.get("segments"))
     spool.put(_segments_name(run), json.dumps(segs).encode())
     spool.put(_job_name(run), json.dumps(job).encode())
@@ -364,7 +366,7 @@ def fold(spool: Spool, job: dict[str, Any], items: list[dict[str, Any]], *, clie
     return {**result, "skipped": len(wanted) - len(todo), "folded": todo}
 
 
-def finish(spool: Spool, job: dict[str, Any]) -> dict[str, Any]:
+def finish(spool: Spool, job: dict[str, Any], *, client: Any) -> dict[str, Any]:
     """The run is built once every partition of its manifest is done; otherwise the execution fails (redrive it)."""
     run = job["run"]
     manifest = json.loads(spool.get(_manifest_name(run)))
@@ -375,6 +377,10 @@ def finish(spool: Spool, job: dict[str, Any]) -> dict[str, Any]:
     summary = {"version": int(job["version"]), "partitions": len(manifest),
                "events": sum(m["events"] for m in manifest), "finished": datetime.now(UTC).isoformat()}
     spool.put(f"{run}/finished.json", json.dumps(summary).encode())
+    # Rebuilt: what is left is the search index and the catch-up (`streamfold replay view --version N` goes on
+    # from here, never folding the day tables again).
+    ProjectionRegistry(client, job["prefix"]).set_phase(int(job["version"]), "replaying",
+                                                        caught_up_to=catchup.REBUILT)
     return summary
 
 
@@ -425,7 +431,7 @@ def plan_task(event: dict[str, Any], context: Any = None, *, client: Any = None)
     if step == "spool":
         return {"segments": [spool_segment(spool, job, seg, client=client) for seg in event["Items"]]}
     if step == "finish":
-        return finish(spool, job)
+        return finish(spool, job, client=client)
     raise ValueError(f"unknown step {step!r}")
 
 

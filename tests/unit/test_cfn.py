@@ -15,7 +15,7 @@ from moto import mock_aws
 
 from cfn import generate
 from chalicelib import keys, tables
-from chalicelib.versions import VIEW_VERSION
+from chalicelib.versions import TTL_SECONDS, VIEW_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 STORAGE = ROOT / "cfn" / "storage.json"
@@ -267,7 +267,8 @@ def test_replay_state_machine_invokes_the_replay_functions_of_the_app() -> None:
     while at:
         order.append(at)
         at = states[at].get("Next")
-    assert order == ["Prepare", "ScanIds", "Assign", "SpoolSegments", "Fold", "Finish"]
+    assert order == ["Prepare", "WaitForProjectors", "ScanIds", "Assign", "SpoolSegments", "Fold", "Finish"]
+    assert states["WaitForProjectors"]["Seconds"] > TTL_SECONDS  # every projector records positions by then
     for name, task in tasks.items():
         assert task["Resource"] == "arn:aws:states:::lambda:invoke", name
         first, second = task["Retry"]
