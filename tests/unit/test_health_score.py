@@ -261,7 +261,8 @@ def test_key_feature_wau_known_value_on_a_version_3_state() -> None:
     # u5 eight days ago is outside the week.
     events = [usage("a", AS_OF, "u1"), usage("b", AS_OF - timedelta(days=1), "u2"),
               usage("c", AS_OF - timedelta(days=2), "u1", "Report Viewed"),
-              usage("d", AS_OF - timedelta(days=3), "u3", "Other"), usage("e", AS_OF - timedelta(days=6), "u4", "Other"),
+              usage("d", AS_OF - timedelta(days=3), "u3", "Other"),
+              usage("e", AS_OF - timedelta(days=6), "u4", "Other"),
               usage("f", AS_OF - timedelta(days=8), "u5")]
     model = default_model(("Export", "Report Viewed"))
     state = state_of(events, True)
