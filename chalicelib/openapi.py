@@ -51,7 +51,11 @@ SCHEMAS: dict[str, Any] = {
         "score": {"type": "object", "properties": {"score": _nint, "band": _band, "trend": _nint}},
         "key_features": {"type": "array", "items": {"type": "object", "required": ["name", "count"],
                                                      "properties": {"name": _str, "count": _int,
-                                                                    "active_days": _int, "last_used": _nstr}}}}},
+                                                                    "active_days": _int, "last_used": _nstr}}},
+        "key_features_wau": {"type": ["object", "null"], "additionalProperties": _int,
+                             "description": "View version 3: distinct users of each key feature in the 7 days "
+                                            "ending today (a HyperLogLog estimate above 16 users a day); null on "
+                                            "a version 2 view"}}},
     "UserList": {"type": "object", "required": ["items", "next_cursor"], "properties": {
         "items": {"type": "array", "items": {"type": "object", "required": ["user_id", "traits"], "properties": {
             "user_id": _str, "name": _nstr, "email": _nstr, "traits": {"type": "object"}, "first_seen": _nstr,
@@ -75,7 +79,9 @@ SCHEMAS: dict[str, Any] = {
                                                "properties": {"name": _str, "label": _str, "weight": {"type": "number"},
                                                               "raw": {"type": ["number", "null"]},
                                                               "normalised": {"type": "number"}, "points": _int,
-                                                              "applicable": {"type": "boolean"}}}},
+                                                              "applicable": {"type": "boolean"},
+                                                              "value": {"type": ["number", "null"]},
+                                                              "detail": _str}}},
         "history": {"type": "array", "items": {"type": "object", "required": ["date", "score", "band"],
                                                "properties": {"date": _str, "score": _int, "band": _band}}},
         "thresholds": {"type": "object"}}},

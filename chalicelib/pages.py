@@ -24,6 +24,10 @@ exactly-once across re-deliveries and bisected batches: a contribution is keyed 
 same key in two pages (a batch re-delivered whole or bisected) counts once, and a tag already in the
 item's ring (settled) counts not at all. Head and timeline contributions are joins.
 
+Pages are the same for every fold version (:mod:`projections.folds`): a row names its event's user, so a reader
+builds what its version keeps (version 3: each name's users per account-day) from the same page; :func:`derive`
+takes the fold of the version it reads for.
+
 Page size bound: a page holds one batch's events of one bucket; a batch is at most 100 records of
 300 KB compressed chunks, so a bucket's page is split at :data:`PAGE_EVENTS` events (several items ``#n``).
 """
@@ -37,13 +41,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from chalicelib import keys
+from chalicelib import keys, versions
 from chalicelib.views import Blob, ViewStore
 from projections import account, timeline
 from projections.account import AccountState, DayActivity
-from projections.events import Event, FrozenMap, format_ts
+from projections.events import Event, format_ts
+from projections.folds import Fold, fold_for
 from projections.registers import max_opt, min_opt, opt_ts, opt_ts_str
-from projections.usage import Sketch, add_count
 from projections.userday import UserDay
 
 __all__ = ["LAST_SEEN_STEP", "PAGE_BUCKETS", "PAGE_EVENTS", "Derived", "PageWriter", "TAG_CHARS", "apply_tagged",
@@ -71,11 +75,10 @@ def ring_tags(ring: str) -> set[str]:
     return {ring[i:i + TAG_CHARS] for i in range(0, len(ring), TAG_CHARS)}
 
 
-def one(name: str, who: str | None) -> DayActivity:
-    """One event of ``name`` by ``who`` (a user or None) on a day counter."""
-    counts: dict[str, int] = {}
-    add_count(counts, name, 1)
-    return DayActivity(FrozenMap(counts), Sketch.of([who] if who else []))
+def one(name: str, who: str | None, fold: Fold | None = None) -> DayActivity:
+    """One event of ``name`` by ``who`` (a user or None) on a day counter, as ``fold`` keeps it (default: the
+    fold of :data:`chalicelib.versions.VIEW_VERSION`)."""
+    return (fold or fold_for(versions.VIEW_VERSION)).one(name, who)
 
 
 def apply_tagged(total: Any, ring: str, per_tag: dict[str, Any], also_seen: Iterable[str], *,
@@ -133,8 +136,10 @@ class Derived:
 
 
 def derive(tenant_id: str, pages: list[Blob], *, accounts: set[str] | None = None,
-           users: set[str] | None = None) -> Derived:
-    """Item contributions of pending pages (only of ``accounts`` / ``users`` when given)."""
+           users: set[str] | None = None, fold: Fold | None = None) -> Derived:
+    """Item contributions of pending pages (only of ``accounts`` / ``users`` when given), as ``fold`` (the fold
+    of the version read; default: that of :data:`chalicelib.versions.VIEW_VERSION`) keeps account-days."""
+    fold = fold or fold_for(versions.VIEW_VERSION)
     out = Derived()
     # Tags a retro contribution holds count as applied for the pages *after* its own (as a write adds them to
     # the item's ring after applying its own contributions): a later re-delivery of such a chunk adds nothing.
@@ -158,7 +163,7 @@ def derive(tenant_id: str, pages: list[Blob], *, accounts: set[str] | None = Non
                 tag = row[6]
                 if tag and e.is_usage:
                     per = page_days.setdefault((pk, keys.day_sk(e.day)), {})
-                    act = one(e.catalog_name or "", e.user_id)
+                    act = fold.one(e.catalog_name or "", e.user_id)
                     per[tag] = act if tag not in per else per[tag].merge(act)
             for wire in part.get("g") or ():
                 evs.append(Event.from_wire(wire))
@@ -171,7 +176,7 @@ def derive(tenant_id: str, pages: list[Blob], *, accounts: set[str] | None = Non
                     _newest(out.recent, (acct, who), ud.last)
                 key = (pk, keys.day_sk(day))
                 per = page_days.setdefault(key, {})
-                act = DayActivity(ud.activity.counts, Sketch.of([who]))
+                act = fold.of_user(ud.activity.counts, who)
                 per[tag] = act if tag not in per else per[tag].merge(act)
                 page_seen.setdefault(key, set()).update(also)
                 head, bucket = ud.for_account(acct, day, who)

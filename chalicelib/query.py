@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
-from chalicelib import keys, tables
+from chalicelib import keys, tables, versions
 from chalicelib.db import batch_get, items
 from chalicelib.errors import ApiError, FieldError
 from chalicelib.pages import LAST_SEEN_STEP, Derived
@@ -24,6 +24,7 @@ from chalicelib.view_items import load_account, merge_days, pending_for, seats, 
 from chalicelib.views import ViewStore, from_ddb
 from projections import account, catalog, health, timeline, user
 from projections.events import format_ts, parse_ts
+from projections.folds import Fold, fold_for
 from projections.timeline import Entry
 
 __all__ = ["MAX_PAGE", "QueryService", "Rescorer", "SORTS"]
@@ -114,14 +115,24 @@ def _account_item(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def table_version(table: str) -> int | None:
+    """The view version of a ``<prefix>view-v<N>`` table name, or None."""
+    tail = table.rsplit("-v", 1)[-1]
+    return int(tail) if tail.isdigit() and int(tail) >= 1 else None
+
+
 class QueryService:
-    """Reads for one tenant-agnostic view table; every method takes the caller's tenant id."""
+    """Reads for one tenant-agnostic view table; every method takes the caller's tenant id.
+
+    ``fold``: what the table holds (:mod:`projections.folds`); default ``fold_for(<the table's version>)``, so a
+    reader of a version reads it with that version's fold (pending delta pages included)."""
 
     def __init__(self, store: ViewStore, models: ScoreModelStore, *, search: SearchIndex | None = None,
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None, fold: Fold | None = None) -> None:
         self.store = store
         self.client = store.client
         self.table = store.table
+        self.fold = fold if fold is not None else fold_for(table_version(store.table) or versions.VIEW_VERSION)
         self.models = models
         self.search_index = search
         self.clock = clock or (lambda: datetime.now(UTC))
@@ -202,7 +213,7 @@ class QueryService:
     def _pending(self, tenant_id: str, account_id: str) -> Derived:
         """The account's events in delta pages not yet settled (``chalicelib.pages``): every read below merges
         them, so a figure the API serves includes every batch the projector has written."""
-        return pending_for(self.store, tenant_id, account_id)
+        return pending_for(self.store, tenant_id, account_id, fold=self.fold)
 
     def _summary(self, tenant_id: str, account_id: str, pending: Derived | None = None) -> dict[str, Any]:
         """The account's SUMMARY; ``{}`` for an account known only from pending pages (not yet settled); 404
@@ -232,6 +243,11 @@ class QueryService:
             summary = {**summary, **summary_attrs(tenant_id, state, hs, now,
                                                   users_count=self._members(tenant_id, account_id, pending))}
         features = account.feature_usage(state, model.key_features, now, 30)
+        wau_by_feature: dict[str, int] | None = None
+        if self.fold.name_users:
+            # Version 3: distinct users of each key feature in the 7 days ending today (version 2 keeps none: null).
+            wau_by_feature = account.key_feature_users(state, model.key_features, now, 7) or {
+                f: 0 for f in model.key_features}
         out = _account_item(summary)
         out.update({
             "active_users": {"1d": summary.get("active_1d", 0), "7d": summary.get("active_7d", 0),
@@ -239,6 +255,7 @@ class QueryService:
             "score": {"score": summary.get("score"), "band": summary.get("band"), "trend": summary.get("trend")},
             "key_features": [{"name": f.name, "count": f.count, "active_days": f.active_days,
                               "last_used": format_ts(f.last_used) if f.last_used else None} for f in features],
+            "key_features_wau": wau_by_feature,
         })
         return out
 
@@ -410,15 +427,25 @@ class QueryService:
         hist = health.history(state, model, now, days, seats)
         labels = {"recency": "Recency of activity", "active_days": "Active days (30d)",
                   "adoption": "Seat utilisation / stickiness", "breadth": "Key-feature breadth",
-                  "trend": "Usage trend (14d vs prior 14d)"}
+                  "trend": "Usage trend (14d vs prior 14d)",
+                  "key_feature_wau": "Key-feature weekly active users"}
+        factors = [{**f.to_dict(), "value": f.raw, "label": labels.get(f.name, f.name),
+                    "detail": _factor_detail(f.name, f.raw, seats is not None or state.trait("seats") is not None,
+                                             f.applicable)}
+                   for f in current.factors]
+        shown = {f.name for f in current.factors}
+        # A factor the state cannot compute (per-name users on a version 2 view, or before any usage by a known
+        # user): left out of the score; listed here as not applicable, with why.
+        factors += [{"name": name, "weight": weight, "raw": None, "normalised": 0.0, "points": 0, "applicable": False,
+                     "value": None, "label": labels.get(name, name),
+                     "detail": "not applicable (this view version keeps no per-feature users)"
+                     if not self.fold.name_users else "no usage by a known user yet"}
+                    for name, weight in model.factors if name not in shown]
         return {
             "account_id": account_id, "name": summary.get("name") or state.name or account_id,
             "score": current.score, "band": current.band, "trend": current.trend, "as_of": format_ts(now),
             "model_version": current.model_version,
-            "factors": [{**f.to_dict(), "value": f.raw, "label": labels.get(f.name, f.name),
-                         "detail": _factor_detail(f.name, f.raw, seats is not None or state.trait("seats") is not None,
-                                                  f.applicable)}
-                        for f in current.factors],
+            "factors": factors,
             "history": [{"date": h.as_of.date().isoformat(), "score": h.score, "band": h.band} for h in hist],
             "thresholds": {"yellow_from": model.yellow_from, "green_from": model.green_from},
         }
@@ -482,7 +509,8 @@ def _factor_detail(name: str, raw: float | None, has_seats: bool, applicable: bo
     if not applicable:
         return "not applicable (no key features configured)"
     if raw is None:
-        return {"recency": "no activity yet", "trend": "no usage in the previous 14 days"}.get(name, "no data")
+        return {"recency": "no activity yet", "trend": "no usage in the previous 14 days",
+                "key_feature_wau": "no active users in the last 7 days"}.get(name, "no data")
     if name == "recency":
         return "active today" if raw == 0 else f"last active {raw:g} day{'s' if raw != 1 else ''} ago"
     if name == "active_days":
@@ -493,6 +521,8 @@ def _factor_detail(name: str, raw: float | None, has_seats: bool, applicable: bo
         return f"{raw:.0%} of key features used in 30 days"
     if name == "trend":
         return f"{raw:+.0%} events vs the prior 14 days"
+    if name == "key_feature_wau":
+        return f"{raw:.0%} of weekly active users use each key feature, on average"
     return f"{raw:g}"
 
 

@@ -18,6 +18,7 @@ from chalicelib.views import Blob, ViewStore
 from projections import account, catalog, user
 from projections.account import AccountState, DayActivity
 from projections.events import FrozenMap, format_ts, thaw
+from projections.folds import Fold
 from projections.health import HealthScore
 
 __all__ = ["MAX_TRAITS_JSON", "cap_json",
@@ -38,11 +39,13 @@ def assemble_account(head: dict[str, Any] | None, account_id: str, days: dict[st
     return account.merge(AccountState.from_dict(base), account.empty(account_id))
 
 
-def pending_for(store: ViewStore, tenant_id: str, account_id: str, *, consistent: bool = False) -> pages.Derived:
-    """What the account's bucket's pending delta pages add to it (``chalicelib.pages``): one Query."""
+def pending_for(store: ViewStore, tenant_id: str, account_id: str, *, consistent: bool = False,
+                fold: Fold | None = None) -> pages.Derived:
+    """What the account's bucket's pending delta pages add to it (``chalicelib.pages``): one Query. ``fold``:
+    the fold of the version read (default: that of :data:`chalicelib.versions.VIEW_VERSION`)."""
     bucket = pages.bucket_of(account_id)
     found = pages.pending_pages(store, tenant_id, [bucket], consistent=consistent)[bucket]
-    return pages.derive(tenant_id, found, accounts={account_id})
+    return pages.derive(tenant_id, found, accounts={account_id}, fold=fold)
 
 
 def merge_days(pk: str, day_blobs: dict[str, Blob], pending: pages.Derived | None) -> dict[str, dict[str, Any]]:

@@ -8,6 +8,10 @@ day counters (two states hold disjoint events; the view's message claims make th
 usage a user brings to an account by ``group`` membership is attributed by the view writer (see
 :mod:`projections.usage` for the reference semantics).
 
+Version 3 of the fold (:mod:`projections.folds`) also keeps, per account-day, the distinct users of each event
+name (:attr:`DayActivity.names`): the per-key-feature weekly active users of the health score's
+``key_feature_wau`` factor. Version 2 days hold none and are stored as before.
+
 Per-day data is bounded: only the newest :data:`RETENTION_DAYS` UTC days, counted back from
 the newest usage day in the state, are kept. That bound depends only on the set of events,
 so pruning inside the fold keeps it order-insensitive (a day that is out of the window for
@@ -33,7 +37,7 @@ from projections.registers import (
     traits_from_dict,
     traits_to_dict,
 )
-from projections.usage import OTHER, Sketch, add_count, storage_name
+from projections.usage import OTHER, NameSketch, Sketch, add_count, storage_name
 
 __all__ = [
     "NAME",
@@ -53,7 +57,9 @@ __all__ = [
     "feature_usage",
     "fold",
     "fold_all",
+    "has_name_users",
     "key",
+    "key_feature_users",
     "merge",
     "window",
 ]
@@ -68,16 +74,28 @@ RETENTION_DAYS: Final = 90
 
 @dataclass(frozen=True, slots=True)
 class DayActivity:
-    """Usage on one UTC day (view version 2): event counts by name and a sketch of active users.
+    """Usage on one UTC day: event counts by name, a sketch of active users and (view version 3) a sketch of
+    each name's users.
 
     Counts are plain counters (a message id is counted once *before* it reaches a day: in a
     batch by :func:`fold_all`, across batches by the view's message claims), so :meth:`merge`
     adds them: two states are two disjoint sets of events. Names are capped
     (:data:`projections.usage.MAX_NAMES`, the rest under :data:`projections.usage.OTHER`).
+
+    ``names`` (version 3 only; empty in version 2, and then not stored) holds a
+    :class:`projections.usage.NameSketch` per name the day counts by name, plus one under ``OTHER`` for the
+    users of the names counted there: its keys are always among the keys of ``counts``.
+
+    Size of the stored ``DAY#`` body, worst case (101 counter keys of 128 characters; JSON before zlib):
+    ``counts`` about 14 KB, ``users`` at most 2.4 KB (128 hashes) or 0.5 KB (512 registers), ``names`` at
+    most 101 x (128-character key + 311 bytes: 16 hashes) = 45 KB: **under 62 KB of JSON**, stored compressed
+    (``chalicelib.views.encode_body``; the hashes are incompressible hex, so about 33 KB). Version 2's worst case
+    is under 17 KB. ``tests/unit/test_projections_account.py`` measures it at 200,000 events.
     """
 
     counts: FrozenMap[int] = field(default_factory=FrozenMap)
     users: Sketch = field(default_factory=Sketch)
+    names: FrozenMap[NameSketch] = field(default_factory=FrozenMap)
 
     def count(self, name: str | None = None) -> int:
         """Events on this day, of one name or (None) of all names."""
@@ -85,19 +103,35 @@ class DayActivity:
             return int(self.counts.get(storage_name(name), 0))
         return sum(self.counts.values())
 
+    def name_users(self, name: str) -> NameSketch:
+        """The users of one name on this day (empty in version 2, or for a name counted under ``OTHER``)."""
+        return self.names.get(storage_name(name)) or NameSketch()
+
     def merge(self, other: DayActivity) -> DayActivity:
-        """Sum of two disjoint days' counts; union of their users."""
+        """Sum of two disjoint days' counts; union of their users, and of each name's users."""
         counts = dict(self.counts)
         for name, n in other.counts.items():
             if name == OTHER:
                 counts[OTHER] = counts.get(OTHER, 0) + n
             else:
                 add_count(counts, name, n)
-        return DayActivity(FrozenMap(dict(sorted(counts.items()))), self.users.merge(other.users))
+        names = self.names
+        if other.names:
+            joined = dict(self.names)
+            for name, users in other.names.items():
+                # A name the merged counters count under OTHER has its users there too.
+                into = name if name in counts else OTHER
+                joined[into] = users if into not in joined else joined[into].merge(users)
+            names = FrozenMap(dict(sorted(joined.items())))
+        return DayActivity(FrozenMap(dict(sorted(counts.items()))), self.users.merge(other.users), names)
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"counts": {name: n}, "users": sketch}``."""
-        return {"counts": dict(sorted(self.counts.items())), "users": self.users.to_dict()}
+        """``{"counts": {name: n}, "users": sketch}``, and ``"names": {name: sketch}`` when there are any
+        (version 3): a version 2 day is stored exactly as before."""
+        out = {"counts": dict(sorted(self.counts.items())), "users": self.users.to_dict()}
+        if self.names:
+            out["names"] = {name: self.names[name].to_dict() for name in sorted(self.names)}
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DayActivity:
@@ -106,7 +140,40 @@ class DayActivity:
         if "events" in data or isinstance(data.get("users"), list):
             return upcast_day_v1(data)
         return cls(FrozenMap({str(k): int(v) for k, v in (data.get("counts") or {}).items()}),
-                   Sketch.from_dict(data.get("users")))
+                   Sketch.from_dict(data.get("users")),
+                   FrozenMap({str(k): NameSketch.from_dict(v) for k, v in sorted((data.get("names") or {}).items())}))
+
+    @classmethod
+    def of_named(cls, named: Iterable[tuple[str, str | None]], *, name_users: bool) -> DayActivity:
+        """Events ``(name, user or None)``, one each, on a day: the counters, the users and (``name_users``,
+        version 3) each name's users."""
+        counts: dict[str, int] = {}
+        users: set[str] = set()
+        by_name: dict[str, set[str]] = {}
+        for name, who in named:
+            add_count(counts, name, 1)
+            if who:
+                users.add(who)
+                if name_users:
+                    by_name.setdefault(storage_name(name), set()).add(who)
+        return cls(FrozenMap(dict(sorted(counts.items()))), Sketch.of(users), _names(counts, by_name))
+
+    @classmethod
+    def of_user(cls, counts: FrozenMap[int], who: str, *, name_users: bool) -> DayActivity:
+        """One user's counted usage (a user-day's counters) on a day: what a late ``group`` or an ``alias``
+        brings to an account."""
+        names = FrozenMap({name: NameSketch.of([who]) for name in sorted(counts)}) if name_users else FrozenMap()
+        return cls(counts, Sketch.of([who]), names)
+
+
+def _names(counts: Mapping[str, int], by_name: Mapping[str, set[str]]) -> FrozenMap[NameSketch]:
+    """Per-name sketches keyed as ``counts`` keys the names (a name not counted by name: under ``OTHER``)."""
+    if not by_name:
+        return FrozenMap()
+    grouped: dict[str, set[str]] = {}
+    for name, users in by_name.items():
+        grouped.setdefault(name if name in counts else OTHER, set()).update(users)
+    return FrozenMap({name: NameSketch.of(grouped[name]) for name in sorted(grouped)})
 
 
 def upcast_day_v1(data: Mapping[str, Any]) -> DayActivity:
@@ -184,7 +251,7 @@ class AccountState:
              "traits": {key: {"at": iso, "messageId": str, "value": json}},
              "first_seen": iso | None, "last_seen": iso | None,
              "users": [sorted ids],
-             "days": {"YYYY-MM-DD": {"counts": {name: n}, "users": sketch}},
+             "days": {"YYYY-MM-DD": {"counts": {name: n}, "users": sketch, "names": {name: sketch}?}},
              "event_spans": {name: {"first": iso, "last": iso}}}
         """
         return {
@@ -238,14 +305,16 @@ def empty(account_id: str) -> AccountState:
 class _Builder:
     """Mutable accumulator: absorbs events and states, then builds one frozen state."""
 
-    def __init__(self, account_id: str) -> None:
+    def __init__(self, account_id: str, name_users: bool = False) -> None:
         self.account_id = account_id
+        self.name_users = name_users
         self.traits: dict[str, Stamped] = {}
         self.first_seen: datetime | None = None
         self.last_seen: datetime | None = None
         self.users: set[str] = set()
         self.day_users: dict[str, set[str]] = {}
         self.day_events: dict[str, dict[str, set[str]]] = {}
+        self.day_name_users: dict[str, dict[str, set[str]]] = {}
         self.day_stored: dict[str, DayActivity] = {}
         self.spans: dict[str, Span] = {}
 
@@ -280,6 +349,8 @@ class _Builder:
         users = self.day_users.setdefault(day, set())
         if event.user_id:
             users.add(event.user_id)
+            if self.name_users:
+                self.day_name_users.setdefault(day, {}).setdefault(storage_name(name), set()).add(event.user_id)
         self.day_events.setdefault(day, {}).setdefault(name, set()).add(event.digest)
         self._span(name, Span(event.timestamp, event.timestamp))
 
@@ -297,7 +368,8 @@ class _Builder:
                 counts: dict[str, int] = {}
                 for name, digests in sorted(self.day_events.get(day, {}).items()):
                     add_count(counts, name, len(digests))
-                fresh = DayActivity(FrozenMap(dict(sorted(counts.items()))), Sketch.of(self.day_users[day]))
+                fresh = DayActivity(FrozenMap(dict(sorted(counts.items()))), Sketch.of(self.day_users[day]),
+                                    _names(counts, self.day_name_users.get(day, {})))
                 stored = self.day_stored.get(day)
                 days[day] = fresh if stored is None else stored.merge(fresh)
         return AccountState(
@@ -312,32 +384,34 @@ class _Builder:
         )
 
 
-def fold(state: AccountState, event: Event) -> AccountState:
-    """Apply one event. Events that do not touch ``state.account_id`` leave it unchanged."""
+def fold(state: AccountState, event: Event, *, name_users: bool = False) -> AccountState:
+    """Apply one event. Events that do not touch ``state.account_id`` leave it unchanged. ``name_users``: keep
+    each name's users per day (fold version 3, :mod:`projections.folds`)."""
     if key(event) != state.account_id:
         return state
-    builder = _Builder(state.account_id)
+    builder = _Builder(state.account_id, name_users)
     builder.add_state(state)
     builder.add_event(event)
     return builder.build()
 
 
-def fold_all(events: Iterable[Event], states: Mapping[str, AccountState] | None = None) -> dict[str, AccountState]:
+def fold_all(events: Iterable[Event], states: Mapping[str, AccountState] | None = None, *,
+             name_users: bool = False) -> dict[str, AccountState]:
     """Fold a batch of events of any accounts into ``states`` (by account id).
 
     Returns a new dict holding every given state plus every account touched by ``events``.
-    Equivalent to folding event by event, but linear in the batch size.
+    Equivalent to folding event by event, but linear in the batch size. ``name_users``: as :func:`fold`.
     """
     builders: dict[str, _Builder] = {}
     for account_id, state in (states or {}).items():
-        builders[account_id] = _Builder(account_id)
+        builders[account_id] = _Builder(account_id, name_users)
         builders[account_id].add_state(state)
     for event in events:
         event_account = key(event)
         if event_account is None:
             continue
         if event_account not in builders:
-            builders[event_account] = _Builder(event_account)
+            builders[event_account] = _Builder(event_account, name_users)
         builders[event_account].add_event(event)
     return {account_id: builder.build() for account_id, builder in builders.items()}
 
@@ -440,3 +514,27 @@ def feature_usage(
             )
         )
     return tuple(result)
+
+
+def has_name_users(state: AccountState) -> bool:
+    """Whether the state keeps each name's users (fold version 3): some retained day holds them. A version 2
+    state (or one without any usage by a known user) does not."""
+    return any(activity.names for activity in state.days.values())
+
+
+def key_feature_users(state: AccountState, key_features: Iterable[str], as_of: datetime,
+                      days: int = 7) -> dict[str, int] | None:
+    """Distinct users of each key feature in the ``days`` UTC days ending on ``as_of``'s day (weekly by
+    default), or None for a state that keeps no per-name users (version 2). A feature counted under
+    :data:`projections.usage.OTHER` on a day (past the day's :data:`projections.usage.MAX_NAMES`) has no users
+    of its own there."""
+    if not has_name_users(state):
+        return None
+    activities = _in_window(state, as_of, days)
+    out: dict[str, int] = {}
+    for name in key_features:
+        users = NameSketch()
+        for activity in activities:
+            users = users.merge(activity.name_users(name))
+        out[name] = len(users)
+    return out

@@ -18,6 +18,13 @@ Vitally): a weighted sum of normalised factors, each in 0..1:
 ``trend``
     events in the last 14 days vs the 14 before: +20% or more -> 1.0, flat -> 0.5, -50% or
     worse -> 0.0, linear in between; growth from nothing -> 1.0, no usage at all -> 0.0.
+``key_feature_wau``
+    depth of key-feature use (view version 3): over the last 7 days, for each key feature the share
+    of the account's weekly active users who used it (at most 1), averaged over the key features;
+    normalised = that mean. No weekly active user: raw None, 0. Not applicable (weight left out)
+    when the model names no key features; a state that keeps no per-name users (view version 2,
+    :func:`projections.account.has_name_users`) cannot compute it and its score leaves it out entirely
+    (no contribution listed), so version 2 scores and explanations are what they were.
 
 Usage data is bucketed by UTC day, and windows are whole days ending on ``as_of``'s day;
 days after it are ignored, which is how the score "at an earlier time" (trend, history) only
@@ -45,6 +52,7 @@ __all__ = [
     "FACTOR_NAMES",
     "FactorContribution",
     "MAX_COOLDOWN_HOURS",
+    "NAME_USERS_FACTORS",
     "HealthScore",
     "ScoreModel",
     "band_change",
@@ -53,14 +61,17 @@ __all__ = [
     "score",
 ]
 
-FACTOR_NAMES: Final = ("recency", "active_days", "adoption", "breadth", "trend")
+FACTOR_NAMES: Final = ("recency", "active_days", "adoption", "breadth", "trend", "key_feature_wau")
 DEFAULT_FACTORS: Final = (
     ("recency", 25),
     ("active_days", 25),
     ("adoption", 20),
     ("breadth", 15),
     ("trend", 15),
+    ("key_feature_wau", 10),
 )
+NAME_USERS_FACTORS: Final = frozenset({"key_feature_wau"})
+"""Factors a state without per-name users (view version 2) cannot compute: left out of its score."""
 BANDS: Final = ("red", "yellow", "green")
 ALERT_KINDS: Final = ("band_changed", "score_dropped")
 
@@ -75,6 +86,7 @@ TREND_WINDOW_DAYS: Final = 14
 TREND_GROWTH: Final = Fraction(1, 5)
 TREND_DECLINE: Final = Fraction(-1, 2)
 TREND_LOOKBACK: Final = timedelta(days=7)
+KEY_FEATURE_WAU_DAYS: Final = 7
 MAX_COOLDOWN_HOURS: Final = 24 * 366  # a year: longer means "never alert again"; larger values are clamped
 
 _MODEL_FIELDS: Final = frozenset(
@@ -195,7 +207,7 @@ class ScoreModel:
 
 
 def default_model(key_features: tuple[str, ...] = ()) -> ScoreModel:
-    """The default model (weights 25/25/20/15/15, red < 40 <= yellow < 70 <= green)."""
+    """The default model (weights 25/25/20/15/15/10, red < 40 <= yellow < 70 <= green)."""
     return ScoreModel(key_features=tuple(key_features))
 
 
@@ -204,8 +216,8 @@ class FactorContribution:
     """Why a score is what it is: one factor's raw value, normalised value and points.
 
     ``raw`` is None when there is no data (e.g. never active, nothing to compare with);
-    ``applicable`` is False when the factor does not apply (breadth without key features),
-    in which case its weight is left out and it contributes 0 points.
+    ``applicable`` is False when the factor does not apply (breadth or key_feature_wau without
+    key features), in which case its weight is left out and it contributes 0 points.
     """
 
     name: str
@@ -335,6 +347,19 @@ def _breadth(state: AccountState, as_of: datetime, key_features: tuple[str, ...]
     return share, share
 
 
+def _key_feature_wau(state: AccountState, as_of: datetime, key_features: tuple[str, ...]) -> _Value:
+    if not key_features:
+        return None, None
+    wau = len(acc.active_users(state, as_of, KEY_FEATURE_WAU_DAYS))
+    users = acc.key_feature_users(state, key_features, as_of, KEY_FEATURE_WAU_DAYS) or {}
+    if wau == 0:
+        return None, Fraction(0)
+    # Both counts are sketches (exact while small): a feature's estimate may exceed the week's, never its share 1.
+    shares = [min(Fraction(1), Fraction(users.get(f, 0), wau)) for f in key_features]
+    mean = sum(shares, Fraction(0)) / len(shares)
+    return mean, mean
+
+
 def _trend(state: AccountState, as_of: datetime) -> _Value:
     current = acc.event_count(state, as_of, TREND_WINDOW_DAYS)
     previous = acc.event_count(state, as_of - timedelta(days=TREND_WINDOW_DAYS), TREND_WINDOW_DAYS)
@@ -350,7 +375,9 @@ def _compute(
     state: AccountState, model: ScoreModel, as_of: datetime, seats: int | None
 ) -> tuple[int, tuple[FactorContribution, ...]]:
     values: dict[str, _Value] = {}
-    for name, _weight in model.factors:
+    factors = model.factors if acc.has_name_users(state) else tuple(
+        (name, weight) for name, weight in model.factors if name not in NAME_USERS_FACTORS)
+    for name, _weight in factors:
         if name == "recency":
             values[name] = _recency(state, as_of)
         elif name == "active_days":
@@ -359,11 +386,13 @@ def _compute(
             values[name] = _adoption(state, as_of, seats)
         elif name == "breadth":
             values[name] = _breadth(state, as_of, model.key_features)
+        elif name == "key_feature_wau":
+            values[name] = _key_feature_wau(state, as_of, model.key_features)
         else:
             values[name] = _trend(state, as_of)
-    total_weight = sum((Fraction(weight) for name, weight in model.factors if values[name][1] is not None), Fraction(0))
+    total_weight = sum((Fraction(weight) for name, weight in factors if values[name][1] is not None), Fraction(0))
     exact: list[Fraction] = []
-    for name, weight in model.factors:
+    for name, weight in factors:
         normalised = values[name][1]
         if normalised is None or total_weight == 0:
             exact.append(Fraction(0))
@@ -385,7 +414,7 @@ def _compute(
             points=points[i],
             applicable=values[name][1] is not None,
         )
-        for i, (name, weight) in enumerate(model.factors)
+        for i, (name, weight) in enumerate(factors)
     )
     return result, contributions
 

@@ -36,10 +36,9 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from chalicelib import keys, pages
+from chalicelib import keys, pages, versions
 from chalicelib.pages import PageWriter
 from chalicelib.scoremodels import ScoreModelStore
 from chalicelib.view_items import (
@@ -54,28 +53,18 @@ from chalicelib.views import Blob, ConflictError, ViewStore, encode_body, to_ddb
 from projections import account, catalog, health, timeline, user
 from projections.account import AccountState, DayActivity
 from projections.events import Event, FrozenMap, format_ts, parse_ts
+from projections.folds import Fold, fold_for
 from projections.health import HealthScore, ScoreModel
-from projections.usage import Sketch, add_count, identity_links
+from projections.usage import identity_links
 from projections.userday import UserDay
 
 __all__ = ["CLAIM_TTL_SECONDS", "FOLD_CODE", "LAST_SEEN_STEP", "RING", "ViewWriter", "WriteReport", "chunk_tag",
            "claim_window", "fold_codes", "same_but_recency"]
 
 
-def _fold_code() -> str:
-    """A digest of the code that decides what a view version holds: the pure folds (``projections/``) and
-    this writer. Two tables written by the same digest must be equal item for item (replay == live); a
-    difference between them is damage, not an upgrade (``streamfold replay --compare``)."""
-    h = hashlib.blake2b(digest_size=6)
-    sources = sorted(Path(account.__file__).parent.glob("*.py")) + [Path(__file__)]
-    for path in sources:
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
-
-
-FOLD_CODE = _fold_code()
-"""The fold code of this process (see :func:`_fold_code`); recorded in every view table it writes."""
+FOLD_CODE = fold_for(versions.VIEW_VERSION).code
+"""The fold code of this process's default view version (:attr:`projections.folds.Fold.code`: the fold version
+and a digest of the fold code); a writer records its own fold's code in every view table it writes."""
 
 
 def fold_codes(store: ViewStore) -> set[str]:
@@ -142,20 +131,10 @@ def _add(deltas: Deltas, key: tuple[str, str], tag: str, activity: Any) -> None:
     per_tag[tag] = activity if current is None else current.merge(activity)
 
 
-def _one(name: str, who: str | None) -> DayActivity:
-    counts: dict[str, int] = {}
-    add_count(counts, name, 1)
-    return DayActivity(FrozenMap(counts), Sketch.of([who] if who else []))
-
-
-def _many(named: Sequence[tuple[str, str | None]]) -> DayActivity:
-    """``_one`` of each ``(name, who)`` merged in order, in one pass."""
-    if len(named) == 1:
-        return _one(*named[0])
-    counts: dict[str, int] = {}
-    for name, _ in named:
-        add_count(counts, name, 1)
-    return DayActivity(FrozenMap(dict(sorted(counts.items()))), Sketch.of([w for _, w in named if w]))
+def _many(fold: Fold, named: Sequence[tuple[str, str | None]]) -> DayActivity:
+    """Events ``(name, who)`` on an account-day counter, as ``fold`` keeps them (version 3: each name's users
+    too): one event each, merged in order, in one pass."""
+    return fold.many(named)
 
 
 class ViewWriter:
@@ -166,13 +145,16 @@ class ViewWriter:
         models: per-tenant score models.
         outbox: where alerts are written (``streams.alerts.Outbox``); may be None.
         search: an indexer with ``index(tenant, accounts, users)`` (search projection); may be None.
+        fold: what the table's items hold (:mod:`projections.folds`); default: the fold of
+            :data:`chalicelib.versions.VIEW_VERSION`. A table is written by ``fold_for(its version)``.
     """
 
     def __init__(self, store: ViewStore, models: ScoreModelStore, outbox: Any = None, search: Any = None, *,
                  deferred: bool = False, settle_after: float = SETTLE_AFTER_SECONDS,
                  settle_min_age: float = SETTLE_MIN_AGE_SECONDS, settle_pages: int = SETTLE_PAGES,
-                 settle_inline: int = pages.PAGE_BUCKETS) -> None:
+                 settle_inline: int = pages.PAGE_BUCKETS, fold: Fold | None = None) -> None:
         self.store = store
+        self.fold = fold if fold is not None else fold_for(versions.VIEW_VERSION)
         self.models = models
         self.outbox = outbox
         self.search = search
@@ -189,14 +171,14 @@ class ViewWriter:
         self._code_lock = threading.Lock()
 
     def _record_code(self) -> None:
-        """Add :data:`FOLD_CODE` to the table's ``META``/``FOLD_CODE`` set, once per writer (one small write
-        per process and table)."""
+        """Add this writer's fold code (``self.fold.code``) to the table's ``META``/``FOLD_CODE`` set, once per
+        writer (one small write per process and table)."""
         with self._code_lock:
             if self._code_recorded:
                 return
             self.store.client.update_item(
                 TableName=self.store.table, Key={"pk": {"S": keys.META_PK}, "sk": {"S": keys.FOLD_CODE_SK}},
-                UpdateExpression="ADD codes :c", ExpressionAttributeValues={":c": {"SS": [FOLD_CODE]}})
+                UpdateExpression="ADD codes :c", ExpressionAttributeValues={":c": {"SS": [self.fold.code]}})
             self._code_recorded = True
 
     def record(self, events_by_tenant: dict[str, list[Event]] | None, now: datetime, *,
@@ -320,7 +302,7 @@ class ViewWriter:
                     if pw is not None:
                         pw.account_retro(acct, day, u, _norm("j:" + batch_tag), ud, _tags(ring))
                         continue
-                    _add(account_days, key, "j:" + batch_tag, DayActivity(ud.activity.counts, Sketch.of([u])))
+                    _add(account_days, key, "j:" + batch_tag, self.fold.of_user(ud.activity.counts, u))
                     _retro(retro_heads, retro_tl, ud, acct, day, u)
                     # The chunks folded into these days now count for the account: a re-delivery of one
                     # of them must not add it to the account again.
@@ -355,7 +337,7 @@ class ViewWriter:
                 counted.setdefault(((keys.account_pk(tenant_id, e.group_id or ""), keys.day_sk(e.day)),
                                     tag_of[e.message_id]), []).append((e.catalog_name or "", e.user_id))
         for (key, tag), named in counted.items():
-            _add(account_days, key, tag, _many(named))
+            _add(account_days, key, tag, _many(self.fold, named))
 
         users_written = self._users(tenant_id, folded, user_batch, pw)
         if pw is not None:
@@ -499,7 +481,7 @@ class ViewWriter:
                 self._reset_meta(tenant_id, b, len(ripe), min((int(p.attrs.get("at", 0)) for p in rest), default=None))
         if not taken:
             return {}
-        d = pages.derive(tenant_id, taken)
+        d = pages.derive(tenant_id, taken, fold=self.fold)
         self._settle_links(tenant_id, d.links)
         self._settle_user_times(tenant_id, d.user_times)
         self._bump_all({k: v for k, v in d.user_days.items() if v}, d.user_seen, codec=UserDay)
@@ -585,7 +567,7 @@ class ViewWriter:
                 also_seen.setdefault(key, set()).update(_tags(ring))
                 for acct in stored_users.get(u, user.empty(u)).joined:
                     akey = (keys.account_pk(tenant_id, acct), keys.day_sk(day))
-                    _add(account_days, akey, tag, DayActivity(ud.activity.counts, Sketch.of([u])))
+                    _add(account_days, akey, tag, self.fold.of_user(ud.activity.counts, u))
                     also_seen.setdefault(akey, set()).update(_tags(ring))
                     _retro(*retro, ud, acct, day, u)
         if user_days:
@@ -601,7 +583,8 @@ class ViewWriter:
                 for b in blobs}
         if self.deferred:
             bucket = pages.bucket_of(user_key)
-            d = pages.derive(tenant_id, pages.pending_pages(self.store, tenant_id, [bucket])[bucket], users={user_key})
+            d = pages.derive(tenant_id, pages.pending_pages(self.store, tenant_id, [bucket])[bucket], users={user_key},
+                             fold=self.fold)
             pending: dict[str, tuple[dict[str, Any], set[str]]] = {}
             for (_pk, sk), per in d.user_days.items():
                 pending.setdefault(sk[len(keys.USER_DAY_PREFIX):], ({}, set()))[0].update(per)
@@ -883,7 +866,7 @@ class ViewWriter:
             per_day.setdefault(((pk, keys.catalog_day_sk(e.day, name[:MAX_CATALOG_KEY])), tag_of[e.message_id]),
                                []).append(("n", None))
         for (key, tag), named in per_day.items():
-            _add(counters, key, tag, _many(named))
+            _add(counters, key, tag, _many(self.fold, named))
         heads = {(pk, keys.catalog_name_sk(name[:MAX_CATALOG_KEY])): (name, entry)
                  for name, entry in batch.entries.items()}
         blobs = self.store.get_many(heads)

@@ -501,7 +501,7 @@ async function renderAccount(view, accountId, seq) {
     if (!current(seq)) return;
     document.title = `${acct.name || acct.account_id} · streamfold`;
     renderHero(heroHost, acct);
-    renderFeatures(featuresBody, acct.key_features || []);
+    renderFeatures(featuresBody, acct.key_features || [], acct.key_features_wau || null);
     usersSub.textContent = `${formatNumber(acct.users_count)} total`;
     if (!acct.score) renderScore(null);
   }).catch((err) => {
@@ -667,14 +667,16 @@ function renderHero(host, acct) {
   );
 }
 
-function renderFeatures(host, features) {
+function renderFeatures(host, features, wau) {
   clear(host);
   if (!features.length) { host.append(h("div", { class: "empty" }, "No key-feature usage recorded yet.")); return; }
   const max = Math.max(...features.map((f) => Number(f.count) || 0), 1);
   host.append(h("ul", { class: "list", "data-testid": "key-features" }, features.map((f) => h("li", null,
     h("div", { class: "grow" },
       h("div", { class: "title" }, f.name),
-      h("div", { class: "meta" }, f.last_used ? `last used ${relativeTime(f.last_used)}` : "never used"),
+      h("div", { class: "meta" }, f.last_used ? `last used ${relativeTime(f.last_used)}` : "never used",
+        // View version 3: the feature's distinct users in the last 7 days (null on version 2).
+        wau && f.name in wau ? ` · ${formatNumber(wau[f.name])} users this week` : ""),
       h("div", { class: "feature-bar" }, h("span", { style: { width: `${Math.round(((Number(f.count) || 0) / max) * 100)}%` } }))),
     h("div", { class: "right num" }, h("strong", null, formatNumber(f.count)), " uses")))));
 }

@@ -13,13 +13,14 @@ from typing import Any
 
 import pytest
 
-from chalicelib import db, keys, pages, tables
+from chalicelib import db, keys, pages, tables, versions
 from chalicelib.ingest import Ingestor, parse_request
 from chalicelib.query import QueryService
 from chalicelib.scoremodels import ScoreModelStore
 from chalicelib.versions import VIEW_VERSION
 from chalicelib.views import ViewStore
 from projections.events import Event
+from projections.folds import fold_for
 from projections.usage import attribute
 from streams import replay
 from streams.handler import handle_batch
@@ -230,13 +231,20 @@ SPREAD_ACCOUNTS = int(os.environ.get("STREAMFOLD_SPREAD_ACCOUNTS", "1000"))
 
 
 @pytest.mark.timeout(1200)
-def test_replay_equals_live_at_spread_whatever_the_arrival_order(ddb: Any, prefix: str, tenant: dict[str, str]
+@pytest.mark.parametrize("version", [VIEW_VERSION, 3], ids=lambda v: f"fold{fold_for(v).version}")
+def test_replay_equals_live_at_spread_whatever_the_arrival_order(ddb: Any, prefix: str, tenant: dict[str, str],
+                                                                  version: int, monkeypatch: pytest.MonkeyPatch
                                                                   ) -> None:
     """The full-size functional test of issue 17: 10,000 accounts, one user each (identify + group), one
     track each without groupId, sent in an order where about a third of the users' tracks arrive before
     their group call. Live: the stream records, in 100-record batches, through the projector's own handler
     in its production mode (delta pages, the production settle policy). Replay: the day tables in key order
-    into another version. Every item equal, and ``compare`` says the same fold code built both."""
+    into another version. Every item equal, and ``compare`` says the same fold code built both. Parametrised over
+    the fold: the live version ``version`` written with ``fold_for(version)`` (3: each name's users per day), the
+    replay into ``version + 1`` and ``compare``'s settles with the default fold, made the same here (the
+    default is ``chalicelib.versions.VIEW_VERSION``'s fold)."""
+    monkeypatch.setattr(versions, "VIEW_VERSION", version)
+    tables.ensure_view_table(ddb, prefix, version)
     tid = tenant["tenant_id"]
     now = datetime.now(UTC)
     rng = random.Random(17)
@@ -259,8 +267,8 @@ def test_replay_equals_live_at_spread_whatever_the_arrival_order(ddb: Any, prefi
     table = keys.events_table_name(prefix, now)
     records = _wait_records(ddb, db.get_streams_client(), table, (len(ordered) + 99) // 100)
 
-    live = ViewWriter(ViewStore(ddb, keys.view_table_name(prefix, VIEW_VERSION)),
-                      ScoreModelStore(ddb, keys.control_table_name(prefix)), deferred=True)
+    live = ViewWriter(ViewStore(ddb, keys.view_table_name(prefix, version)),
+                      ScoreModelStore(ddb, keys.control_table_name(prefix)), deferred=True, fold=fold_for(version))
     for i in range(0, len(records), 100):
         response, _ = handle_batch(records[i:i + 100], writer=live, now=now)
         assert not response.get("batchItemFailures")
@@ -269,7 +277,13 @@ def test_replay_equals_live_at_spread_whatever_the_arrival_order(ddb: Any, prefi
     for a in rng.sample(range(SPREAD_ACCOUNTS), 20):
         assert sum(q.account_usage(tid, f"acct-{a:05d}", {"days": "2"})["totals"]) == 1
 
-    replay.rebuild(ddb, prefix, VIEW_VERSION + 1, now=now)
-    cmp = replay.compare(ddb, prefix, VIEW_VERSION, VIEW_VERSION + 1)
+    replay.rebuild(ddb, prefix, version + 1, now=now)
+    cmp = replay.compare(ddb, prefix, version, version + 1)
     assert cmp.same_code and cmp.equal, cmp.to_dict()
+    assert cmp.codes_a == [fold_for(version).code]
     assert cmp.items_a > 5 * SPREAD_ACCOUNTS
+    # Fold 3 kept each name's users on every account-day, fold 2 none.
+    day_bodies = [ViewStore._blob(i).data
+                  for i in db.items(ddb, "scan", TableName=keys.view_table_name(prefix, version))
+                  if "#A#" in i["pk"]["S"] and i["sk"]["S"].startswith(keys.DAY_PREFIX)]
+    assert day_bodies and all(("names" in b) == fold_for(version).name_users for b in day_bodies)

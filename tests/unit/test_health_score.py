@@ -26,9 +26,9 @@ def usage(mid: str, at: datetime, user: str = "u1", name: str = "Export") -> Eve
     )
 
 
-def state_of(events: list[Event]) -> AccountState:
-    """The g1 account state folded from ``events``."""
-    return account.fold_all(events).get("g1", account.empty("g1"))
+def state_of(events: list[Event], name_users: bool = False) -> AccountState:
+    """The g1 account state folded from ``events`` (``name_users``: by fold version 3)."""
+    return account.fold_all(events, name_users=name_users).get("g1", account.empty("g1"))
 
 
 def factor(result: HealthScore, name: str) -> FactorContribution:
@@ -46,16 +46,17 @@ models = st.builds(
         yellow_from=yellow,
         green_from=yellow + 30,
     ),
-    st.tuples(*[st.sampled_from([0, 1, 2.5, 15, 25])] * 4, st.sampled_from([1, 7, 15])),
+    st.tuples(*[st.sampled_from([0, 1, 2.5, 15, 25])] * 4, st.sampled_from([1, 7, 15]), st.sampled_from([0, 1, 10])),
     st.sampled_from([(), ("Export",), ("Export", "Report Viewed", "page:Home")]),
     st.sampled_from([10, 40, 50]),
 )
 
 
 @SETTINGS
-@given(events=event_lists, as_of=as_ofs, model=models, seats=st.sampled_from([None, 1, 3, 50]))
-def test_score_bounds_and_exact_point_sum(events: list[Event], as_of: datetime, model: ScoreModel, seats: Any) -> None:
-    state = state_of(events)
+@given(events=event_lists, as_of=as_ofs, model=models, seats=st.sampled_from([None, 1, 3, 50]), v3=st.booleans())
+def test_score_bounds_and_exact_point_sum(events: list[Event], as_of: datetime, model: ScoreModel, seats: Any,
+                                          v3: bool) -> None:
+    state = state_of(events, v3)
     result = score(state, model, as_of, seats=seats)
     assert 0 <= result.score <= 100
     assert sum(f.points for f in result.factors) == result.score
@@ -67,7 +68,7 @@ def test_score_bounds_and_exact_point_sum(events: list[Event], as_of: datetime, 
         assert contribution.applicable or contribution.points == 0
     assert HealthScore.from_dict(json.loads(json.dumps(result.to_dict()))) == result
     # Pure: the same inputs give the same score, and the state order of events does not matter.
-    assert score(state_of(list(reversed(events))), model, as_of, seats) == result
+    assert score(state_of(list(reversed(events)), v3), model, as_of, seats) == result
 
 
 @SETTINGS
@@ -189,7 +190,8 @@ def test_band_change() -> None:
 def test_model_round_trip_and_defaults() -> None:
     model = default_model(("Export",))
     assert ScoreModel.from_dict(json.loads(json.dumps(model.to_dict()))) == model
-    assert dict(model.factors) == {"recency": 25, "active_days": 25, "adoption": 20, "breadth": 15, "trend": 15}
+    assert dict(model.factors) == {"recency": 25, "active_days": 25, "adoption": 20, "breadth": 15, "trend": 15,
+                                   "key_feature_wau": 10}
     assert (model.yellow_from, model.green_from) == (40, 70)
     assert [model.band(v) for v in (0, 39, 40, 69, 70, 100)] == ["red", "red", "yellow", "yellow", "green", "green"]
     assert ScoreModel.from_dict({"version": 3, "factors": [{"name": "recency", "weight": 1}]}).version == 3
@@ -228,3 +230,56 @@ def test_score_rejects_naive_as_of_and_bad_seats() -> None:
         score(account.empty("g1"), default_model(), datetime(2026, 11, 30))
     with pytest.raises(ValueError, match="seats"):
         score(account.empty("g1"), default_model(), AS_OF, seats=0)
+
+
+# --- key_feature_wau (view version 3) ------------------------------------------------------------
+
+
+def test_key_feature_wau_is_left_out_of_a_version_2_state() -> None:
+    """A version 2 state keeps no per-name users: the factor is left out entirely, so the score and its
+    explanation are the ones the five factors give (a version 2 SUMMARY is written exactly as before)."""
+    events = [usage(f"d{d}", AS_OF - timedelta(days=d)) for d in range(20)]
+    model = default_model(("Export", "Report Viewed"))
+    five = ScoreModel(factors=tuple((n, w) for n, w in model.factors if n != "key_feature_wau"),
+                      key_features=model.key_features)
+    result = score(state_of(events), model, AS_OF)
+    assert [f.name for f in result.factors] == ["recency", "active_days", "adoption", "breadth", "trend"]
+    assert result == score(state_of(events), five, AS_OF)
+    assert result.score == 93
+
+
+def test_key_feature_wau_not_applicable_without_key_features_on_a_version_3_state() -> None:
+    events = [usage(f"d{d}", AS_OF - timedelta(days=d)) for d in range(20)]
+    v2, v3 = score(state_of(events), default_model(), AS_OF), score(state_of(events, True), default_model(), AS_OF)
+    wau = factor(v3, "key_feature_wau")
+    assert (wau.applicable, wau.points, wau.raw) == (False, 0, None)
+    assert v3.score == v2.score and v3.trend == v2.trend  # without key features, v3 scores are v2 scores
+
+
+def test_key_feature_wau_known_value_on_a_version_3_state() -> None:
+    # In the last 7 days: u1..u4 active; Export used by u1 and u2 (2/4), Report Viewed by u1 (1/4); an Export by
+    # u5 eight days ago is outside the week.
+    events = [usage("a", AS_OF, "u1"), usage("b", AS_OF - timedelta(days=1), "u2"),
+              usage("c", AS_OF - timedelta(days=2), "u1", "Report Viewed"),
+              usage("d", AS_OF - timedelta(days=3), "u3", "Other"),
+              usage("e", AS_OF - timedelta(days=6), "u4", "Other"),
+              usage("f", AS_OF - timedelta(days=8), "u5")]
+    model = default_model(("Export", "Report Viewed"))
+    state = state_of(events, True)
+    assert account.key_feature_users(state, model.key_features, AS_OF) == {"Export": 2, "Report Viewed": 1}
+    assert account.key_feature_users(state_of(events), model.key_features, AS_OF) is None
+    wau = factor(score(state, model, AS_OF), "key_feature_wau")
+    assert (wau.applicable, wau.raw, wau.normalised) == (True, 0.375, 0.375)  # (2/4 + 1/4) / 2
+    v2 = score(state_of(events), model, AS_OF)
+    v3 = score(state, model, AS_OF)
+    # Same other factors; v3 weighs the new one in (10 of 110 weight points).
+    assert [f for f in v3.factors if f.name != "key_feature_wau"] != [] and v3.score != v2.score
+    assert {f.name: f.raw for f in v3.factors if f.name != "key_feature_wau"} == {f.name: f.raw for f in v2.factors}
+    # No weekly active user: raw None, 0 points.
+    quiet = factor(score(state, model, AS_OF + timedelta(days=20)), "key_feature_wau")
+    assert (quiet.applicable, quiet.raw, quiet.normalised) == (True, None, 0.0)
+
+
+def test_key_feature_wau_is_a_known_factor_name() -> None:
+    model = ScoreModel.from_dict({"factors": [{"name": "key_feature_wau", "weight": 1}], "key_features": ["Export"]})
+    assert model.factors == (("key_feature_wau", 1),)

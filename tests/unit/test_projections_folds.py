@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable
 from types import ModuleType
@@ -13,9 +14,25 @@ from hypothesis import strategies as st
 
 from projections import account, catalog, user
 from projections.events import Event
+from projections.folds import FOLDS
 from tests.unit.test_projections_events import SETTINGS, event_lists, short_event_lists, shuffled_with_duplicates
 
-KEYED = [account, user]
+
+def _account_by_fold(version: int) -> ModuleType:
+    """The account view as fold ``version`` keeps it (3: each name's users per day), shaped as a view module."""
+    name_users = FOLDS[version].name_users
+    view = ModuleType(f"projections.account[v{version}]")
+    view.NAME = f"account-v{version}"  # type: ignore[attr-defined]
+    view.key, view.empty, view.merge = account.key, account.empty, account.merge  # type: ignore[attr-defined]
+    view.fold = functools.partial(account.fold, name_users=name_users)  # type: ignore[attr-defined]
+    view.fold_all = functools.partial(account.fold_all, name_users=name_users)  # type: ignore[attr-defined]
+    return view
+
+
+ACCOUNT_V3 = _account_by_fold(3)
+KEYED = [account, ACCOUNT_V3, user]
+COUNTED = (account, ACCOUNT_V3, catalog)
+"""Views with counters (a message reaches them once; merge adds)."""
 
 
 def _once(view: ModuleType, events: Iterable[Event]) -> list[Event]:
@@ -24,7 +41,7 @@ def _once(view: ModuleType, events: Iterable[Event]) -> list[Event]:
     counts), so their sequential and merge laws are stated over distinct messages: identical copies
     (a retry) once, and no message id with two different contents."""
     events = list(events)
-    if view not in (account, catalog):
+    if view not in COUNTED:
         return events
     contents: dict[str, set[Event]] = {}
     for event in events:
@@ -104,15 +121,15 @@ def _three_states(view: ModuleType, lists: list[list[Event]]) -> list[Any]:
     if view is catalog:
         return [catalog.fold_all(events) for events in lists]
     folded = [view.fold_all(events) for events in lists]
-    key = "g1" if view is account else "u1"
+    key = "g1" if view in (account, ACCOUNT_V3) else "u1"
     return [states.get(key, view.empty(key)) for states in folded]
 
 
-@pytest.mark.parametrize("view", [account, user, catalog], ids=lambda v: v.NAME)
+@pytest.mark.parametrize("view", [account, ACCOUNT_V3, user, catalog], ids=lambda v: v.NAME)
 @SETTINGS
 @given(lists=st.lists(short_event_lists, min_size=3, max_size=3))
 def test_merge_is_a_semilattice_join(view: ModuleType, lists: list[list[Event]]) -> None:
-    if view in (account, catalog):  # counters: disjoint messages per state, and merge adds (not idempotent)
+    if view in COUNTED:  # counters: disjoint messages per state, and merge adds (not idempotent)
         seen: set[str] = set()
         disjoint = []
         for events in lists:
@@ -124,11 +141,11 @@ def test_merge_is_a_semilattice_join(view: ModuleType, lists: list[list[Event]])
     merge: Callable[[Any, Any], Any] = view.merge
     assert merge(a, b) == merge(b, a)
     assert merge(merge(a, b), c) == merge(a, merge(b, c))
-    if view not in (account, catalog):
+    if view not in COUNTED:
         assert merge(a, a) == a
 
 
-@pytest.mark.parametrize("view", [account, user, catalog], ids=lambda v: v.NAME)
+@pytest.mark.parametrize("view", [account, ACCOUNT_V3, user, catalog], ids=lambda v: v.NAME)
 @SETTINGS
 @given(events=event_lists)
 def test_state_round_trips_through_plain_json(view: ModuleType, events: list[Event]) -> None:
