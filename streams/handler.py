@@ -34,6 +34,7 @@ from chalicelib.settings import get_settings
 from chalicelib.versions import active_view_version, live_versions
 from chalicelib.views import ViewStore
 from projections.events import Event
+from projections.folds import fold_for
 from streams import catchup
 from streams.alerts import Outbox
 from streams.writer import ViewWriter, WriteReport
@@ -68,7 +69,8 @@ def new_writer(version: int, prefix: str | None = None) -> ViewWriter:
                       ScoreModelStore(client, keys.control_table_name(p)),
                       Outbox(client, keys.control_table_name(p)), get_indexer(version),
                       deferred=s.view_writes == "pages", settle_after=s.settle_seconds,
-                      settle_min_age=s.settle_min_age_seconds, settle_inline=s.settle_inline)
+                      settle_min_age=s.settle_min_age_seconds, settle_inline=s.settle_inline,
+                      fold=fold_for(version))
 
 
 _writer = lru_cache(maxsize=4)(new_writer)

@@ -40,9 +40,10 @@ from chalicelib.settings import get_settings
 from chalicelib.versions import active_view_version, set_active_view_version
 from chalicelib.views import ViewStore, decode_body, from_ddb
 from projections.events import Event
+from projections.folds import fold_for
 from streams import catchup, partition
 from streams.buffered import DEFAULT_MAX_ITEMS, BufferedViewStore
-from streams.writer import FOLD_CODE, ViewWriter, same_but_recency
+from streams.writer import ViewWriter, same_but_recency
 
 __all__ = ["ReplayStats", "Comparison", "build", "iter_chunks", "iter_events", "rebuild", "compare", "promote",
            "IGNORED_ATTRIBUTES"]
@@ -206,7 +207,7 @@ def rebuild(client: Any, prefix: str, version: int, *, now: datetime | None = No
     table = tables.ensure_view_table(client, prefix, version)
     if register:
         # The registry names the fold code building this version (`streamfold projection list`).
-        ProjectionRegistry(client, prefix).register_building(version, FOLD_CODE)
+        ProjectionRegistry(client, prefix).register_building(version, fold_for(version).code)
     exclusive = (version != active_view_version(client, keys.control_table_name(prefix), cached=False)
                  if buffered is None else buffered)
     if exclusive and (partitioned if partitioned is not None else batch_events is None):
@@ -216,7 +217,7 @@ def rebuild(client: Any, prefix: str, version: int, *, now: datetime | None = No
                                     fresh=fresh)
     store: ViewStore = (BufferedViewStore(client, table, max_items=max_items or DEFAULT_MAX_ITEMS) if exclusive
                         else ViewStore(client, table))
-    projector = ViewWriter(store, ScoreModelStore(client, keys.control_table_name(prefix)))
+    projector = ViewWriter(store, ScoreModelStore(client, keys.control_table_name(prefix)), fold=fold_for(version))
     stats = ReplayStats(version, buffered=exclusive)
     # Each batch scores every account it touches once: in memory, big batches fold a busy view's
     # accounts far fewer times (the Event objects of a batch are what it costs in memory).
@@ -267,7 +268,7 @@ def fold_partitions(prefix: str, version: int, spool_dir: str, partitions: list[
     table = keys.view_table_name(prefix, version)
     store = BufferedViewStore(client, table, max_items=10**9, keep=_claim_pages, through=_catalog,
                               compact_claims=True)
-    projector = ViewWriter(store, ScoreModelStore(client, keys.control_table_name(prefix)))
+    projector = ViewWriter(store, ScoreModelStore(client, keys.control_table_name(prefix)), fold=fold_for(version))
     when = datetime.fromisoformat(now)
     batches = 0
     cut = max_events * 2
@@ -470,7 +471,8 @@ def settle_view(client: Any, prefix: str, version: int, now: datetime | None = N
     live projector has written but not yet folded into the per-account items. Returns the pages settled."""
     now = now or datetime.now(UTC)
     store = ViewStore(client, keys.view_table_name(prefix, version))
-    writer = ViewWriter(store, ScoreModelStore(client, keys.control_table_name(prefix)), deferred=True)
+    writer = ViewWriter(store, ScoreModelStore(client, keys.control_table_name(prefix)), deferred=True,
+                        fold=fold_for(version))
     tenants = {i["pk"]["S"].split("#P#", 1)[0] for i in _scan(client, store.table)
                if "#P#" in i["pk"]["S"] and i["sk"]["S"].startswith(keys.PAGE_PREFIX)}
     before = store.stats.writes
@@ -532,8 +534,7 @@ def build(client: Any, prefix: str, version: int, writer: Any, *, workers: int =
     tables.ensure_view_table(client, prefix, version)
     registry = ProjectionRegistry(client, prefix)
     phase, caught_up_to = registry.phase(version)
-    fold = getattr(writer, "fold", None)
-    out: dict[str, Any] = {"version": version, "code_version": fold.code if fold is not None else FOLD_CODE}
+    out: dict[str, Any] = {"version": version, "code_version": fold_for(version).code}
     resume = phase == "replaying" and not fresh
     if not resume:
         registry.register_building(version, out["code_version"], phase="replaying")

@@ -46,8 +46,8 @@ from chalicelib.log import logger
 from chalicelib.registry import ProjectionRegistry
 from chalicelib.settings import get_settings
 from projections.events import Event
+from projections.folds import fold_for
 from streams import catchup, partition, replay
-from streams.writer import FOLD_CODE
 
 __all__ = ["SEGMENT_CHUNKS", "FOLD_BATCH", "Spool", "LocalSpool", "S3Spool", "open_spool", "plan_task",
            "fold_task", "segment_chunks", "FOLD_CONCURRENCY", "SCAN_CONCURRENCY"]
@@ -269,7 +269,7 @@ def prepare(spool: Spool, job: dict[str, Any], *, client: Any) -> dict[str, Any]
         raise RuntimeError(f"{table} is not empty: redrive the execution that built it, or drop the table first")
     # Replaying: the live projectors record the positions they handle for the catch-up from now on (the state
     # machine waits RECORDING_DELAY before the scans); `streamfold replay view --version N` catches up after Finish.
-    ProjectionRegistry(client, prefix).register_building(version, FOLD_CODE, phase="replaying")
+    ProjectionRegistry(client, prefix).register_building(version, fold_for(version).code, phase="replaying")
     segs = _segments(client, prefix, last_tables=job.get("last_tables"), segments=job.get("segments"))
     spool.put(_segments_name(run), json.dumps(segs).encode())
     spool.put(_job_name(run), json.dumps(job).encode())

@@ -206,7 +206,10 @@ def test_version_2_to_3_under_ingest_with_a_killed_replay(stack_v2: dict[str, An
         listed = {v["version"]: v for v in map(json.loads, _cli("projection", "list").stdout.splitlines())}
         assert listed[2]["state"] == "serving" and listed[3]["state"] == "building"
         assert listed[3]["phase"] == "current" and listed[3]["item_count"] > 0
-        assert listed[3]["code_version"] != listed[2]["code_version"] or listed[3]["code_version"]
+        assert listed[2]["code_version"].startswith("v2:") and listed[3]["code_version"].startswith("v3:")
+        # Version 2 serves: the account detail has no per-key-feature weekly active users yet.
+        detail = api_get(s["url"], s["api_token"], f"/api/accounts/{spread.account_id(1)}").json()
+        assert detail.get("key_features_wau") is None
     finally:
         traffic.stop()
     assert not traffic.errors, traffic.errors[:3]
@@ -223,6 +226,12 @@ def test_version_2_to_3_under_ingest_with_a_killed_replay(stack_v2: dict[str, An
     assert json.loads(promoted.stdout)["active_after"] == 3
     wait_until(lambda: reader.versions[-3:] == [3, 3, 3], timeout=30)
     assert _counted(s["url"], s["api_token"]) == expected
+    # Version 3's schema change, served: per-key-feature weekly active users, and the score factor using them.
+    detail = api_get(s["url"], s["api_token"], f"/api/accounts/{spread.account_id(1)}").json()
+    assert set(detail["key_features_wau"]) == {"Report Built", "Dashboard Viewed"}
+    assert all(0 <= n <= 1 for n in detail["key_features_wau"].values())  # one user per account
+    score = api_get(s["url"], s["api_token"], f"/api/accounts/{spread.account_id(1)}/score").json()
+    assert "key_feature_wau" in json.dumps(score)
     hits = api_get(s["url"], s["api_token"], "/api/search", q="Account 7").json()
     assert any(h["id"] == spread.account_id(7) for h in hits["items"])
     reader.stop()
