@@ -167,7 +167,8 @@ class ProjectionRegistry:
             state: State = "serving" if version == serving else (
                 "building" if r.state == "serving" else r.state)  # type: ignore[assignment]
             out.append(ViewVersion(
-                version=version, code_version=r.code_version, state=state, created_at=r.created_at,
+                # A record made by a promotion names no code: the table's META says what wrote it.
+                version=version, code_version=r.code_version or self.fold_code(version), state=state, created_at=r.created_at,
                 state_changed_at=r.state_changed_at, retire_after=r.retire_after, dropped_at=r.dropped_at,
                 built_through=_positions(r.built_through),
                 phase="serving" if state == "serving" else (r.phase if state == "building" else None),
