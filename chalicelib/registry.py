@@ -168,7 +168,8 @@ class ProjectionRegistry:
                 "building" if r.state == "serving" else r.state)  # type: ignore[assignment]
             out.append(ViewVersion(
                 # A record made by a promotion names no code: the table's META says what wrote it.
-                version=version, code_version=r.code_version or self.fold_code(version), state=state, created_at=r.created_at,
+                version=version, code_version=r.code_version or self.fold_code(version), state=state,
+                created_at=r.created_at,
                 state_changed_at=r.state_changed_at, retire_after=r.retire_after, dropped_at=r.dropped_at,
                 built_through=_positions(r.built_through),
                 phase="serving" if state == "serving" else (r.phase if state == "building" else None),

@@ -208,47 +208,47 @@ def test_in_memory_rebuild_equals_the_item_by_item_rebuild(tenant: dict[str, str
     ingestor = Ingestor(ddb, prefix)
     for i in range(0, len(traffic), 50):
         ingestor.ingest(tenant["tenant_id"], parse_request({"batch": traffic[i:i + 50]}, "batch"))
-    tables.ensure_view_table(ddb, prefix, 1)  # the active version: rebuilt item by item
-    item_by_item = replay.rebuild(ddb, prefix, 1, batch_events=150)
+    # Versions 11-18: one fold (the newest: fold_for(N) for N >= 3), so every table must be equal.
+    item_by_item = replay.rebuild(ddb, prefix, 11, batch_events=150, buffered=False)  # as the active one is
     assert not item_by_item.buffered
-    small = replay.rebuild(ddb, prefix, 2, batch_events=150, max_items=40)
+    small = replay.rebuild(ddb, prefix, 12, batch_events=150, max_items=40)
     assert small.buffered and small.flushes > 5 and small.events == item_by_item.events == len(traffic)
-    result = replay.compare(ddb, prefix, 1, 2)
+    result = replay.compare(ddb, prefix, 11, 12)
     assert result.items_a > 100 and result.equal
-    again = replay.rebuild(ddb, prefix, 2, batch_events=150)  # into a table that holds the view already
-    assert again.buffered and replay.compare(ddb, prefix, 1, 2).equal
+    again = replay.rebuild(ddb, prefix, 12, batch_events=150)  # into a table that holds the view already
+    assert again.buffered and replay.compare(ddb, prefix, 11, 12).equal
     # Once in one flush, at the default bound.
-    once = replay.rebuild(ddb, prefix, 3, batch_events=150)
-    assert once.flushes == 1 and replay.compare(ddb, prefix, 1, 3).equal
+    once = replay.rebuild(ddb, prefix, 13, batch_events=150)
+    assert once.flushes == 1 and replay.compare(ddb, prefix, 11, 13).equal
     # Same batches: each item written once, not once a batch. (The ratio to the item-by-item writes depends
     # on how many items only one batch touches, which moves with the time of day the traffic spans.)
-    stored = sum(1 for _ in items(ddb, "scan", TableName=keys.view_table_name(prefix, 3)))
+    stored = sum(1 for _ in items(ddb, "scan", TableName=keys.view_table_name(prefix, 13)))
     assert once.writes <= stored < item_by_item.writes
     # Partitioned (the default of an in-memory rebuild): events cut by the accounts and users they are
     # about, here into partitions far smaller than the traffic's components, and one component bigger
     # than a partition's cut (folded in several batches).
     # Other batches than the item-by-item rebuild's: equal but for what names the two aliased anonymous
     # ids (an anonymous event folded before its alias keeps the anonymous id: docs/RELIABILITY.md).
-    parts = replay.rebuild(ddb, prefix, 5, partition_events=60, partition_entities=4)
+    parts = replay.rebuild(ddb, prefix, 15, partition_events=60, partition_entities=4)
     assert parts.buffered and parts.batches > 5 and parts.events == item_by_item.events
-    _equal_but_aliased(ddb, prefix, 1, 5)
-    whole = replay.rebuild(ddb, prefix, 6)
+    _equal_but_aliased(ddb, prefix, 11, 15)
+    whole = replay.rebuild(ddb, prefix, 16)
     assert whole.batches == 1 and whole.events == item_by_item.events
-    _equal_but_aliased(ddb, prefix, 1, 6)
-    assert whole.writes <= sum(1 for _ in items(ddb, "scan", TableName=keys.view_table_name(prefix, 6)))
+    _equal_but_aliased(ddb, prefix, 11, 16)
+    assert whole.writes <= sum(1 for _ in items(ddb, "scan", TableName=keys.view_table_name(prefix, 16)))
     # And the same batches give the same view, item for item: two partitioned rebuilds.
-    replay.rebuild(ddb, prefix, 7)
-    assert replay.compare(ddb, prefix, 6, 7).equal
+    replay.rebuild(ddb, prefix, 17)
+    assert replay.compare(ddb, prefix, 16, 17).equal
     # Two worker processes over small partitions (the catalog shared through the table).
-    two = replay.rebuild(ddb, prefix, 8, partition_events=60, partition_entities=4, workers=2)
+    two = replay.rebuild(ddb, prefix, 18, partition_events=60, partition_entities=4, workers=2)
     assert two.workers == 2 and two.events == item_by_item.events and len(two.worker_rss_mb) == 2
-    assert replay.compare(ddb, prefix, 5, 8).equal
+    assert replay.compare(ddb, prefix, 15, 18).equal
     # Batches cut by the accounts and users they name (the working-set bound), not by events.
-    few = replay.rebuild(ddb, prefix, 4, batch_events=150, batch_entities=3)
+    few = replay.rebuild(ddb, prefix, 14, batch_events=150, batch_entities=3)
     assert few.batches > 2 * item_by_item.batches and few.events == item_by_item.events
     # And what each holds is what the events say (attribution by membership and alias included).
     expected = attribute([Event.from_wire(e) for e in stored_events(ddb, prefix)])
-    for v in (2, 3, 4):
+    for v in (12, 13, 14):
         store = ViewStore(ddb, keys.view_table_name(prefix, v))
         for acct, days in expected.items():
             blobs, _ = store.query_prefix(keys.account_pk(tenant["tenant_id"], acct), keys.DAY_PREFIX)
@@ -267,15 +267,15 @@ def test_compare_calls_a_difference_damage_when_the_same_fold_code_built_both(
         [{"type": "track", "messageId": f"t{i}", "userId": "ada", "event": "Export",
           "timestamp": (now - timedelta(hours=i)).isoformat()} for i in range(6)]
     Ingestor(ddb, prefix).ingest(tid, parse_request({"batch": batch}, "batch"))
-    replay.rebuild(ddb, prefix, 2)
-    assert main(["replay", "view", "--version", "3", "--compare", "--against", "2"]) == 0
+    replay.rebuild(ddb, prefix, 4)  # versions 3 and 4: one fold (fold_for)
+    assert main(["replay", "view", "--version", "3", "--compare", "--against", "4"]) == 0
     out = json.loads(capsys.readouterr().out)["compare"]
     assert out["equal"] and out["same_code"] and out["verdict"] == "equal"
     # Damage version 3: one day counter lost.
     v3 = ViewStore(ddb, keys.view_table_name(prefix, 3))
     day, = v3.query_prefix(keys.account_pk(tid, "acme"), keys.DAY_PREFIX)[0][:1]
     ddb.delete_item(TableName=v3.table, Key={"pk": {"S": day.pk}, "sk": {"S": day.sk}})
-    assert main(["replay", "view", "--version", "3", "--no-rebuild", "--compare", "--against", "2",
+    assert main(["replay", "view", "--version", "3", "--no-rebuild", "--compare", "--against", "4",
                  "--promote"]) == 1
     out = json.loads(capsys.readouterr().out)["compare"]
     assert out["same_code"] and out["verdict"].startswith("damage")
