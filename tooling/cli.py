@@ -114,9 +114,11 @@ def quiet_batches() -> None:
             if record.getMessage() != "batch projected":
                 return
             units = float(getattr(record, "write_units", 0) or 0)
+            # "summaries": account SUMMARY items written in the batch (the live projector's page mode writes
+            # usage to delta pages and leaves summaries to the settler: 0 is the normal figure there).
             print(f"{time.strftime('%H:%M:%S')} batch: {getattr(record, 'records', '?')} records, "
-                  f"{getattr(record, 'events', '?')} events, {getattr(record, 'accounts', '?')} accounts, "
-                  f"{units:.1f} write units", flush=True)
+                  f"{getattr(record, 'events', '?')} events, {units:.1f} write units, "
+                  f"{getattr(record, 'accounts', '?')} summaries", flush=True)
 
     log.addHandler(OneLinePerBatch(level=logging.INFO))
 
