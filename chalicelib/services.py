@@ -57,9 +57,10 @@ def active_version() -> int:
     return versions.active_view_version(get_api_client(), get_settings().control_table)
 
 
-def query() -> QueryService:
-    """The private API's query service for the active view version."""
-    return _query(active_version())
+def query(version: int | None = None) -> QueryService:
+    """The private API's query service for the active view version (or for ``version``: the rescoring of a
+    building version the projector keeps current)."""
+    return _query(active_version() if version is None else version)
 
 
 @lru_cache(maxsize=4)
