@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Final, TypeVar
 
 from projections.formats import EVENT_FORMAT, upcast_event
@@ -160,12 +161,15 @@ def _normalise(value: datetime) -> datetime:
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
+@lru_cache(maxsize=1 << 16)
 def format_ts(value: datetime) -> str:
-    """Format an aware datetime as ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (UTC), the wire format."""
+    """Format an aware datetime as ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (UTC), the wire format. (Cached: a fold formats
+    each event's time about six times.)"""
     value = _normalise(value)
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
+@lru_cache(maxsize=1 << 16)
 def day_of(value: datetime) -> str:
     """The UTC day ``YYYY-MM-DD`` of an aware datetime."""
     return value.astimezone(UTC).date().isoformat()
