@@ -53,8 +53,12 @@ def rate_limiter() -> RateLimiter:
 
 
 def active_version() -> int:
-    """The view version the API reads and the stream handler writes (see :mod:`chalicelib.versions`)."""
-    return versions.active_view_version(get_api_client(), get_settings().control_table)
+    """The view version the API reads (see :mod:`chalicelib.versions`): the active-version record, read on every
+    request (one strongly consistent ``GetItem``), so a promotion switches every reader at once: no request
+    after its transaction reads the version it replaced. A stack never promoted falls back to the cached rule."""
+    client, control = get_api_client(), get_settings().control_table
+    stored = versions.stored_active_view_version(client, control)
+    return stored if stored is not None else versions.active_view_version(client, control)
 
 
 def query(version: int | None = None) -> QueryService:
