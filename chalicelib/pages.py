@@ -127,6 +127,9 @@ class Derived:
     user_times: dict[str, tuple[datetime | None, datetime | None]] = field(default_factory=dict)
     recent: dict[tuple[str, str], datetime] = field(default_factory=dict)
     """(account, user) -> the newest pending usage of that user attributed to that account."""
+    anonymous: set[str] = field(default_factory=set)
+    """Anonymous ids with pending user-days, not merged into a user when their page was written: a settle drops
+    those days if the id has been merged since (the merge read them into the user's)."""
     pages: list[tuple[str, str]] = field(default_factory=list)
 
     @property
@@ -188,6 +191,8 @@ def derive(tenant_id: str, pages: list[Blob], *, accounts: set[str] | None = Non
             if users is not None and who not in users:
                 continue
             pk = keys.user_pk(tenant_id, who)
+            if part.get("n"):
+                out.anonymous.add(who)
             if part.get("s"):
                 first, last = (opt_ts(t) for t in part["s"])
                 was = out.user_times.get(who, (None, None))
@@ -282,8 +287,13 @@ class PageWriter:
     def user_times(self, user_key: str, first: datetime | None, last: datetime | None) -> None:
         self._part("u", user_key)["s"] = [opt_ts_str(first), opt_ts_str(last)]
 
-    def user_event(self, user_key: str, e: Event, tag: str) -> None:
-        self._part("u", user_key).setdefault("e", []).append(_row(e, tag, with_user=False))
+    def user_event(self, user_key: str, e: Event, tag: str, *, anonymous: bool = False) -> None:
+        """Usage without ``context.groupId`` of ``user_key``; ``anonymous``: an anonymous id not merged into a user
+        (yet), whose pending days a settle drops once it is (:attr:`Derived.anonymous`)."""
+        part = self._part("u", user_key)
+        part.setdefault("e", []).append(_row(e, tag, with_user=False))
+        if anonymous:
+            part["n"] = 1
 
     def user_retro(self, user_key: str, day: str, tag: str, ud: UserDay, also: Iterable[str]) -> None:
         self._part("u", user_key).setdefault("r", []).append([day, tag, ud.to_dict(), sorted(also)])
@@ -311,7 +321,7 @@ def _split(body: dict[str, Any]) -> list[dict[str, Any]]:
     room = PAGE_EVENTS
     for side in ("a", "u"):
         for entity, part in sorted(body[side].items()):
-            size = sum(len(v) for v in part.values())
+            size = sum(len(v) for v in part.values() if isinstance(v, list | dict))
             if size > room and (parts[-1]["a"] or parts[-1]["u"]):
                 parts.append({"a": {}, "u": {}})
                 room = PAGE_EVENTS

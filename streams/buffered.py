@@ -86,7 +86,7 @@ class BufferedViewStore(ViewStore):
         # pages and catalog: every partition reads them, and they are small).
         self.keep = keep
         # A flush started with ``wait=False``: its items, readable until the table has them.
-        self._inflight: dict[tuple[str, str], _Held] = {}
+        self._inflight: dict[tuple[str, str], _Held | None] = {}
         self._inflight_pks: set[str] = set()
         self._flushing: Future[Any] | None = None
         self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="view-flush")
@@ -120,8 +120,8 @@ class BufferedViewStore(ViewStore):
         missing = [k for k in wanted if k not in self._items and self._may_exist(k)]
         if missing and self._inflight:
             for k in missing:
-                if (h := self._inflight.get(k)) is not None:
-                    self._hold(k, h)
+                if k in self._inflight:  # being written (None: being deleted)
+                    self._hold(k, self._inflight[k])
             missing = [k for k in missing if k not in self._items]
         if missing:
             for k, b in super().get_many(missing).items():
@@ -215,6 +215,17 @@ class BufferedViewStore(ViewStore):
             ver = int(rest.pop("ver", 0))
             self._hold((pk, sk), _Held(body, ver, _attrs(rest), packed=True), dirty=True)
 
+    def delete_many(self, item_keys: list[tuple[str, str]]) -> None:
+        """Held as deleted (known absent); a flush deletes those the table may hold."""
+        for key in item_keys:
+            if self.through is not None and self.through(key[0]):
+                super().delete_many([key])
+                continue
+            self._hold(key, None, dirty=self._may_exist(key))
+            self._sks.get(key[0], set()).discard(key[1])
+            if not self._may_exist(key):
+                self._dirty.discard(key)
+
     def put_link(self, pk: str, sk: str, link: dict[str, Any], user_ver: int, *, create: bool) -> bool:
         held = self._lookup([(pk, sk)])[(pk, sk)]
         item = _Held(None, 0, _attrs({"user_ver": user_ver, **link}))
@@ -255,18 +266,22 @@ class BufferedViewStore(ViewStore):
         held = {k: self._items[k] for k in dirty}
         # Claim pages last: a flush cut short (kill -9) leaves counters without their claims, which a
         # re-run of the same batch skips by their rings; never claims without the counts they stand for.
-        rest = [k for k in dirty if not k[1].startswith(CLAIM_PAGE_PREFIX)]
-        claims = [k for k in dirty if k[1].startswith(CLAIM_PAGE_PREFIX)]
+        gone = [k for k in dirty if held[k] is None]  # deleted (delete_many)
+        rest = [k for k in dirty if not k[1].startswith(CLAIM_PAGE_PREFIX) and held[k] is not None]
+        claims = [k for k in dirty if k[1].startswith(CLAIM_PAGE_PREFIX) and held[k] is not None]
         waves = [[ks[i:i + 25] for i in range(0, len(ks), 25)] for ks in (rest, claims)]
 
         def write() -> None:
+            list(self._io.map(lambda b: self.batch_write_raw([{"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in b],
+                                                             delete=True), [gone[i:i + 25] for i in
+                                                                            range(0, len(gone), 25)]))
             for wave in waves:
                 list(self._io.map(lambda b: self._write(b, held), wave))
 
         if wait:
             write()
         else:
-            self._inflight, self._inflight_pks = held, {k[0] for k in dirty}  # type: ignore[assignment]
+            self._inflight, self._inflight_pks = held, {k[0] for k in dirty}
             self._flushing = self._flusher.submit(write)
         self._written.update(hash(k) for k in dirty)
         self._written_pks.update(k[0] for k in dirty)

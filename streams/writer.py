@@ -242,10 +242,12 @@ class ViewWriter:
         identity = [e for e in events if not e.is_usage]
         folded = [*identity, *fresh]
 
-        # Identities: anonymous ids merged into users (this batch's links, then the stored ones).
-        links = identity_links(identity)
-        anon = {e.anonymous_id for e in fresh if e.anonymous_id and not e.user_id} - set(links)
-        links.update(self._stored_links(tenant_id, anon))
+        # Identities: anonymous ids merged into users. A stored ALIAS is the merge done (it is written last, once
+        # the merge's effects are stored): it wins over this batch's links, and only a link without one merges.
+        batch_links = identity_links(identity)
+        anon = {e.anonymous_id for e in fresh if e.anonymous_id and not e.user_id}
+        stored_links = self._stored_links(tenant_id, anon | set(batch_links))
+        links = {**batch_links, **stored_links}
 
         def who_of(e: Event) -> str | None:
             return links.get(e.user_key, e.user_key) if e.user_key and not e.user_id else e.user_key
@@ -266,7 +268,8 @@ class ViewWriter:
                 unattributed.setdefault(((keys.user_pk(tenant_id, who), keys.user_day_sk(e.day)),
                                          _norm(tag_of[e.message_id])), []).append(e)
                 if pw is not None:
-                    pw.user_event(who, e, _norm(tag_of[e.message_id]))
+                    # An anonymous id not merged (yet): a settle after its merge drops what it still holds.
+                    pw.user_event(who, e, _norm(tag_of[e.message_id]), anonymous=who == e.anonymous_id)
         for (key, tag), evs in unattributed.items():
             _add(user_days, key, tag, UserDay.of_many(evs))
         if pw is None:
@@ -280,9 +283,10 @@ class ViewWriter:
         retro_tl: RetroTimelines = {}
         retro_users: dict[str, set[str]] = {}
         direct_new: dict[str, set[str]] = {}
-        new_links = {a: u for a, u in links.items() if a not in stored_users.get(u, user.empty(u)).aliases
-                     and a not in stored_users.get(u, user.empty(u)).anonymous_ids and a in identity_links(identity)}
-        self._merge_aliases(tenant_id, new_links, stored_users, account_days, batch_tag, also_seen,
+        # Merged now: the links without a stored ALIAS (not the user HEAD's ids: a track carrying both ids, folded
+        # before the identify, puts the anonymous id there without merging anything).
+        new_links = {a: u for a, u in batch_links.items() if a not in stored_links}
+        self._merge_aliases(tenant_id, new_links, stored_users, account_days, also_seen,
                             (retro_heads, retro_tl), pw, user_days)
         for u, new in user_batch.items():
             stored = stored_users.get(u, user.empty(u))
@@ -360,6 +364,7 @@ class ViewWriter:
             accounts_written = self._accounts(tenant_id, synth, account_days, now, stats, also_seen,
                                               retro_heads, retro_tl)
         self._catalog(tenant_id, fresh, tag_of)
+        self._finish_merges(tenant_id, new_links)
         return accounts_written, users_written
 
     # --- delta pages -----------------------------------------------------------------------------
@@ -482,6 +487,7 @@ class ViewWriter:
         if not taken:
             return {}
         d = pages.derive(tenant_id, taken, fold=self.fold)
+        self._drop_merged(tenant_id, d)
         self._settle_links(tenant_id, d.links)
         self._settle_user_times(tenant_id, d.user_times)
         self._bump_all({k: v for k, v in d.user_days.items() if v}, d.user_seen, codec=UserDay)
@@ -541,22 +547,28 @@ class ViewWriter:
         return {pk[len(prefix):]: str(item["user"]) for (pk, _), item in found.items()}
 
     def _merge_aliases(self, tenant_id: str, new_links: dict[str, str], stored_users: dict[str, user.UserState],
-                       account_days: Deltas, batch_tag: str, also_seen: dict[tuple[str, str], set[str]],
+                       account_days: Deltas, also_seen: dict[tuple[str, str], set[str]],
                        retro: tuple[RetroHeads, RetroTimelines], pw: PageWriter | None = None,
                        batch_days: Deltas | None = None) -> None:
-        """An anonymous id merged into a user: its days become the user's, and count for the user's accounts."""
+        """An anonymous id merged into a user: its days become the user's (all of them: the anonymous id's own are
+        deleted by :meth:`_finish_merges`), and its retained days count for the user's accounts, their HEADs and
+        timelines naming the user, as if every anonymous event had been folded after the merge.
+
+        The contribution's tag is the merge's own (``a:<anon>`` and the user), not the batch's: the merge happens
+        once (its ``ALIAS``), so a re-delivered or bisected batch that merges again adds nothing twice."""
         if not new_links:
             return
-        self.store.put_many([{"pk": keys.user_pk(tenant_id, a), "sk": keys.ALIAS_SK, "user": u}
-                             for a, u in new_links.items()])
         user_days: Deltas = {}
         for anon_id, u in sorted(new_links.items()):
-            tag = "a:" + batch_tag
-            for day, (ud, ring) in self._user_days(tenant_id, anon_id, batch_days).items():
+            tag = f"a:{anon_id}\n{u}"
+            history = self._user_days(tenant_id, anon_id, batch_days, retained=False)
+            cutoff = _retention_cutoff(history)
+            for day, (ud, ring) in history.items():
                 key = (keys.user_pk(tenant_id, u), keys.user_day_sk(day))
+                attributed = stored_users.get(u, user.empty(u)).joined if day >= cutoff else frozenset()
                 if pw is not None:
                     pw.user_retro(u, day, _norm(tag), ud, _tags(ring))
-                    for acct in stored_users.get(u, user.empty(u)).joined:
+                    for acct in attributed:
                         pw.account_retro(acct, day, u, _norm(tag), ud, _tags(ring))
                     # A membership of u new in this batch reads u's days next: with this history in them.
                     if batch_days is not None:
@@ -565,7 +577,7 @@ class ViewWriter:
                     continue
                 _add(user_days, key, tag, ud)
                 also_seen.setdefault(key, set()).update(_tags(ring))
-                for acct in stored_users.get(u, user.empty(u)).joined:
+                for acct in attributed:
                     akey = (keys.account_pk(tenant_id, acct), keys.day_sk(day))
                     _add(account_days, akey, tag, self.fold.of_user(ud.activity.counts, u))
                     also_seen.setdefault(akey, set()).update(_tags(ring))
@@ -573,10 +585,41 @@ class ViewWriter:
         if user_days:
             self._bump_all(user_days, also_seen, codec=UserDay)
 
+    def _finish_merges(self, tenant_id: str, new_links: dict[str, str]) -> None:
+        """Once the batch's merges are stored (user-days bumped or paged, accounts written): delete the merged
+        anonymous ids' own user-days, then record each merge (``ALIAS``). A batch folded after the merge sends the
+        anonymous id's events to the user and never writes those items, so neither does one folded before.
+
+        Bound: one Query and at most one delete per stored day of each anonymous id merged (its days, nothing
+        else: the accounts' items the merge touches are the user's accounts on those days). A batch that stops
+        between the two is re-delivered and merges again under the same tags (counted once)."""
+        if not new_links:
+            return
+        anon = sorted(new_links)
+        found = self.store.query_many([(keys.user_pk(tenant_id, a), keys.USER_DAY_PREFIX) for a in anon])
+        gone = [(b.pk, b.sk) for blobs in found for b in blobs]
+        if gone:
+            self.store.delete_many(gone)
+        self.store.put_many([{"pk": keys.user_pk(tenant_id, a), "sk": keys.ALIAS_SK, "user": new_links[a]}
+                             for a in anon])
+
+    def _drop_merged(self, tenant_id: str, d: pages.Derived) -> None:
+        """A settle: pending user-days of anonymous ids merged since their page was written (an ``ALIAS`` now
+        stored) are not written: the merge took them into the user (it reads pending pages too)."""
+        merged = self._stored_links(tenant_id, d.anonymous) if d.anonymous else {}
+        if not merged:
+            return
+        pks = {keys.user_pk(tenant_id, a) for a in merged}
+        for held in (d.user_days, d.user_seen):
+            for key in [k for k in held if k[0] in pks]:
+                del held[key]
+
     def _user_days(self, tenant_id: str, user_key: str, batch_days: Deltas | None = None,
-                   batch_seen: dict[tuple[str, str], set[str]] | None = None) -> dict[str, tuple[UserDay, str]]:
-        """The user's retained days: ``{day: (user-day, ring)}`` (the ring: chunks already in the day). Deferred:
-        with the user's pending pages and this batch's own contributions (``batch_days``) merged in."""
+                   batch_seen: dict[tuple[str, str], set[str]] | None = None, *,
+                   retained: bool = True) -> dict[str, tuple[UserDay, str]]:
+        """The user's retained days (``retained=False``: all its days): ``{day: (user-day, ring)}`` (the ring:
+        chunks already in the day). Deferred: with the user's pending pages and this batch's own contributions
+        (``batch_days``) merged in."""
         pk = keys.user_pk(tenant_id, user_key)
         blobs, _ = self.store.query_prefix(pk, keys.USER_DAY_PREFIX)
         days = {b.sk[len(keys.USER_DAY_PREFIX):]: (UserDay.from_dict(b.data), str(b.attrs.get("ring") or ""))
@@ -600,10 +643,9 @@ class ViewWriter:
                 stored, ring = days.get(day, (None, ""))
                 total = pages.merge_counters(stored, ring, per, also, UserDay)
                 days[day] = (total, ring + "".join(sorted(set(per) | also)))
-        if not days:
-            return {}
-        newest = max(days)
-        cutoff = account.window(datetime.fromisoformat(newest + "T00:00:00+00:00"), account.RETENTION_DAYS)[0]
+        if not retained:
+            return days
+        cutoff = _retention_cutoff(days)
         return {d: a for d, a in days.items() if d >= cutoff}
 
     # --- counters -----------------------------------------------------------------------------------
@@ -899,6 +941,13 @@ def _same_but_times(a: user.UserState, b: user.UserState) -> bool:
 def _norm(tag: str) -> str:
     """A ring tag: chunk tags are already :data:`TAG_CHARS` long; longer tags (retro sources) are hashed."""
     return tag if len(tag) == TAG_CHARS else chunk_tag(tag)
+
+
+def _retention_cutoff(days: Mapping[str, Any]) -> str:
+    """The oldest retained day of a user's days (:data:`projections.account.RETENTION_DAYS` back from the newest)."""
+    if not days:
+        return ""
+    return account.window(datetime.fromisoformat(max(days) + "T00:00:00+00:00"), account.RETENTION_DAYS)[0]
 
 
 def _retro(heads: RetroHeads, timelines: RetroTimelines, ud: UserDay, account_id: str, day: str,
