@@ -296,7 +296,7 @@ def test_a_rebuild_killed_midway_resumes_from_its_last_done_partition(
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
     try:
         wait_until(lambda: (job / "done").exists() and len((job / "done").read_text().split()) >= 10
-                   or proc.poll() is not None, timeout=120)
+                   or proc.poll() is not None, timeout=300)
         assert proc.poll() is None, f"the rebuild ended before it could be killed: {proc.stderr.read()!r}"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
