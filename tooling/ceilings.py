@@ -523,6 +523,18 @@ AtRest = Callable[[str, dict[str, Any], Any, str], dict[str, Any]]
 """``at_rest(url, tenant, client, view)``: a measurement run on the lag-under-load stack after its warm-up."""
 
 
+_probe_stores: dict[tuple[int, str], ViewStore] = {}
+
+
+def _probe_store(client: Any, view_table: str) -> ViewStore:
+    """One view store per client and table for the probe reads (a store per look started thread pools anew)."""
+    key = (id(client), view_table)
+    store = _probe_stores.get(key)
+    if store is None or store.client is not client:
+        store = _probe_stores[key] = ViewStore(client, view_table, workers=2)
+    return store
+
+
 def probe_visible(client: Any, view_table: str, tenant_id: str, account_ids: Iterable[str]) -> set[str]:
     """The accounts of ``account_ids`` whose usage a user of the query API sees now.
 
@@ -532,7 +544,7 @@ def probe_visible(client: Any, view_table: str, tenant_id: str, account_ids: Ite
     the query API serves: if the API comes to read another layout, change this function with it, or the bench
     measures something no user sees. Every lag figure of the bench's spread phases goes through here. (A design
     without delta pages, the naive one, is visible through the same read: its items are plain counters.)"""
-    store = ViewStore(client, view_table)
+    store = _probe_store(client, view_table)
     seen: set[str] = set()
     for a in dict.fromkeys(account_ids):
         if view_table.endswith("naive-view"):
