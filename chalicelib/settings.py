@@ -41,7 +41,7 @@ class Settings:
             most urgent first, until this long has passed; after each bucket it sleeps ``settle_pause`` times as
             long as the bucket took; its writes go through a view store of ``settle_workers`` threads of its own.
             Locally (one DynamoDB Local shared with the projector on a small machine) 10 s, 0.5 (a duty cycle
-            of two thirds) and 4; on AWS 40 s of a run every minute, no pause, 8.
+            of two thirds) and 4; on AWS 20 s of a run every minute (the function times out at 30 s), no pause, 8.
     """
 
     dynamodb_endpoint: str | None
@@ -57,7 +57,7 @@ class Settings:
     settle_seconds: float = 600.0
     settle_min_age_seconds: float = 30.0
     settle_inline: int = 0
-    settle_budget_seconds: float = 40.0
+    settle_budget_seconds: float = 20.0
     settle_pause: float = 0.0
     settle_workers: int = 8
 
@@ -93,7 +93,7 @@ def get_settings() -> Settings:
             settle_seconds=float(env.get("STREAMFOLD_SETTLE_SECONDS") or 600.0),
             settle_min_age_seconds=float(env.get("STREAMFOLD_SETTLE_MIN_AGE_SECONDS") or 30.0),
             settle_inline=int(env.get("STREAMFOLD_SETTLE_INLINE") or 0),
-            settle_budget_seconds=float(env.get("STREAMFOLD_SETTLE_BUDGET_SECONDS") or (10.0 if local else 40.0)),
+            settle_budget_seconds=float(env.get("STREAMFOLD_SETTLE_BUDGET_SECONDS") or (10.0 if local else 20.0)),
             settle_pause=float(env.get("STREAMFOLD_SETTLE_PAUSE") or (0.5 if local else 0.0)),
             settle_workers=int(env.get("STREAMFOLD_SETTLE_WORKERS") or (4 if local else 8)),
         )
