@@ -6,7 +6,8 @@ Per shard, as Lambda's stream pollers do:
   buffer is short of a batch; order within a shard is kept; a child shard is read only after its
   parent is finished (``NextShardIterator`` absent and everything delivered);
 * a batch is ``BatchSize`` records (at most 6 MB), sent when full, when the batching window has
-  passed, or at once when the window is 0;
+  passed, or at once when the window is 0; it runs on a worker thread at every factor, so reading goes on
+  meanwhile and the window of the records behind it counts from when they were read;
 * the checkpoint (last sequence number done) only moves past records that succeeded or were sent
   to the on-failure destination. ``ReportBatchItemFailures``: move to just before the lowest
   failed sequence number and retry from there. Function error: bisect (halves, recursively,
@@ -756,7 +757,7 @@ class MappingPoller(threading.Thread):
         return batch
 
     def _attempt(self, s: ShardState, lane: _Lane, mapping: Mapping) -> None:
-        """Invoke the function with the lane's first piece: at once (factor 1), or on a worker thread."""
+        """Invoke the function with the lane's first piece on a worker thread (the poller reads on meanwhile)."""
         piece = lane.inflight[0]
         if mapping.maximum_record_age_in_seconds != -1:
             now = self.options.clock()
@@ -781,9 +782,9 @@ class MappingPoller(threading.Thread):
             lane.next_attempt_at = time.monotonic() + max(1.0, self.options.poll_interval)
             return
         records = list(piece.records)
-        if s.factor == 1:
-            self._apply(s, lane, mapping, piece, records, *_invoke(handler, ctx, records))
-            return
+        # On a worker thread at every factor, 1 included: the poller goes on reading the shard while a batch
+        # runs, as Lambda's does, so the batching window of the records behind it counts from when they were
+        # read, not from the end of the invocation (which added an invocation's time to every record's lag).
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=MAX_CONCURRENT_BATCHES,
                                             thread_name_prefix=f"esm-{self.uuid[:8]}-batch")
@@ -798,7 +799,7 @@ class MappingPoller(threading.Thread):
         lane.running = None
         exc = run.future.exception()
         if exc is not None:
-            raise exc  # a simulated host crash (HostCrash) or a dying thread (SystemExit), as at factor 1
+            raise exc  # a simulated host crash (HostCrash) or a dying thread (SystemExit)
         response, error = run.future.result()
         self._apply(s, lane, mapping, run.piece, run.records, response, error)
 

@@ -369,18 +369,36 @@ class ViewWriter:
 
     # --- delta pages -----------------------------------------------------------------------------
 
-    def _reset_meta(self, tenant_id: str, bucket: int, taken: int, oldest: int | None) -> None:
-        """After a settle: the bucket's pending count less what was taken, its oldest page the oldest left."""
+    def _reset_meta(self, tenant_id: str, bucket: int, taken: int, oldest: int | None) -> float | None:
+        """Before a settle's fold: the bucket's pending count less what it takes, its oldest page the oldest left.
+        Returns the bucket's ``due_at`` (a new account's settle), which stays until the fold is done
+        (:meth:`_settled_meta`): a bucket counts as due until its settle has written what it took."""
         key = {"pk": {"S": keys.page_pk(tenant_id, bucket)}, "sk": {"S": keys.PAGE_META_SK}}
         values: dict[str, Any] = {":k": {"N": str(-taken)}}
         expr = "ADD n :k"
         if oldest is None:
-            expr += " REMOVE oldest, due_at"
+            expr += " REMOVE oldest"
         else:
-            expr += " SET oldest = :o REMOVE due_at"
+            expr += " SET oldest = :o"
             values[":o"] = {"N": str(oldest)}
         resp = self.store.client.update_item(TableName=self.store.table, Key=key, UpdateExpression=expr,
-                                             ExpressionAttributeValues=values, ReturnConsumedCapacity="TOTAL")
+                                             ExpressionAttributeValues=values, ReturnValues="ALL_NEW",
+                                             ReturnConsumedCapacity="TOTAL")
+        self.store.stats.add(writes=1, write_units=resp.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
+        due_at = resp.get("Attributes", {}).get("due_at")
+        return float(due_at["N"]) if due_at else None
+
+    def _settled_meta(self, tenant_id: str, bucket: int, rest: list[Blob]) -> None:
+        """After a settle's fold, for a bucket that was due for a new account: no longer due, or, when pages too
+        young to settle are left (they may name new accounts too), due once the oldest of them may be settled."""
+        key = {"pk": {"S": keys.page_pk(tenant_id, bucket)}, "sk": {"S": keys.PAGE_META_SK}}
+        if rest:
+            ripe_at = min(int(p.attrs.get("at", 0)) for p in rest) + int(self.settle_min_age)
+            kw: dict[str, Any] = {"UpdateExpression": "SET due_at = :d",
+                                  "ExpressionAttributeValues": {":d": {"N": str(ripe_at)}}}
+        else:
+            kw = {"UpdateExpression": "REMOVE due_at"}
+        resp = self.store.client.update_item(TableName=self.store.table, Key=key, ReturnConsumedCapacity="TOTAL", **kw)
         self.store.stats.add(writes=1, write_units=resp.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
 
     def _settle_links(self, tenant_id: str, links: dict[tuple[str, str], tuple[int, dict[str, Any]]]) -> None:
@@ -450,24 +468,47 @@ class ViewWriter:
 
     def due_buckets(self, tenant_id: str, now: datetime) -> list[int]:
         """The tenant's buckets due for a settle, by their ``META`` counters (one BatchGetItem of 64 keys)."""
+        return sorted(self._due_by_urgency(tenant_id, now))
+
+    def _due_by_urgency(self, tenant_id: str, now: datetime) -> list[int]:
+        """:meth:`due_buckets`, most urgent first: a new account's (``due_at``) by its due time, then by the oldest
+        pending page."""
         metas = self.store.get_plain([(keys.page_pk(tenant_id, b), keys.PAGE_META_SK)
                                       for b in range(pages.PAGE_BUCKETS)])
-        out = []
+        out: list[tuple[int, float, int]] = []
         for (pk, _), meta in metas.items():
             n, oldest, due_at = int(meta.get("n", 0)), meta.get("oldest"), meta.get("due_at")
             if n > 0 and (n >= self.settle_pages or (oldest is not None and float(oldest) <= now.timestamp()
                                                                               - self.settle_after)
                           or (due_at is not None and float(due_at) <= now.timestamp())):
-                out.append(int(pk.rsplit("#P#", 1)[1], 16))
-        return sorted(out)
+                new_account = due_at is not None and float(due_at) <= now.timestamp()
+                when = float(due_at or 0) if new_account else float(oldest) if oldest is not None else 0.0
+                out.append((0 if new_account else 1, when, int(pk.rsplit("#P#", 1)[1], 16)))
+        return [b for *_, b in sorted(out)]
 
-    def settle_due(self, tenant_id: str, now: datetime, *, limit: int | None = None) -> int:
-        """Settle the tenant's due buckets (at most ``limit``); returns the buckets settled. The settler
-        schedule (every minute on AWS, every 15 s locally) calls it for every tenant."""
-        due = self.due_buckets(tenant_id, now)[:limit]
-        if due:
-            self.settle(tenant_id, now, buckets=due)
-        return len(due)
+    def settle_due(self, tenant_id: str, now: datetime, *, limit: int | None = None,
+                   budget_seconds: float | None = None, pause: float = 0.0,
+                   stop: threading.Event | None = None) -> int:
+        """Settle the tenant's due buckets, most urgent first, one bucket at a time; returns the buckets settled.
+        The settler schedule (every minute on AWS, every 15 s locally) calls it for every tenant.
+
+        ``limit``: buckets at most. ``budget_seconds``: no further bucket once this long has passed (a run never
+        holds the table for long; what is left is due again on the next run). ``pause``: after each bucket, sleep
+        this many times as long as its settle took (a duty cycle: on one shared DynamoDB, the projector's batches
+        get the time between). ``stop``: end after the bucket in hand."""
+        due = self._due_by_urgency(tenant_id, now)[:limit]
+        started = time.monotonic()
+        settled = 0
+        for b in due:
+            if settled and ((budget_seconds is not None and time.monotonic() - started >= budget_seconds)
+                            or (stop is not None and stop.is_set())):
+                break
+            t = time.monotonic()
+            self.settle(tenant_id, now, buckets=[b])
+            settled += 1
+            if pause > 0 and (stop is None or not stop.is_set()):
+                (stop.wait if stop is not None else time.sleep)(pause * (time.monotonic() - t))
+        return settled
 
     def settle(self, tenant_id: str, now: datetime, *, buckets: Iterable[int] | None = None, force: bool = False,
                stats: WriteReport | None = None) -> dict[str, dict[str, Any]]:
@@ -478,22 +519,29 @@ class ViewWriter:
         found = pages.pending_pages(self.store, tenant_id, range(pages.PAGE_BUCKETS) if buckets is None else buckets)
         horizon = now.timestamp() - (0 if force else self.settle_min_age)
         taken = []
+        # Buckets due for a new account: what is left after this settle (pages too young), by bucket.
+        was_due: dict[int, list[Blob]] = {}
         for b, bucket_pages in found.items():
             ripe = [p for p in bucket_pages if float(p.attrs.get("at", 0)) <= horizon]
             taken += ripe
             if ripe or not bucket_pages:
                 rest = [p for p in bucket_pages if p not in ripe]
-                self._reset_meta(tenant_id, b, len(ripe), min((int(p.attrs.get("at", 0)) for p in rest), default=None))
-        if not taken:
-            return {}
-        d = pages.derive(tenant_id, taken, fold=self.fold)
-        self._drop_merged(tenant_id, d)
-        self._settle_links(tenant_id, d.links)
-        self._settle_user_times(tenant_id, d.user_times)
-        self._bump_all({k: v for k, v in d.user_days.items() if v}, d.user_seen, codec=UserDay)
-        written = self._accounts(tenant_id, [], {k: v for k, v in d.account_days.items() if v}, now, stats,
-                                 d.account_seen, d.heads, d.timelines)
-        self.store.delete_many(d.pages)
+                if self._reset_meta(tenant_id, b, len(ripe),
+                                    min((int(p.attrs.get("at", 0)) for p in rest), default=None)) is not None:
+                    was_due[b] = rest
+        if taken:
+            d = pages.derive(tenant_id, taken, fold=self.fold)
+            self._drop_merged(tenant_id, d)
+            self._settle_links(tenant_id, d.links)
+            self._settle_user_times(tenant_id, d.user_times)
+            self._bump_all({k: v for k, v in d.user_days.items() if v}, d.user_seen, codec=UserDay)
+            written = self._accounts(tenant_id, [], {k: v for k, v in d.account_days.items() if v}, now, stats,
+                                     d.account_seen, d.heads, d.timelines)
+            self.store.delete_many(d.pages)
+        else:
+            written = {}
+        for b, rest in was_due.items():
+            self._settled_meta(tenant_id, b, rest)
         return written
 
     # --- claims -------------------------------------------------------------------------------------

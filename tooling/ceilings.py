@@ -16,6 +16,7 @@ Every speed here is a ratio against a reference measured in the same run, on the
 from __future__ import annotations
 
 import json
+import os
 import random
 import resource
 import subprocess
@@ -42,6 +43,7 @@ from streams.functions import registry as default_registry
 from streams.local_backend import LocalMappingBackend
 from streams.mapping import family_source_arn
 from streams.poller import RuntimeOptions
+from streams.rescore import settle_all
 from streams.runtime import LocalRuntime
 from streams.store import ControlStore
 from streams.writer import ViewWriter
@@ -216,6 +218,73 @@ def _serve_child(endpoint: str, prefix: str) -> None:
         sys.stdin.read()
     finally:
         server.stop()
+
+
+SETTLER_NICE = 10
+"""The local settler process's niceness: on a small machine the projector's batches come first (on AWS the
+settler is a function of its own, never in the projector's sandbox)."""
+
+
+class SettlerProcess:
+    """The settler schedule (``streams.rescore.settle_all`` every ``interval`` seconds) in a child process
+    (``python -m tooling.ceilings settle``) at a lower CPU priority, until :meth:`stop`. ``runs``: one
+    ``{"at", "seconds", "buckets"}`` per run, as the child reports them."""
+
+    def __init__(self, endpoint: str, prefix: str, interval: float = 15.0) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "tooling.ceilings", "settle", endpoint, prefix,
+                                      str(interval)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
+        self.runs: list[dict[str, Any]] = []
+        assert self.proc.stdout is not None
+        lines = iter(self.proc.stdout.readline, "")
+        if not any(x.startswith("settler ready") for x in lines):
+            self.stop()
+            raise RuntimeError("settler child did not start")
+
+        def read() -> None:
+            for line in lines:
+                if line.startswith("{\"settle_run\""):
+                    self.runs.append(json.loads(line)["settle_run"])
+
+        threading.Thread(target=read, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()  # the child ends its run's bucket in hand, then exits
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _settle_child(endpoint: str, prefix: str, interval: float) -> None:
+    use_endpoint(endpoint, prefix)
+    os.nice(SETTLER_NICE)
+    stop = threading.Event()
+
+    def loop() -> None:
+        wait = interval
+        while not stop.wait(wait):
+            started = time.perf_counter()
+            try:
+                done = settle_all(stop=stop)
+            except Exception as exc:  # the schedule goes on, as `tooling.loops.Periodic` does
+                done = {"error": repr(exc)}  # type: ignore[dict-item]
+            # A run ends at its budget: while it found due buckets, the next looks again after a second (each run
+            # bounded, a backlog still drains); otherwise at the schedule's interval.
+            wait = 1.0 if any(isinstance(v, int) and v for v in done.values()) else interval
+            print(json.dumps({"settle_run": {"at": time.time(), "seconds": round(time.perf_counter() - started, 2),
+                                             "buckets": done}}), flush=True)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    print("settler ready", flush=True)
+    try:
+        sys.stdin.read()
+    finally:
+        stop.set()
+        thread.join(60)
 
 
 # --- replay against a raw scan, then the query API over the rebuilt view ---------------------------
@@ -454,6 +523,18 @@ AtRest = Callable[[str, dict[str, Any], Any, str], dict[str, Any]]
 """``at_rest(url, tenant, client, view)``: a measurement run on the lag-under-load stack after its warm-up."""
 
 
+_probe_stores: dict[tuple[int, str], ViewStore] = {}
+
+
+def _probe_store(client: Any, view_table: str) -> ViewStore:
+    """One view store per client and table for the probe reads (a store per look started thread pools anew)."""
+    key = (id(client), view_table)
+    store = _probe_stores.get(key)
+    if store is None or store.client is not client:
+        store = _probe_stores[key] = ViewStore(client, view_table, workers=2)
+    return store
+
+
 def probe_visible(client: Any, view_table: str, tenant_id: str, account_ids: Iterable[str]) -> set[str]:
     """The accounts of ``account_ids`` whose usage a user of the query API sees now.
 
@@ -463,7 +544,7 @@ def probe_visible(client: Any, view_table: str, tenant_id: str, account_ids: Ite
     the query API serves: if the API comes to read another layout, change this function with it, or the bench
     measures something no user sees. Every lag figure of the bench's spread phases goes through here. (A design
     without delta pages, the naive one, is visible through the same read: its items are plain counters.)"""
-    store = ViewStore(client, view_table)
+    store = _probe_store(client, view_table)
     seen: set[str] = set()
     for a in dict.fromkeys(account_ids):
         if view_table.endswith("naive-view"):
@@ -880,7 +961,10 @@ if __name__ == "__main__":
         _replay_child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif len(sys.argv) == 4 and sys.argv[1] == "serve":
         _serve_child(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 5 and sys.argv[1] == "settle":
+        _settle_child(sys.argv[2], sys.argv[3], float(sys.argv[4]))
     else:
-        print("usage: python -m tooling.ceilings replay ENDPOINT PREFIX VERSION | serve ENDPOINT PREFIX",
+        print("usage: python -m tooling.ceilings replay ENDPOINT PREFIX VERSION | serve ENDPOINT PREFIX | "
+              "settle ENDPOINT PREFIX INTERVAL",
               file=sys.stderr)
         sys.exit(2)

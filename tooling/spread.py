@@ -35,11 +35,9 @@ from streams.functions import PROJECTOR_PATH, FunctionRegistry
 from streams.local_backend import LocalMappingBackend
 from streams.mapping import family_source_arn
 from streams.poller import RuntimeOptions
-from streams.rescore import settle_all
 from streams.runtime import LocalRuntime
 from streams.store import ControlStore
 from tooling import ceilings
-from tooling.loops import Periodic
 from tooling.mappings import DEFAULT_PROJECTOR_MAPPING
 
 __all__ = ["DESIGNS", "LAG_GOAL_MS", "account_id", "identity_events", "keep_up", "probe_visible", "track_events",
@@ -208,9 +206,10 @@ def keep_up(endpoint: str, accounts: int, rates: Sequence[float], step_seconds: 
             naive_fn = ceilings.naive_handler(client, view[design], membership=True)
             functions.register("naive", naive_fn)
             backend.create(event_source_arn=family_source_arn(prefix), **{**settings, "function_name": "naive"})
-    # The settler schedule runs beside the projector, as in `streamfold up` (every 15 s): its settles compete for
-    # the same DynamoDB, so the rate that holds includes them.
-    settler = Periodic("settle", settle_all, 15.0).start() if "streamfold" in designs else None
+    # The settler schedule runs beside the projector (every 15 s), in a process of its own at a lower CPU priority
+    # (on AWS a function of its own): its settles compete for the same DynamoDB Local, so the rate that holds
+    # includes them.
+    settler = ceilings.SettlerProcess(endpoint, prefix) if "streamfold" in designs else None
     runtime = LocalRuntime(store, client, db.get_streams_client(), RuntimeOptions(poll_interval=0.25),
                            functions).start()
     server: Any = None
@@ -240,6 +239,7 @@ def keep_up(endpoint: str, accounts: int, rates: Sequence[float], step_seconds: 
     timings: dict[str, float] = {}
     base = (0.0, 0)
     setup_s = warm_s = 0.0
+    steps_wall = [0.0, 0.0]  # epoch seconds the steps began and ended (the settler's runs in between)
     mark = time.perf_counter()
     try:
         server = ceilings._ServerProcess(endpoint, prefix)  # the API alone in its process, as deployed
@@ -282,16 +282,23 @@ def keep_up(endpoint: str, accounts: int, rates: Sequence[float], step_seconds: 
         def watch() -> None:
             while watching.is_set():
                 for design in designs:
-                    # The oldest probes first and no more than 200 a look (a stream shard is projected in
-                    # order): looking up a backlog of thousands five times a second would load DynamoDB Local.
+                    # The oldest probes first, 8 at a time, until 8 in a row are not visible yet (a stream shard is
+                    # projected in order, so the probes behind those are not either, up to the order of
+                    # concurrent requests), and no more than 200 a look. Each look reads the probe's bucket's
+                    # pending pages; looking up the whole backlog five times a second made this watcher, not the
+                    # projector, the busiest thread of the bench's process at 1,000 events/s.
                     with lock:
                         todo = list(itertools.islice(pending[design], 200))
-                    seen = probe_visible(client, view[design], tenant_id, todo) if todo else set()
-                    now_ = time.perf_counter()
-                    with lock:
-                        for a in seen:
-                            step, ok = pending[design].pop(a)
-                            lags[design][step].append((now_ - ok) * 1000)
+                    for i in range(0, len(todo), 8):
+                        part = todo[i:i + 8]
+                        seen = probe_visible(client, view[design], tenant_id, part)
+                        now_ = time.perf_counter()
+                        with lock:
+                            for a in seen:
+                                step, ok = pending[design].pop(a)
+                                lags[design][step].append((now_ - ok) * 1000)
+                        if not seen:
+                            break
                 time.sleep(0.2)
 
         probe_ids = itertools.count()
@@ -299,6 +306,7 @@ def keep_up(endpoint: str, accounts: int, rates: Sequence[float], step_seconds: 
         watcher = threading.Thread(target=watch, name="keep-up-watch", daemon=True)
         watcher.start()
         steps_started = time.perf_counter()
+        steps_wall[0] = time.time()
         for k, rate in enumerate(rates):
             for design in designs:
                 lags[design].append([])
@@ -309,6 +317,7 @@ def keep_up(endpoint: str, accounts: int, rates: Sequence[float], step_seconds: 
                     _decided_failed(steps, lags[d], pending[d], lock, lag_goal_ms) for d in designs):
                 break
         timings["steps_s"] = time.perf_counter() - steps_started
+        steps_wall[1] = time.time()
         drain_started = time.perf_counter()
         while time.perf_counter() < drain_started + lag_goal_ms / 1000 + 5:
             with lock:
@@ -329,6 +338,7 @@ def keep_up(endpoint: str, accounts: int, rates: Sequence[float], step_seconds: 
         if settler is not None:
             settler.stop()
         timings["runtime_stop_s"] = time.perf_counter() - stopping
+    steps_span = (steps_wall[0], steps_wall[1] or time.time())
 
     out: dict[str, dict[str, Any]] = {}
     for design in designs:
@@ -363,6 +373,14 @@ def keep_up(endpoint: str, accounts: int, rates: Sequence[float], step_seconds: 
                      "message of every request; visible = probe_visible (usage on the account, items + pages); "
                      "the set-up's pages settled before the first step",
         }
+        if design == "streamfold" and settler is not None:
+            during = [r for r in settler.runs if steps_span[0] <= r["at"] <= steps_span[1] + 1]
+            out[design]["settler"] = {
+                "process": f"own process, nice {ceilings.SETTLER_NICE}, every 15 s",
+                "runs_during_steps": len(during),
+                "buckets_settled_during_steps": sum(sum(v for v in r["buckets"].values() if isinstance(v, int))
+                                                    for r in during),
+                "longest_run_s": max((r["seconds"] for r in during), default=0.0)}
         if design == "naive" and naive_fn is not None:  # over the steps' events (probes' groups included)
             out[design]["write_units_per_event"] = round(
                 (sum(naive_fn.units) - base[0]) / max(1, naive_fn.events[0] - base[1]), 3)
