@@ -13,14 +13,14 @@ from chalicelib.views import ViewStore
 from streams.handler import get_writer
 from streams.writer import ViewWriter
 
+__all__ = ["rescore_all", "settle_all"]
+
 
 def _written() -> list[int]:
     """The versions the live projector writes (serving first, then the building ones it keeps current): each is
     settled and rescored on the schedule, so a promoted version's listing is as fresh as the one it replaces."""
     return [v for v, phase in live_versions(db.get_client(), get_settings().control_table).items()
             if phase in ("serving", "current")]
-
-__all__ = ["rescore_all", "settle_all"]
 
 
 _settlers: dict[str, ViewWriter] = {}
