@@ -497,7 +497,7 @@ class QueryService:
                           "lag_records": m.get("records_behind", 0), "iterator_age_ms": m.get("iterator_age_ms", 0),
                           "dead_letters": m.get("dead_letters", 0)} for m in mappings],
             "projections": [{"name": "view", "version": int(self.table.rsplit("-v", 1)[1]), "active": True,
-                             "table": self.table,
+                             "table": self.table, "fold_code": self.fold.code,
                              "folds": {"account": account.VERSION, "user": user.VERSION, "catalog": catalog.VERSION,
                                        "timeline": timeline.VERSION}}],
             "time": format_ts(self.clock()),
