@@ -636,6 +636,10 @@ PASS_THROUGH: dict[str, Callable[[list[str]], int]] = {"guard": guard.main, "dep
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # Log lines go to stderr: a command's stdout is its JSON (`streamfold replay view ... | jq`).
+    for h in logging.getLogger("streamfold").handlers:
+        if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is sys.stdout:
+            h.setStream(sys.stderr)
     if argv and argv[0] in PASS_THROUGH:
         return PASS_THROUGH[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
