@@ -30,6 +30,7 @@ from projections.usage import attribute
 from streams import replay
 from streams.writer import ViewWriter
 from tests.functional.test_projection_v2 import view_usage
+from tests.helpers.fold import cut_chunks
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -99,14 +100,7 @@ def _writer(ddb: Any, prefix: str, version: int, mode: str) -> ViewWriter:
 
 
 def _batches(order: list[int], cuts: list[int], per_batch: int) -> list[list[tuple[str, list[Event]]]]:
-    stream = [POPULATION[i] for i in order]
-    chunks: list[tuple[str, list[Event]]] = []
-    at = 0
-    for n, size in enumerate(itertools.cycle(cuts)):
-        if at >= len(stream):
-            break
-        chunks.append((f"chunk-{n}", stream[at:at + size]))
-        at += size
+    chunks = cut_chunks([POPULATION[i] for i in order], cuts)
     return [chunks[i:i + per_batch] for i in range(0, len(chunks), per_batch)]
 
 

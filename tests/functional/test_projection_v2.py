@@ -25,7 +25,7 @@ from projections.account import DayActivity
 from projections.events import Event, message_digest
 from projections.usage import attribute, attributed_events
 from streams.writer import ViewWriter
-from tests.helpers.fold import claimed_digests
+from tests.helpers.fold import claimed_digests, cut_chunks
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -229,13 +229,7 @@ def test_same_view_for_every_permutation_duplication_and_batching(writer: ViewWr
         writer = deferred_writer(writer, **({"settle_after": 0, "settle_min_age": 0} if mode == "settled" else
                                             {"settle_after": 1e9, "settle_pages": 10**6}))
     stream = [POPULATION[i] for i in order] + [POPULATION[i] for i in dups]  # re-sends: other chunks
-    chunks: list[tuple[str, list[Event]]] = []
-    at = 0
-    for n, size in enumerate(itertools.cycle(cuts)):
-        if at >= len(stream):
-            break
-        chunks.append((f"chunk-{n}", stream[at:at + size]))
-        at += size
+    chunks = cut_chunks(stream, cuts)
     batches = [chunks[i:i + 3] for i in range(0, len(chunks), 3)]
     if redeliver:  # the mapping re-delivers a batch (whole), and a bisected half of another
         batches = batches + batches[:1] + [batches[-1][:1]]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from streams import replay
 from streams.writer import FOLD_CODE
 from tests.functional.test_projector import start_projector_mapping
 from tests.helpers.events import stored_events
-from tests.helpers.streams import wait_until
+from tests.helpers.streams import kill_replay_midway, wait_until
 from tooling import spread
 from tooling.cli import main
 
@@ -292,18 +291,7 @@ def test_a_rebuild_killed_midway_resumes_from_its_last_done_partition(
     assert reference.partitions >= 60 and reference.events == len(traffic)
 
     job = replay.job_dir(prefix, 3)
-    proc = subprocess.Popen([sys.executable, "-m", "tooling.cli", "replay", "view", "--version", "3", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
-    try:
-        wait_until(lambda: (job / "done").exists() and len((job / "done").read_text().split()) >= 10
-                   or proc.poll() is not None, timeout=300)
-        assert proc.poll() is None, f"the rebuild ended before it could be killed: {proc.stderr.read()!r}"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    finished = len((job / "done").read_text().split())
+    finished = kill_replay_midway(["replay", "view", "--version", "3", *args], job, 10, timeout=300)
     assert 10 <= finished < reference.partitions
 
     out = subprocess.run([sys.executable, "-m", "tooling.cli", "replay", "view", "--version", "3", *args],

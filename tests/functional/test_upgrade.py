@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -34,7 +33,7 @@ from chalicelib.settings import get_settings
 from chalicelib.versions import active_view_version, set_active_view_version
 from streams import replay
 from tests.helpers.api import api_get
-from tests.helpers.streams import fast_options, wait_until
+from tests.helpers.streams import fast_options, kill_replay_midway, wait_until
 from tooling import spread
 from tooling.mappings import LocalMappings
 from tooling.server import LocalHttpServer
@@ -174,18 +173,7 @@ def test_version_2_to_3_under_ingest_with_a_killed_replay(stack_v2: dict[str, An
             "--no-progress"]
     try:
         # 1. Build version 3, and kill -9 the build in the middle of its fold.
-        proc = subprocess.Popen([sys.executable, "-m", "tooling.cli", *args], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, env=dict(os.environ))
-        try:
-            wait_until(lambda: (job / "done").exists() and len((job / "done").read_text().split()) >= 8
-                       or proc.poll() is not None, timeout=240)
-            assert proc.poll() is None, f"the build ended before it could be killed: {proc.stderr.read()!r}"
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        killed_at = len((job / "done").read_text().split())
+        killed_at = kill_replay_midway(args, job, 8, timeout=240)
         assert active_view_version(client, keys.control_table_name(prefix), cached=False) == 2
         v3 = registry.get(3)
         assert v3 is not None and v3.state == "building" and v3.phase == "replaying"

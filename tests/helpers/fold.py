@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +19,8 @@ from streams.alerts import Outbox
 from streams.decode import to_lambda_record
 from streams.writer import ViewWriter, WriteReport
 
-__all__ = ["claimed_digests", "fold_items", "ingest_body", "project_requests", "view_content", "writer_for"]
+__all__ = ["claimed_digests", "cut_chunks", "fold_items", "ingest_body", "project_requests", "view_content",
+           "writer_for"]
 
 
 def writer_for(prefix: str) -> ViewWriter:
@@ -82,3 +85,15 @@ def view_content(store: ViewStore) -> dict[str, Any]:
     return {f"{raw['pk']['S']}|{raw['sk']['S']}": raw
             for raw in db.items(store.client, "scan", TableName=store.table, ConsistentRead=True)
             if "#P#" not in raw["pk"]["S"]}
+
+
+def cut_chunks(stream: Sequence[Event], cuts: list[int]) -> list[tuple[str, list[Event]]]:
+    """``stream`` cut into chunks ``chunk-<n>`` of the sizes in ``cuts``, cycled (the unit of re-delivery)."""
+    chunks: list[tuple[str, list[Event]]] = []
+    at = 0
+    for n, size in enumerate(itertools.cycle(cuts)):
+        if at >= len(stream):
+            break
+        chunks.append((f"chunk-{n}", list(stream[at:at + size])))
+        at += size
+    return chunks

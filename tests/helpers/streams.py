@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
 from datetime import date
+from pathlib import Path
 from typing import Any, TypeVar
 
 from chalicelib import db, keys, tables
@@ -17,7 +22,7 @@ from streams.poller import RuntimeOptions
 from streams.runtime import LocalRuntime
 from streams.store import ControlStore
 
-__all__ = ["FAST", "day_table", "fast_options", "local_parts", "put_events", "wait_until"]
+__all__ = ["FAST", "day_table", "fast_options", "kill_replay_midway", "local_parts", "put_events", "wait_until"]
 
 T = TypeVar("T")
 
@@ -70,3 +75,21 @@ def local_parts(prefix: str, options: RuntimeOptions | None = None, functions: F
         return LocalRuntime(store, db.get_client(), db.get_streams_client(), options or FAST, functions)
 
     return store, backend, runtime, family_source_arn(prefix)
+
+
+def kill_replay_midway(cli_args: list[str], job: Path, partitions: int, timeout: float) -> int:
+    """Run ``streamfold <cli_args>`` (a replay) as a subprocess and ``kill -9`` it once its job has ``partitions``
+    partitions done; returns how many were done."""
+    done = job / "done"
+    proc = subprocess.Popen([sys.executable, "-m", "tooling.cli", *cli_args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=dict(os.environ))
+    try:
+        wait_until(lambda: done.exists() and len(done.read_text().split()) >= partitions
+                   or proc.poll() is not None, timeout=timeout)
+        assert proc.poll() is None, f"the replay ended before it could be killed: {proc.stderr.read()!r}"  # type: ignore[union-attr]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return len(done.read_text().split())
