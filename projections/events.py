@@ -157,6 +157,8 @@ def parse_ts(text: str) -> datetime:
 
 
 def _normalise(value: datetime) -> datetime:
+    if value.tzinfo is UTC and not value.microsecond % 1000:
+        return value  # normalised already (every event a fold copies with ``replace``)
     value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
 

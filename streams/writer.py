@@ -343,7 +343,7 @@ class ViewWriter:
         for (key, tag), named in counted.items():
             _add(account_days, key, tag, _many(self.fold, named))
 
-        users_written = self._users(tenant_id, folded, user_batch, pw)
+        users_written = self._users(tenant_id, folded, user_batch, pw, heads, stored_users)
         if pw is not None:
             at = int(now.timestamp())
             # One page id per attempt, not per batch: a retried batch can see other stored state than its first
@@ -879,10 +879,18 @@ class ViewWriter:
     # --- users -------------------------------------------------------------------------------
 
     def _users(self, tenant_id: str, events: list[Event], batch: dict[str, user.UserState],
-               pw: PageWriter | None = None) -> dict[str, dict[str, Any]]:
+               pw: PageWriter | None = None, heads: dict[tuple[str, str], Blob] | None = None,
+               stored_users: dict[str, user.UserState] | None = None) -> dict[str, dict[str, Any]]:
+        """Merge the batch into each user's ``HEAD`` (and links). ``heads``: the users' ``HEAD``s as this batch read
+        them already (the rest are read here) and ``stored_users`` those decoded; a write is conditional on the
+        version read, so a ``HEAD`` changed since by another writer only costs a re-read."""
         if not batch:
             return {}
-        blobs = self.store.get_many([(keys.user_pk(tenant_id, u), keys.HEAD_SK) for u in batch])
+        wanted = [(keys.user_pk(tenant_id, u), keys.HEAD_SK) for u in batch]
+        have = heads or {}
+        missing = [k for k in wanted if k not in have]
+        blobs = {**{k: have[k] for k in wanted if k in have}, **(self.store.get_many(missing) if missing else {})}
+        have_keys = {u for u in batch if (keys.user_pk(tenant_id, u), keys.HEAD_SK) in have}
         # Which links of the accounts this batch names exist already (one batched read, not one per user).
         candidates = {(keys.account_pk(tenant_id, a), keys.user_link_sk(u)) for u, st in batch.items()
                       for a in st.accounts}
@@ -931,7 +939,26 @@ class ViewWriter:
             return user_key, {**link, "accounts": sorted(merged.accounts), "_created": made,
                               "last_seen": format_ts(merged.last_seen) if merged.last_seen else None}
 
-        done = [(u, link) for u, link in self.store.run(one, sorted(batch)) if link is not None]
+        def quiet(user_key: str) -> bool:
+            """The user's update writes nothing (decided here, without I/O: most users of a usage batch), so it
+            need not go through the store's I/O pool; the same decisions as ``update`` on the blob in hand."""
+            b = blobs[(keys.user_pk(tenant_id, user_key), keys.HEAD_SK)]
+            if b.data is None:
+                return False
+            known = (stored_users or {}).get(user_key) if user_key in have_keys else None
+            stored = known if known is not None else user.UserState.from_dict(b.data)
+            merged = user.merge(stored, batch[user_key])
+            if merged == stored or same_but_recency(stored.to_dict(), merged.to_dict()):
+                self.store.stats.add(skipped=1)
+                return True
+            if pw is not None and _same_but_times(stored, merged):
+                pw.user_times(user_key, merged.first_seen, merged.last_seen)
+                self.store.stats.add(skipped=1)
+                return True
+            return False
+
+        todo = [u for u in sorted(batch) if not quiet(u)]
+        done = [(u, link) for u, link in self.store.run(one, todo) if link is not None]
         created: dict[str, int] = {}
         for _, link in done:
             for pk in link.pop("_created"):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import random
 import resource
 import subprocess
@@ -38,8 +39,7 @@ from chalicelib.view_items import load_account, pending_for
 from chalicelib.views import ViewStore
 from projections.events import Event
 from streams import replay
-from streams.functions import FunctionRegistry
-from streams.functions import registry as default_registry
+from streams.functions import PROJECTOR_PATH, FunctionRegistry
 from streams.local_backend import LocalMappingBackend
 from streams.mapping import family_source_arn
 from streams.poller import RuntimeOptions
@@ -285,6 +285,106 @@ def _settle_child(endpoint: str, prefix: str, interval: float) -> None:
     finally:
         stop.set()
         thread.join(60)
+
+
+class RuntimeProcess:
+    """The local mapping runtime (``GetRecords`` every 0.25 s, the functions it invokes) in a child process
+    (``python -m tooling.ceilings runtime``), as on AWS, where the projector runs in Lambda, apart from the API
+    and from the clients: a benchmark's load generator and probe watcher then do not share its interpreter (its
+    GIL) with the projector. ``functions``: ``"projector"`` (the projector function, ``projector:blue``) and/or
+    ``"naive:<table>"`` / ``"naive-membership:<table>"`` (:func:`naive_handler` into that table). The mappings
+    themselves are in the control table (the parent creates them). :meth:`naive_stats` asks the child for the
+    naive handler's ``{"units", "events"}`` so far; :meth:`stop` stops the runtime (after the invocation in
+    flight; a naive handler cancels its rest) and returns the final ones."""
+
+    def __init__(self, endpoint: str, prefix: str, functions: Iterable[str], poll_interval: float = 0.25,
+                 stop_timeout: float = 600.0) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "tooling.ceilings", "runtime", endpoint, prefix,
+                                      ",".join(functions), str(poll_interval), str(stop_timeout)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True)
+        self.poll_interval = poll_interval
+        self.stop_timeout = stop_timeout
+        self._lock = threading.Lock()
+        self._replies: queue.Queue[str] = queue.Queue()
+        assert self.proc.stdout is not None
+
+        def read() -> None:  # always reading: the child's log lines never fill the pipe and block it
+            assert self.proc.stdout is not None
+            for line in self.proc.stdout:
+                if line.startswith(("runtime ready", '{"units"')):
+                    self._replies.put(line.strip())
+            self._replies.put("")  # the child ended
+
+        threading.Thread(target=read, daemon=True).start()
+        if self._line(timeout=120) != "runtime ready":
+            self.kill()
+            raise RuntimeError("runtime child did not start")
+
+    def _line(self, timeout: float | None = None) -> str:
+        try:
+            return self._replies.get(timeout=timeout)
+        except queue.Empty:
+            return ""
+
+    def naive_stats(self) -> dict[str, float]:
+        with self._lock:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write("stats\n")
+            self.proc.stdin.flush()
+            return dict(json.loads(self._line()))
+
+    def stop(self) -> dict[str, float]:
+        with self._lock:
+            if self.proc.poll() is not None:
+                return {"units": 0.0, "events": 0}
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()  # the child stops its runtime, then prints the final counts
+            line = self._line(timeout=self.stop_timeout + 60)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+            return dict(json.loads(line)) if line.startswith("{") else {"units": 0.0, "events": 0}
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def _runtime_child(endpoint: str, prefix: str, functions: str, poll_interval: float, stop_timeout: float) -> None:
+    use_endpoint(endpoint, prefix)
+    client = db.get_client()
+    registry = FunctionRegistry()
+    naive_fns: list[Any] = []
+    for spec in functions.split(","):
+        kind, _, table = spec.partition(":")
+        if kind == "projector":
+            name, colour = DEFAULT_PROJECTOR_MAPPING["function_name"].split(":")
+            registry.register(name, PROJECTOR_PATH, colour=colour)
+        elif kind in ("naive", "naive-membership"):
+            fn = naive_handler(client, table, membership=kind == "naive-membership")
+            registry.register("naive", fn)
+            naive_fns.append(fn)
+        else:
+            raise SystemExit(f"unknown function {spec!r}")
+
+    def counts() -> str:
+        return json.dumps({"units": sum(sum(f.units) for f in naive_fns),
+                           "events": sum(f.events[0] for f in naive_fns)})
+
+    runtime = LocalRuntime(ControlStore(client, keys.control_table_name(prefix)), client, db.get_streams_client(),
+                           RuntimeOptions(poll_interval=poll_interval), registry).start()
+    print("runtime ready", flush=True)
+    try:
+        for line in sys.stdin:
+            if line.strip() == "stats":
+                print(counts(), flush=True)
+    finally:
+        for f in naive_fns:
+            f.cancel.set()  # the baseline's in-flight batch ends now (streamfold's runs to its end)
+        runtime.stop(timeout=stop_timeout)
+        print(counts(), flush=True)
 
 
 # --- replay against a raw scan, then the query API over the rebuilt view ---------------------------
@@ -577,27 +677,27 @@ def lag_under_load(endpoint: str, rate: float, seconds: float, accounts: int, *,
     view = tables.ensure_view_table(client, prefix, VIEW_VERSION)
     tenant = services.tenants().create("bench-load")
     store = ControlStore(client, keys.control_table_name(prefix))
-    functions = default_registry
     settings = dict(DEFAULT_PROJECTOR_MAPPING)
-    naive_fn = None
+    functions = ["projector"]
     if naive:
-        functions = FunctionRegistry()
-        naive_fn = naive_handler(client, view)
-        functions.register("naive", naive_fn)
+        functions = [f"naive:{view}"]
         settings["function_name"] = "naive"
     LocalMappingBackend(store, client, db.get_streams_client()).create(
         event_source_arn=family_source_arn(prefix), **settings)
-    runtime = LocalRuntime(store, client, db.get_streams_client(), RuntimeOptions(poll_interval=0.25),
-                           functions).start()
-    server = LocalHttpServer(app, port=0).start()
+    # As deployed: the mapping runtime with its functions (Lambda) and the API each in a process of their own,
+    # apart from this one's client and probe watcher.
+    runtime = RuntimeProcess(endpoint, prefix, functions, poll_interval=0.25)
+    server: Any = None
     rng = random.Random(17)
     users = accounts
     try:
+        server = _ServerProcess(endpoint, prefix)
         warm_s = _warm_up(server.url, tenant, client, view, accounts, per_request, naive=naive)
         rest = None if at_rest is None else {**at_rest(server.url, tenant, client, view),
-                                             "poll_interval_s": runtime.options.poll_interval}
+                                             "poll_interval_s": runtime.poll_interval}
     except BaseException:
-        server.stop()
+        if server is not None:
+            server.stop()
         runtime.stop()
         raise
     pending: dict[str, float] = {}
@@ -656,7 +756,7 @@ def lag_under_load(endpoint: str, rate: float, seconds: float, accounts: int, *,
         watcher.join(65)
     finally:
         server.stop()
-        runtime.stop()
+        final = runtime.stop()
     out: dict[str, Any] = {"design": "naive per-event UpdateItem" if naive else "streamfold",
                            "target_events_per_s": rate, "achieved_events_per_s": round(sent / send_s, 1),
                            "seconds": round(send_s, 1), "accounts": accounts, "users": users,
@@ -667,9 +767,8 @@ def lag_under_load(endpoint: str, rate: float, seconds: float, accounts: int, *,
                            "samples_ms": [round(x, 1) for x in lags]}
     if rest is not None:
         out["at_rest"] = rest
-    if naive_fn is not None:
-        u = naive_fn.units  # type: ignore[attr-defined]
-        out["write_units_per_event"] = round(sum(u) / max(1, len(u) // 3), 3)
+    if naive:
+        out["write_units_per_event"] = round(final["units"] / max(1, int(final["events"])), 3)
     return out
 
 
@@ -963,8 +1062,10 @@ if __name__ == "__main__":
         _serve_child(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 5 and sys.argv[1] == "settle":
         _settle_child(sys.argv[2], sys.argv[3], float(sys.argv[4]))
+    elif len(sys.argv) == 7 and sys.argv[1] == "runtime":
+        _runtime_child(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]), float(sys.argv[6]))
     else:
         print("usage: python -m tooling.ceilings replay ENDPOINT PREFIX VERSION | serve ENDPOINT PREFIX | "
-              "settle ENDPOINT PREFIX INTERVAL",
+              "settle ENDPOINT PREFIX INTERVAL | runtime ENDPOINT PREFIX FUNCTIONS POLL_S STOP_TIMEOUT_S",
               file=sys.stderr)
         sys.exit(2)

@@ -27,6 +27,7 @@ writer and its thread pools. ``cpu_s`` (this process) and ``load_avg_1m`` say ho
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import statistics
@@ -34,6 +35,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -80,9 +82,13 @@ class _Probe:
 
     ``sandboxes``: each worker thread of the runtime (one per concurrent batch) gets a view writer of its
     own — its own thread pools, as each Lambda sandbox has — instead of the process's one.
+    ``processes``: each concurrent batch runs in a worker process of its own (``factor`` of them, started once
+    and kept warm), each with its own view writer: a Lambda sandbox, with its own interpreter and CPU share, as
+    on AWS; the runtime's worker thread only waits for it.
     """
 
-    def __init__(self, sandboxes: bool) -> None:
+    def __init__(self, sandboxes: bool, processes: int = 0, endpoint: str = "", prefix: str = "",
+                 latency: float = 0.0) -> None:
         self.sandboxes = sandboxes
         self.lock = threading.Lock()
         self.invocations = 0
@@ -91,6 +97,14 @@ class _Probe:
         self.first_start: float | None = None
         self.writers: list[ViewWriter] = []
         self._local = threading.local()
+        self._units = 0.0
+        self._conflicts = 0
+        self.pool: ProcessPoolExecutor | None = None
+        if processes:
+            self.pool = ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_sandbox_start, initargs=(endpoint, prefix, latency))
+            # Started and warm before the clock (a Lambda sandbox's init is not a batch's time either).
+            list(self.pool.map(_sandbox_warm, range(processes * 2)))
 
     def writer(self) -> ViewWriter:
         if not self.sandboxes:
@@ -104,6 +118,9 @@ class _Probe:
 
     def stats(self) -> tuple[float, int]:
         """Write units and conflicts of every writer used so far."""
+        if self.pool is not None:
+            with self.lock:
+                return self._units, self._conflicts
         writers = self.writers if self.sandboxes else [handler.get_writer()]
         return sum(w.store.stats.write_units for w in writers), sum(w.store.stats.conflicts for w in writers)
 
@@ -115,6 +132,12 @@ class _Probe:
             if self.first_start is None:
                 self.first_start = time.perf_counter()
         try:
+            if self.pool is not None:
+                response, units, conflicts = self.pool.submit(_sandbox_invoke, event).result()
+                with self.lock:
+                    self._units += units
+                    self._conflicts += conflicts
+                return response
             return handler.on_day_table_records(event, context, writer=self.writer())
         finally:
             with self.lock:
@@ -124,6 +147,31 @@ class _Probe:
         with self.lock:
             self.invocations = self.max_running = 0
             self.first_start = None
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.store.close()
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+def _sandbox_start(endpoint: str, prefix: str, latency: float) -> None:
+    """A sandbox process's init: this stack's endpoint and tables, the emulated network wait if any."""
+    use_endpoint(endpoint, prefix)
+    _add_latency(db.get_client(), latency)
+
+
+def _sandbox_warm(_: int) -> int:
+    handler.get_writer()  # the sandbox's view writer, built once (its init)
+    return os.getpid()
+
+
+def _sandbox_invoke(event: dict[str, Any]) -> tuple[Any, float, int]:
+    """One invocation in this sandbox: the handler's response, and the write units and conflicts it spent."""
+    writer = handler.get_writer()
+    units, conflicts = writer.store.stats.write_units, writer.store.stats.conflicts
+    response = handler.on_day_table_records(event, None, writer=writer)
+    return response, writer.store.stats.write_units - units, writer.store.stats.conflicts - conflicts
 
 
 def _requests(w: ParallelWorkload, now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -256,7 +304,7 @@ def _add_latency(client: Any, seconds: float) -> None:
 
 
 def _one_factor(endpoint: str, factor: int, w: ParallelWorkload, batch_size: int, timeout: float,
-                keep_tables: bool, latency: float, sandboxes: bool) -> dict[str, Any]:
+                keep_tables: bool, latency: float, sandboxes: bool, processes: bool = False) -> dict[str, Any]:
     prefix = f"par{uuid.uuid4().hex[:6]}-f{factor}-"
     use_endpoint(endpoint, prefix)  # fresh clients: the latency below dies with them
     client = db.get_client()
@@ -273,7 +321,7 @@ def _one_factor(endpoint: str, factor: int, w: ParallelWorkload, batch_size: int
         setup, usage = _requests(w, datetime.now(UTC))
         store = ControlStore(client, keys.control_table_name(prefix))
         backend = LocalMappingBackend(store, client, streams)
-        probe = _Probe(sandboxes)
+        probe = _Probe(sandboxes, factor if processes else 0, endpoint, prefix, latency)
         functions = FunctionRegistry()
         functions.register("projector", probe, colour="blue")
         mapping = backend.create(event_source_arn=family_source_arn(prefix), function_name="projector:blue",
@@ -311,15 +359,15 @@ def _one_factor(endpoint: str, factor: int, w: ParallelWorkload, batch_size: int
                 "usage_events_stored": counted, "exact": not problems, "problems": problems[:5]}
     finally:
         if probe is not None:
-            for writer in probe.writers:
-                writer.store.close()
+            probe.close()
         if not keep_tables:
             _drop_tables(client, prefix)
 
 
 def measure_parallel(endpoint: str, factors: tuple[int, ...] = (1, 2, 4), *,
                      workload: ParallelWorkload | None = None, batch_size: int = 100, rounds: int = 1,
-                     latency_ms: float = 0.0, sandboxes: bool = False, timeout: float = 600.0,
+                     latency_ms: float = 0.0, sandboxes: bool = False, processes: bool = False,
+                     timeout: float = 600.0,
                      keep_tables: bool = False) -> dict[str, Any]:
     """Usage events/s of one tenant through the projector at each ``ParallelizationFactor``, and whether
     every event was counted exactly once (see the module docstring).
@@ -338,6 +386,9 @@ def measure_parallel(endpoint: str, factors: tuple[int, ...] = (1, 2, 4), *,
         sandboxes: give each concurrent batch a view writer of its own (its own thread pools), as each Lambda
             sandbox has; False runs what ``streamfold up`` runs, one writer (8 + 8 pool threads) shared by every
             batch of the process.
+        processes: run each concurrent batch in a worker process of its own (a pool of ``factor`` processes,
+            warm before the clock), each with its own view writer: the sandboxes Lambda runs concurrent batches
+            in, each with its own interpreter. Without it every batch shares this process's one interpreter.
         timeout: seconds a phase may take before ``TimeoutError``.
         keep_tables: keep each run's tables (default: deleted after the run).
 
@@ -353,7 +404,7 @@ def measure_parallel(endpoint: str, factors: tuple[int, ...] = (1, 2, 4), *,
         for r in range(rounds):
             for f in (factors if r % 2 == 0 else tuple(reversed(factors))):
                 runs[f].append(_one_factor(endpoint, f, w, batch_size, timeout, keep_tables, latency_ms / 1000,
-                                           sandboxes))
+                                           sandboxes, processes))
     finally:
         for k, v in saved.items():
             if v is None:
@@ -370,5 +421,6 @@ def measure_parallel(endpoint: str, factors: tuple[int, ...] = (1, 2, 4), *,
             "exact": all(x["exact"] for x in results), "runs": results}
     base = by_factor[str(factors[0])]["events_per_s"]
     return {"workload": asdict(w), "batch_size": batch_size, "latency_ms": latency_ms, "sandboxes": sandboxes,
+            "processes": processes,
             "by_factor": by_factor,
             "speedup": {k: round(v["events_per_s"] / base, 2) if base else None for k, v in by_factor.items()}}

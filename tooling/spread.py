@@ -31,11 +31,8 @@ from typing import Any
 from chalicelib import db, keys, services, tables
 from chalicelib.pages import PAGE_BUCKETS
 from chalicelib.versions import VIEW_VERSION
-from streams.functions import PROJECTOR_PATH, FunctionRegistry
 from streams.local_backend import LocalMappingBackend
 from streams.mapping import family_source_arn
-from streams.poller import RuntimeOptions
-from streams.runtime import LocalRuntime
 from streams.store import ControlStore
 from tooling import ceilings
 from tooling.mappings import DEFAULT_PROJECTOR_MAPPING
@@ -187,15 +184,13 @@ def keep_up(endpoint: str, accounts: int, rates: Sequence[float], step_seconds: 
     tenant_id, write_key = tenant["tenant_id"], tenant["write_key"]
     store = ControlStore(client, keys.control_table_name(prefix))
     backend = LocalMappingBackend(store, client, db.get_streams_client())
-    functions = FunctionRegistry()
     view: dict[str, str] = {}
-    naive_fn: Any = None
+    functions: list[str] = []
     settings = dict(DEFAULT_PROJECTOR_MAPPING)
     for design in designs:
         if design == "streamfold":
             view[design] = tables.ensure_view_table(client, prefix, VIEW_VERSION)
-            name, colour = settings["function_name"].split(":")
-            functions.register(name, PROJECTOR_PATH, colour=colour)
+            functions.append("projector")
             backend.create(event_source_arn=family_source_arn(prefix), **settings)
         else:
             view[design] = f"{prefix}naive-view"
@@ -203,15 +198,14 @@ def keep_up(endpoint: str, accounts: int, rates: Sequence[float], step_seconds: 
                 "TableName": view[design], "BillingMode": "PAY_PER_REQUEST",
                 "AttributeDefinitions": [{"AttributeName": a, "AttributeType": "S"} for a in ("pk", "sk")],
                 "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]})
-            naive_fn = ceilings.naive_handler(client, view[design], membership=True)
-            functions.register("naive", naive_fn)
+            functions.append(f"naive-membership:{view[design]}")
             backend.create(event_source_arn=family_source_arn(prefix), **{**settings, "function_name": "naive"})
     # The settler schedule runs beside the projector (every 15 s), in a process of its own at a lower CPU priority
     # (on AWS a function of its own): its settles compete for the same DynamoDB Local, so the rate that holds
-    # includes them.
+    # includes them. The mapping runtime and the functions it invokes run in a process of their own too (on AWS:
+    # Lambda), apart from this one's client threads and probe watcher.
     settler = ceilings.SettlerProcess(endpoint, prefix) if "streamfold" in designs else None
-    runtime = LocalRuntime(store, client, db.get_streams_client(), RuntimeOptions(poll_interval=0.25),
-                           functions).start()
+    runtime = ceilings.RuntimeProcess(endpoint, prefix, functions, poll_interval=0.25, stop_timeout=stop_timeout)
     server: Any = None
     local = threading.local()
     failures: list[str] = []
@@ -276,8 +270,9 @@ def keep_up(endpoint: str, accounts: int, rates: Sequence[float], step_seconds: 
                     raise RuntimeError(f"keep-up warm-up: the set-up's pages not settled within {warm_timeout:.0f} s")
                 time.sleep(1.0)
         warm_s = time.perf_counter() - warm_started
-        if naive_fn is not None:
-            base = (sum(naive_fn.units), naive_fn.events[0])
+        if "naive" in designs:
+            counted = runtime.naive_stats()
+            base = (counted["units"], int(counted["events"]))
 
         def watch() -> None:
             while watching.is_set():
@@ -331,10 +326,9 @@ def keep_up(endpoint: str, accounts: int, rates: Sequence[float], step_seconds: 
         watching.clear()
         if server is not None:
             server.stop()
-        if naive_fn is not None:
-            naive_fn.cancel.set()  # the baseline's in-flight batch ends now (streamfold's runs to its end)
         stopping = time.perf_counter()
-        runtime.stop(timeout=stop_timeout)  # after its in-flight invocation: nothing runs on into the next phase
+        # After its in-flight invocation (the baseline's ends at once): nothing runs on into the next phase.
+        final = runtime.stop()
         if settler is not None:
             settler.stop()
         timings["runtime_stop_s"] = time.perf_counter() - stopping
@@ -363,7 +357,8 @@ def keep_up(endpoint: str, accounts: int, rates: Sequence[float], step_seconds: 
             "design": "naive per-event UpdateItem, membership by GetItem" if design == "naive" else "streamfold",
             "accounts": accounts, "users": accounts, "events_per_request": per_request, "client_threads": threads,
             "mapping": {"batch_size": settings["batch_size"],
-                        "batching_window_s": settings["maximum_batching_window_in_seconds"], "poll_interval_s": 0.25},
+                        "batching_window_s": settings["maximum_batching_window_in_seconds"], "poll_interval_s": 0.25,
+                        "runtime": "own process (the mapping runtime and its functions, as Lambda)"},
             "designs_on_the_stack": list(designs), "setup_events": 2 * accounts, "setup_s": round(setup_s, 1),
             "warm_up_s": round(warm_s, 1), "step_seconds": step_seconds, "lag_goal_ms": lag_goal_ms,
             "rates": list(rates), "steps": per_step, "failures": len(failures),
@@ -381,9 +376,9 @@ def keep_up(endpoint: str, accounts: int, rates: Sequence[float], step_seconds: 
                 "buckets_settled_during_steps": sum(sum(v for v in r["buckets"].values() if isinstance(v, int))
                                                     for r in during),
                 "longest_run_s": max((r["seconds"] for r in during), default=0.0)}
-        if design == "naive" and naive_fn is not None:  # over the steps' events (probes' groups included)
+        if design == "naive":  # over the steps' events (probes' groups included)
             out[design]["write_units_per_event"] = round(
-                (sum(naive_fn.units) - base[0]) / max(1, naive_fn.events[0] - base[1]), 3)
+                (final["units"] - base[0]) / max(1, int(final["events"]) - base[1]), 3)
     return out
 
 
