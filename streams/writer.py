@@ -420,25 +420,43 @@ class ViewWriter:
         self.store.add_members(created)
 
     def _settle_user_times(self, tenant_id: str, times: dict[str, tuple[datetime | None, datetime | None]]) -> None:
-        """Move known users' first/last seen to what pending usage says (under the last-seen step)."""
+        """Move known users' first/last seen to what pending usage says (under the last-seen step), and rewrite
+        the user's links where that moved what a link holds (its first seen), as the direct mode's ``_users``
+        does: usage older than a link, folded after it, leaves the link as a replay would."""
         if not times:
             return
         blobs = self.store.get_many([(keys.user_pk(tenant_id, u), keys.HEAD_SK) for u in times])
 
-        def one(user_key: str) -> None:
+        def one(user_key: str) -> list[str]:
             first, last = times[user_key]
             key = (keys.user_pk(tenant_id, user_key), keys.HEAD_SK)
+            box: list[Any] = []
 
             def update(b: Blob) -> tuple[Any, dict[str, Any]] | None:
                 stored = user.UserState.from_dict(b.data) if b.data else user.empty(user_key)
                 merged = user.merge(stored, replace(user.empty(user_key), first_seen=first, last_seen=last))
+                box[:] = [stored if b.data else None, merged]
                 if b.data is not None and same_but_recency(stored.to_dict(), merged.to_dict()):
                     return None
                 return merged.to_dict(), {"last_seen": format_ts(merged.last_seen) if merged.last_seen else None}
 
-            self.store.upsert(key, update, current=blobs[key])
+            written = self.store.upsert(key, update, current=blobs[key])
+            if written is None:
+                return []
+            stored, merged = box
+            link = user_link(merged)
+            if stored is not None and user_link(stored) == link:
+                return []
+            wanted = [(keys.account_pk(tenant_id, a), keys.user_link_sk(user_key)) for a in sorted(merged.accounts)]
+            existing = set(self.store.get_plain(wanted, projection="pk, sk")) if wanted else set()
+            return [pk for pk, sk in wanted
+                    if self.store.put_link(pk, sk, link, written.ver, create=(pk, sk) not in existing)]
 
-        self.store.run(one, sorted(times))
+        created: dict[str, int] = {}
+        for made in self.store.run(one, sorted(times)):
+            for pk in made:
+                created[pk] = created.get(pk, 0) + 1
+        self.store.add_members(created)
 
     def _due(self, tenant_id: str, written: dict[int, Any], at: int, now: datetime, new: set[int]) -> set[int]:
         """Count this batch's pages in each bucket's ``META`` item (pending pages, oldest); the buckets due for a

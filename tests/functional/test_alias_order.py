@@ -49,7 +49,7 @@ def ev(mid: str, kind: str, at: datetime = DAY0, **fields: Any) -> Event:
 def _population() -> list[Event]:
     """Three anonymous visitors merged three ways, and users with and without accounts. Every identity call is
     older than every track (``T_ID``), so a user's first seen is the same whichever of its events is folded first
-    (see docs/RELIABILITY.md: a link's first seen in the page mode is another matter)."""
+    (usage older than a user's link: ``LATE`` below)."""
     out: list[Event] = [
         ev("g-u1-a", "group", T_ID, userId="u1", groupId="A", traits={"name": "Acme"}),
         ev("g-u2-a", "group", T_ID, userId="u2", groupId="A"),
@@ -142,3 +142,32 @@ def test_the_view_is_the_same_item_for_item_whatever_the_order_of_merges(
     result = replay.compare(ddb, prefix, reference, version)
     assert result.same_code and result.items_a > 40
     assert result.equal, result.to_dict()
+
+
+LATE = [
+    ev("g-u9-e", "group", DAY0, userId="u9", groupId="E", traits={"name": "Early Co"}),
+    ev("id-u9", "identify", DAY0, userId="u9", traits={"email": "u9@x.io"}),
+    ev("t-u9-new", "track", DAY0 + timedelta(hours=1), userId="u9", event="Export"),
+    # Usage older than the user's link, sent (or folded) after it: the user's first seen moves back.
+    ev("t-u9-old", "track", DAY0 - timedelta(days=2), userId="u9", event="Export"),
+    ev("t-u9-older", "track", DAY0 - timedelta(days=3, hours=2), userId="u9", event="Report"),
+]
+
+
+@pytest.mark.parametrize("mode", ["settled", "pending"])
+@pytest.mark.parametrize("cuts", [[2, 1, 1, 1], [3, 2], [4, 1]])
+def test_usage_older_than_a_users_link_moves_the_links_first_seen_in_the_page_mode(
+        ddb: Any, prefix: str, mode: str, cuts: list[int]) -> None:
+    """The page mode defers a known user's moved first seen to the settle, which rewrites the user's links too:
+    the live view equals the one-batch (replay) view, links included (docs/RELIABILITY.md)."""
+    ref = next(_versions)
+    _writer(ddb, prefix, ref, "direct").record(None, NOW, chunks={TENANT: [("all", LATE)]})
+    version = next(_versions)
+    writer = _writer(ddb, prefix, version, mode)
+    for chunk in cut_chunks(LATE, cuts):
+        writer.record(None, NOW, chunks={TENANT: [chunk]})
+    link = ViewStore(ddb, keys.view_table_name(prefix, ref)).get_plain(
+        [(keys.account_pk(TENANT, "E"), keys.user_link_sk("u9"))])
+    assert next(iter(link.values()))["first_seen"].startswith((DAY0 - timedelta(days=3)).date().isoformat())
+    result = replay.compare(ddb, prefix, ref, version)
+    assert result.same_code and result.equal, result.to_dict()
