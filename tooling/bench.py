@@ -98,6 +98,7 @@ class Workload:
     keepup_rates: tuple[float, ...] = (50.0, 100.0)  # events/s, one step each
     keepup_seconds: float = 2.0  # per step
     keepup_together: bool = True  # both designs on one stack at once (quick: the time budget), else one by one
+    replay_workers: int = 2  # the rebuild's fold processes (replay view --workers): both cores of this machine
 
     @classmethod
     def full(cls) -> Workload:
@@ -682,7 +683,7 @@ def run(quick: bool = False, endpoint: str | None = None, log: Any = None,
             f"{w.replay_accounts} accounts ...")
         report["ceilings"]["replay"] = ceilings.replay_vs_scan(
             ep, w.replay_events, w.replay_accounts, query_samples=w.query_samples,
-            raw_items_per_s=report["ceilings"]["ingest"]["raw_batch_write_events_per_s"])
+            raw_items_per_s=report["ceilings"]["ingest"]["raw_batch_write_events_per_s"], workers=w.replay_workers)
         say(f"local mapping lag at rest ({w.lag_probes} probes: ingest 200 OK -> SUMMARY item), then under load: "
             f"{w.load_rate} events/s for {w.load_seconds} s over {w.load_accounts} accounts, streamfold then the "
             "naive per-event design ...")

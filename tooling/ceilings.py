@@ -15,6 +15,7 @@ Every speed here is a ratio against a reference measured in the same run, on the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -28,6 +29,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from app import app
@@ -433,9 +435,67 @@ def _raw_scan(client: Any, table: str, segments: int) -> tuple[int, int, float]:
     return sum(c[0] for c in counts), sum(c[1] for c in counts), seconds
 
 
+class TreeRss:
+    """The peak of a process tree's summed resident set (``VmRSS`` of the process and its descendants, from
+    ``/proc``, every ``interval`` seconds) while the ``with`` block runs."""
+
+    def __init__(self, pid: int, interval: float = 0.25) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.peak_mb = 0.0
+        self._by_process: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> TreeRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def peak_by_process_mb(self) -> list[float]:
+        """Each process's own peak (the replay's first, then its workers), MB."""
+        return [round(v, 1) for _, v in sorted(self._by_process.items())]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            now = {p: _rss_mb(p) for p in _descendants(self.pid)}
+            self.peak_mb = max(self.peak_mb, sum(now.values()))
+            for p, mb in now.items():
+                self._by_process[p] = max(self._by_process.get(p, 0.0), mb)
+            self._stop.wait(self.interval)
+
+
+def _descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (from ``/proc/<pid>/task/*/children``)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def _rss_mb(pid: int) -> float:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def replay_vs_scan(endpoint: str, events: int, accounts: int, *, users_per_account: int = 3,
-                   query_samples: int = 40, raw_items_per_s: float | None = None) -> dict[str, Any]:
+                   query_samples: int = 40, raw_items_per_s: float | None = None,
+                   workers: int = 1) -> dict[str, Any]:
     """Generate, scan, replay (child process: rate and peak RSS), then query the rebuilt view.
+
+    ``workers``: the rebuild's fold processes (``replay view --workers``). The peak RSS is the sum of the replay's
+    processes' resident sets (its own and its workers', sampled every 0.25 s from ``/proc``), not one process's
+    ``ru_maxrss`` (a child started by fork inherits its parent's as its start).
 
     The write floor: the rebuilt view's items are counted (a ``Scan`` count of its table), and the replay's
     writes are reported per final item (1.0 = each item written once). ``raw_items_per_s`` is the same run's
@@ -453,17 +513,25 @@ def replay_vs_scan(endpoint: str, events: int, accounts: int, *, users_per_accou
     segments = replay.SCAN_SEGMENTS if hasattr(replay, "SCAN_SEGMENTS") else 1
     chunks, scanned, scan_s = _raw_scan(client, table, segments)
     version = VIEW_VERSION + 100  # a version nobody else uses
-    proc = subprocess.run([sys.executable, "-m", "tooling.ceilings", "replay", endpoint, prefix, str(version)],
-                          capture_output=True, text=True, timeout=REPLAY_CHILD_TIMEOUT_S, check=False)
+    proc = subprocess.Popen([sys.executable, "-m", "tooling.ceilings", "replay", endpoint, prefix, str(version),
+                             str(workers)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with TreeRss(proc.pid) as rss:
+        try:
+            stdout, stderr = proc.communicate(timeout=REPLAY_CHILD_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
     if proc.returncode != 0:
-        raise RuntimeError(f"replay child failed: {proc.stderr[-2000:]}")
-    child = json.loads(proc.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"replay child failed: {stderr[-2000:]}")
+    child = json.loads(stdout.strip().splitlines()[-1])
     scan_rate = scanned / scan_s
     out: dict[str, Any] = {
         "events": stored, "accounts": accounts, "chunks": chunks, "generate_s": round(generate_s, 1),
         "scan_segments": segments, "scan_events_per_s": round(scan_rate, 1),
         "replay_events_per_s": round(child["events_per_s"], 1), "replay_seconds": round(child["seconds"], 1),
-        "replay_vs_scan": round(child["events_per_s"] / scan_rate, 3), "replay_rss_mb": round(child["rss_mb"], 1),
+        "replay_vs_scan": round(child["events_per_s"] / scan_rate, 3), "replay_rss_mb": round(rss.peak_mb, 1),
+        "replay_rss_by_process_mb": rss.peak_by_process_mb(), "replay_workers": child.get("workers"),
         "replay_write_units": child["write_units"], "replay_writes": child["writes"],
         "replay_in_memory": child.get("buffered"), "replay_flushes": child.get("flushes"),
         "replay_batches": child.get("batches"), "replay_partitions": child.get("partitions"),
@@ -541,10 +609,10 @@ def _query_latency(endpoint: str, prefix: str, tenant: dict[str, str], samples: 
     return out
 
 
-def _replay_child(endpoint: str, prefix: str, version: int) -> None:
+def _replay_child(endpoint: str, prefix: str, version: int, workers: int = 1) -> None:
     use_endpoint(endpoint, prefix)
     started = time.perf_counter()
-    stats = replay.rebuild(db.get_client(), prefix, version)
+    stats = replay.rebuild(db.get_client(), prefix, version, workers=workers)
     seconds = time.perf_counter() - started
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
     print(json.dumps({"events": stats.events, "seconds": seconds, "events_per_s": stats.events / seconds,
@@ -1056,8 +1124,8 @@ def chart(report: dict[str, Any], path: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "replay":
-        _replay_child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    if len(sys.argv) in (5, 6) and sys.argv[1] == "replay":
+        _replay_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) == 6 else 1)
     elif len(sys.argv) == 4 and sys.argv[1] == "serve":
         _serve_child(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 5 and sys.argv[1] == "settle":
@@ -1065,7 +1133,7 @@ if __name__ == "__main__":
     elif len(sys.argv) == 7 and sys.argv[1] == "runtime":
         _runtime_child(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]), float(sys.argv[6]))
     else:
-        print("usage: python -m tooling.ceilings replay ENDPOINT PREFIX VERSION | serve ENDPOINT PREFIX | "
+        print("usage: python -m tooling.ceilings replay ENDPOINT PREFIX VERSION [WORKERS] | serve ENDPOINT PREFIX | "
               "settle ENDPOINT PREFIX INTERVAL | runtime ENDPOINT PREFIX FUNCTIONS POLL_S STOP_TIMEOUT_S",
               file=sys.stderr)
         sys.exit(2)
