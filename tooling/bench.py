@@ -56,6 +56,7 @@ from streams.handler import get_writer, handle_batch
 from streams.writer import ViewWriter
 from tooling import ceilings, spread
 from tooling.dynamodb_local import DynamoDBLocal
+from tooling.parallel import ParallelWorkload, measure_parallel
 from tooling.server import LocalHttpServer
 from tooling.stack import use_endpoint
 
@@ -99,6 +100,10 @@ class Workload:
     keepup_seconds: float = 2.0  # per step
     keepup_together: bool = True  # both designs on one stack at once (quick: the time budget), else one by one
     replay_workers: int = 2  # the rebuild's fold processes (replay view --workers): both cores of this machine
+    # past one writer (issue 17 item 7): one tenant's usage at each ParallelizationFactor, batches in sandbox processes
+    parallel_factors: tuple[int, ...] = (1, 2, 4)
+    parallel_events: int = 800
+    parallel_rounds: int = 1
 
     @classmethod
     def full(cls) -> Workload:
@@ -106,7 +111,7 @@ class Workload:
                    20000, 4, 1_000_000, 10_000, 50_000, 1000.0, 60.0, 10_000, (1000, 10_000, 50_000, 200_000),
                    spread_accounts=10_000, spread_tracks=30_000, spread_baseline_events=3000,
                    keepup_accounts=10_000, keepup_rates=(50.0, 100.0, 250.0, 500.0, 1000.0, 1500.0),
-                   keepup_seconds=60.0, keepup_together=False)
+                   keepup_seconds=60.0, keepup_together=False, parallel_events=6000, parallel_rounds=3)
 
     @classmethod
     def quick(cls) -> Workload:
@@ -701,6 +706,12 @@ def run(quick: bool = False, endpoint: str | None = None, log: Any = None,
         for designs in [spread.DESIGNS] if w.keepup_together else [(d,) for d in spread.DESIGNS]:
             report["keep_up"].update(spread.keep_up(ep, w.keepup_accounts, w.keepup_rates, w.keepup_seconds,
                                                     designs=designs, warm_timeout=120.0 if quick else 1800.0))
+        say(f"past one writer: one tenant's {w.parallel_events} events at ParallelizationFactor {w.parallel_factors}, "
+            f"concurrent batches in sandbox processes, {w.parallel_rounds} round(s) ...")
+        report["parallel"] = measure_parallel(
+            ep, w.parallel_factors, workload=ParallelWorkload(events=w.parallel_events), rounds=w.parallel_rounds,
+            processes=True)
+        use_endpoint(ep)
         say(f"baseline: the eventsourcing library folding {w.eventsourcing_events} events ...")
         report["ceilings"]["eventsourcing"] = ceilings.eventsourcing_baseline(w.eventsourcing_events,
                                                                                w.replay_accounts)
@@ -879,6 +890,16 @@ def markdown(report: dict[str, Any]) -> str:
                      f"{k['step_seconds']:g} s, warm-up {k['warm_up_s']} s): highest rate held "
                      f"{k['highest_sustained_events_per_s']:,} events/s (lag p99 ≤ {k['lag_goal_ms'] / 1000:g} s); "
                      f"{steps}{tail}.")
+    if "parallel" in report:
+        par = report["parallel"]
+        runs = "; ".join(f"factor {f}: {v['events_per_s']:,} events/s ({v['max_concurrent']} at once, "
+                         f"{v['wcu_per_event']} write units/event, exact: {'yes' if v['exact'] else 'NO'})"
+                         for f, v in par["by_factor"].items())
+        wl = par["workload"]
+        lines.append(f"- Past one writer (one tenant, {wl['events']:,} usage events over {wl['accounts']:,} accounts, "
+                     f"`BatchSize` {par['batch_size']}, each concurrent batch in a sandbox process of its own, median "
+                     f"of {len(next(iter(par['by_factor'].values()))['runs'])} run(s)): {runs}; speedup "
+                     f"{', '.join(f'{f}: {x}×' for f, x in par['speedup'].items())}.")
     if "eventsourcing" in c:
         e = c["eventsourcing"]
         lines.append(f"- {e['library']}: {e['events_per_s']:,} events/s folding "
@@ -891,7 +912,7 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-PHASES = 12
+PHASES = 13
 """The phases :func:`run` announces (one progress line each): the bar's length."""
 
 

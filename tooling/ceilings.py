@@ -978,6 +978,7 @@ def summarise(report: dict[str, Any]) -> dict[str, float]:
         "live_events_per_s_spread": keep.get("streamfold", {}).get("highest_sustained_events_per_s", nan),
         "naive_live_events_per_s_spread": keep.get("naive", {}).get("highest_sustained_events_per_s", nan),
         "replay_writes_per_final_item": rep.get("replay_writes_per_final_item", nan),
+        "parallel_speedup_factor_2": report.get("parallel", {}).get("speedup", {}).get("2") or nan,
     }
 
 
@@ -1043,6 +1044,15 @@ def verdicts(report: dict[str, Any]) -> list[str]:
                     f"≤ {k['lag_goal_ms'] / 1000:.0f} s over {k['step_seconds']:.0f} s) | ≥ 1,000 events/s | "
                     f"{best:,.0f} events/s{vs} | "
                     f"{_verdict(best >= 1000) if k['step_seconds'] >= 60 else 'steps under 60 s'} |")
+    if "parallel" in report:
+        par = report["parallel"]
+        exact = all(v["exact"] for v in par["by_factor"].values())
+        sp = par["speedup"]
+        top = max(sp, key=lambda f: int(f))
+        rows.append(f"| past one writer: events/s at `ParallelizationFactor` {', '.join(sp)} vs 1 (one tenant, sandbox "
+                    f"processes), every event counted once | grows, exact | "
+                    f"{', '.join(f'{f}: {x}×' for f, x in sp.items())}; exact: {'yes' if exact else 'NO'} | "
+                    f"{_verdict(exact and (sp[top] or 0) > 1.0)} |")
     if "replay" in c:
         r = c["replay"]
         per_item = r.get("replay_writes_per_final_item")

@@ -21,7 +21,9 @@ SUMMARY_KEYS = {"append_wru_per_event", "projection_wru_per_event", "total_wru_p
                 "lag_p99_ms", "replay_vs_scan", "replay_events_per_s", "replay_rss_mb", "query_p99_ms",
                 # issue 17: the spread workload beside the concentrated one, the replay's write floor
                 "projection_wru_per_event_spread", "projection_wru_per_event_spread_tracks", "live_events_per_s_spread",
-                "naive_live_events_per_s_spread", "replay_writes_per_final_item"}
+                "naive_live_events_per_s_spread", "replay_writes_per_final_item",
+                # past one writer: events/s at ParallelizationFactor 2 against 1, batches in sandbox processes
+                "parallel_speedup_factor_2"}
 
 
 def test_percentiles() -> None:
@@ -150,6 +152,15 @@ def test_quick_bench_report_shape(ddb_endpoint: str, tmp_path: Path) -> None:
     assert replay["final_items"] > 0 and replay["write_floor_s"] > 0
     assert replay["replay_writes_per_final_item"] == pytest.approx(replay["replay_writes"] / replay["final_items"],
                                                                    abs=1e-3)
+    # Past one writer: every factor ran its batches concurrently (sandbox processes) and counted every event once.
+    par = report["parallel"]
+    assert set(par["by_factor"]) == {"1", "2", "4"} and par["processes"] is True
+    for f, v in par["by_factor"].items():
+        assert v["exact"], v["runs"][0]["problems"]
+        assert v["max_concurrent"] >= min(int(f), 2) and v["runs"][0]["usage_events_stored"] == QUICK.parallel_events
+    assert any("past one writer" in row for row in goals) and "Past one writer" in doc
+    # (a rebuild runs at most one worker per partition: the quick replay is one partition)
+    assert 1 <= replay["replay_workers"] <= QUICK.replay_workers and replay["replay_rss_by_process_mb"]
     png = tmp_path / "bench.png"
     ceilings_module.chart(report, str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
