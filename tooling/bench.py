@@ -99,7 +99,8 @@ class Workload:
     keepup_rates: tuple[float, ...] = (50.0, 100.0)  # events/s, one step each
     keepup_seconds: float = 2.0  # per step
     keepup_together: bool = True  # both designs on one stack at once (quick: the time budget), else one by one
-    replay_workers: int = 2  # the rebuild's fold processes (replay view --workers): both cores of this machine
+    # the rebuild's fold processes (replay view --workers); 2 measured no faster here: DynamoDB Local's writes bound it
+    replay_workers: int = 1
     # past one writer (issue 17 item 7): one tenant's usage at each ParallelizationFactor, batches in sandbox processes
     parallel_factors: tuple[int, ...] = (1, 2, 4)
     parallel_events: int = 800
