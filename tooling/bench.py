@@ -863,6 +863,10 @@ def markdown(report: dict[str, Any]) -> str:
             floor = (f"; writing each once at the same run's raw `BatchWriteItem` rate "
                      f"({r['raw_batch_write_items_per_s']:,} items/s) takes {r['write_floor_s']:,} s "
                      f"(≈ {r['write_floor_events_per_s']:,} events/s)") if r.get("write_floor_s") is not None else ""
+            if r.get("view_write_floor_s") is not None:
+                floor += (f"; into a table of the view's schema (its listing indexes and stream) the same writes run "
+                          f"{r['view_batch_write_items_per_s']:,} items/s: {r['view_write_floor_s']:,} s "
+                          f"(≈ {r['view_write_floor_events_per_s']:,} events/s)")
             lines.append(f"- Replay writes per final item: {r['replay_writes_per_final_item']:.2f} "
                          f"({r['replay_writes']:,} writes, {r['final_items']:,} items in the rebuilt view{floor}).")
         q = r["query"]

@@ -150,6 +150,8 @@ def test_quick_bench_report_shape(ddb_endpoint: str, tmp_path: Path) -> None:
         report["keep_up"]["streamfold"]["highest_sustained_events_per_s"]
     replay = report["ceilings"]["replay"]
     assert replay["final_items"] > 0 and replay["write_floor_s"] > 0
+    # the floor on the view's own schema (its listing indexes and stream), from the rebuilt view's own items
+    assert replay["view_batch_write_items_per_s"] > 0 and replay["view_write_floor_s"] > 0
     assert replay["replay_writes_per_final_item"] == pytest.approx(replay["replay_writes"] / replay["final_items"],
                                                                    abs=1e-3)
     # Past one writer: every factor ran its batches concurrently (sandbox processes) and counted every event once.
