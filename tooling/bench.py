@@ -119,7 +119,7 @@ class Workload:
         return cls({1: 60, 10: 300, 100: 2000}, 60, 1500, 5.0, 10, 4, 1000, 1000, 150, 3, ceiling_events=1000,
                    replay_events=1500, replay_accounts=100, eventsourcing_events=2000, load_rate=100.0,
                    load_seconds=3.0, load_accounts=50, curve_sizes=(500, 2000), one_record_events=100,
-                   query_samples=10)
+                   query_samples=10, parallel_factors=(1, 2), parallel_events=400)
 
 
 # --- events ----------------------------------------------------------------------------------------

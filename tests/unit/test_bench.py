@@ -156,7 +156,7 @@ def test_quick_bench_report_shape(ddb_endpoint: str, tmp_path: Path) -> None:
                                                                    abs=1e-3)
     # Past one writer: every factor ran its batches concurrently (sandbox processes) and counted every event once.
     par = report["parallel"]
-    assert set(par["by_factor"]) == {"1", "2", "4"} and par["processes"] is True
+    assert set(par["by_factor"]) == {str(f) for f in QUICK.parallel_factors} and par["processes"] is True
     for f, v in par["by_factor"].items():
         assert v["exact"], v["runs"][0]["problems"]
         assert v["max_concurrent"] >= min(int(f), 2) and v["runs"][0]["usage_events_stored"] == QUICK.parallel_events
