@@ -706,7 +706,9 @@ def run(quick: bool = False, endpoint: str | None = None, log: Any = None,
         report["keep_up"] = {}
         for designs in [spread.DESIGNS] if w.keepup_together else [(d,) for d in spread.DESIGNS]:
             report["keep_up"].update(spread.keep_up(ep, w.keepup_accounts, w.keepup_rates, w.keepup_seconds,
-                                                    designs=designs, warm_timeout=120.0 if quick else 1800.0))
+                                                    designs=designs, warm_timeout=120.0 if quick else 1800.0,
+                                                    settler_interval=2.0 if quick else 15.0,
+                                                    settle_min_age_s=5.0 if quick else None))
         say(f"past one writer: one tenant's {w.parallel_events} events at ParallelizationFactor {w.parallel_factors}, "
             f"concurrent batches in sandbox processes, {w.parallel_rounds} round(s) ...")
         report["parallel"] = measure_parallel(

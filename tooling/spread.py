@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import random
 import threading
 import time
@@ -139,7 +140,8 @@ DESIGNS = ("streamfold", "naive")
 def keep_up(endpoint: str, accounts: int, rates: Sequence[float], step_seconds: float, *,
             designs: Sequence[str] = ("streamfold",), per_request: int = 100, threads: int = 4,
             lag_goal_ms: float = LAG_GOAL_MS, warm_timeout: float = 1800.0, stop_timeout: float = 600.0,
-            seed: int = 43) -> dict[str, dict[str, Any]]:
+            seed: int = 43, settler_interval: float = 15.0,
+            settle_min_age_s: float | None = None) -> dict[str, dict[str, Any]]:
     """The projector at stepped rates over ``accounts`` accounts of the membership pattern; one result per design.
 
     A fresh stack: the projector mapping with its own settings (``DEFAULT_PROJECTOR_MAPPING``: 100 records, the
@@ -204,8 +206,22 @@ def keep_up(endpoint: str, accounts: int, rates: Sequence[float], step_seconds: 
     # (on AWS a function of its own): its settles compete for the same DynamoDB Local, so the rate that holds
     # includes them. The mapping runtime and the functions it invokes run in a process of their own too (on AWS:
     # Lambda), apart from this one's client threads and probe watcher.
-    settler = ceilings.SettlerProcess(endpoint, prefix) if "streamfold" in designs else None
-    runtime = ceilings.RuntimeProcess(endpoint, prefix, functions, poll_interval=0.25, stop_timeout=stop_timeout)
+    # ``settle_min_age_s`` / ``settler_interval``: the settle policy of this stack's projector and settler (the
+    # production one by default; ``streamfold bench --quick`` shortens both to fit its two minutes, which only
+    # shortens the warm-up's wait for the set-up's settle debt).
+    saved_age = os.environ.get("STREAMFOLD_SETTLE_MIN_AGE_SECONDS")
+    if settle_min_age_s is not None:
+        os.environ["STREAMFOLD_SETTLE_MIN_AGE_SECONDS"] = str(settle_min_age_s)  # inherited by the children below
+    try:
+        settler = (ceilings.SettlerProcess(endpoint, prefix, interval=settler_interval) if "streamfold" in designs
+                   else None)
+        runtime = ceilings.RuntimeProcess(endpoint, prefix, functions, poll_interval=0.25, stop_timeout=stop_timeout)
+    finally:
+        if settle_min_age_s is not None:
+            if saved_age is None:
+                os.environ.pop("STREAMFOLD_SETTLE_MIN_AGE_SECONDS", None)
+            else:
+                os.environ["STREAMFOLD_SETTLE_MIN_AGE_SECONDS"] = saved_age
     server: Any = None
     local = threading.local()
     failures: list[str] = []
