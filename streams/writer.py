@@ -908,11 +908,20 @@ class ViewWriter:
         have = heads or {}
         missing = [k for k in wanted if k not in have]
         blobs = {**{k: have[k] for k in wanted if k in have}, **(self.store.get_many(missing) if missing else {})}
-        have_keys = {u for u in batch if (keys.user_pk(tenant_id, u), keys.HEAD_SK) in have}
         # Which links of the accounts this batch names exist already (one batched read, not one per user).
         candidates = {(keys.account_pk(tenant_id, a), keys.user_link_sk(u)) for u, st in batch.items()
                       for a in st.accounts}
         known = set(self.store.get_plain(candidates, projection="pk, sk")) if candidates else set()
+
+        def writes_nothing(user_key: str, stored: user.UserState, merged: user.UserState) -> bool:
+            """A known user's merge needs no write: nothing but recency moved, or (pages) only its first/last seen,
+            which waits for the settle (recorded on the page here)."""
+            if merged == stored or same_but_recency(stored.to_dict(), merged.to_dict()):
+                return True
+            if pw is not None and _same_but_times(stored, merged):
+                pw.user_times(user_key, merged.first_seen, merged.last_seen)
+                return True
+            return False
 
         def one(user_key: str) -> tuple[str, dict[str, Any] | None]:
             new = batch[user_key]
@@ -923,11 +932,7 @@ class ViewWriter:
                 stored = user.UserState.from_dict(b.data) if b.data else user.empty(user_key)
                 merged = user.merge(stored, new)
                 box[:] = [stored if b.data else None, merged]
-                if b.data is not None and same_but_recency(stored.to_dict(), merged.to_dict()):
-                    return None
-                if pw is not None and b.data is not None and _same_but_times(stored, merged):
-                    # Deferred: usage moving a known user's first/last seen waits for the settle (pages).
-                    pw.user_times(user_key, merged.first_seen, merged.last_seen)
+                if b.data is not None and writes_nothing(user_key, stored, merged):
                     return None
                 # last_seen as a plain attribute: the users list reads it with a projection.
                 return merged.to_dict(), {"last_seen": format_ts(merged.last_seen) if merged.last_seen else None}
@@ -959,21 +964,16 @@ class ViewWriter:
 
         def quiet(user_key: str) -> bool:
             """The user's update writes nothing (decided here, without I/O: most users of a usage batch), so it
-            need not go through the store's I/O pool; the same decisions as ``update`` on the blob in hand."""
+            need not go through the store's I/O pool: ``update``'s decision on the blob in hand."""
             b = blobs[(keys.user_pk(tenant_id, user_key), keys.HEAD_SK)]
             if b.data is None:
                 return False
-            known = (stored_users or {}).get(user_key) if user_key in have_keys else None
-            stored = known if known is not None else user.UserState.from_dict(b.data)
-            merged = user.merge(stored, batch[user_key])
-            if merged == stored or same_but_recency(stored.to_dict(), merged.to_dict()):
-                self.store.stats.add(skipped=1)
-                return True
-            if pw is not None and _same_but_times(stored, merged):
-                pw.user_times(user_key, merged.first_seen, merged.last_seen)
-                self.store.stats.add(skipped=1)
-                return True
-            return False
+            # Decoded already when this batch read it (``stored_users`` holds exactly the users of ``heads``).
+            stored = (stored_users or {}).get(user_key) or user.UserState.from_dict(b.data)
+            if not writes_nothing(user_key, stored, user.merge(stored, batch[user_key])):
+                return False
+            self.store.stats.add(skipped=1)  # as ``upsert`` counts an update that returns None
+            return True
 
         todo = [u for u in sorted(batch) if not quiet(u)]
         done = [(u, link) for u, link in self.store.run(one, todo) if link is not None]
