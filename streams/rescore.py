@@ -41,7 +41,8 @@ def settler_writer(version: int | None = None) -> ViewWriter:
             w = ViewWriter(ViewStore(projector.store.client, table, workers=get_settings().settle_workers),
                            projector.models, projector.outbox, projector.search, deferred=projector.deferred,
                            settle_after=projector.settle_after, settle_min_age=projector.settle_min_age,
-                           settle_pages=projector.settle_pages, settle_inline=0, fold=projector.fold)
+                           settle_pages=projector.settle_pages,
+                           settle_bytes=projector.settle_bytes, settle_inline=0, fold=projector.fold)
             _settlers[table] = w
         return w
 

@@ -49,7 +49,7 @@ from chalicelib.view_items import (
     summary_attrs,
     user_link,
 )
-from chalicelib.views import Blob, ConflictError, ViewStore, encode_body, to_ddb
+from chalicelib.views import Blob, ConflictError, ViewStore, encode_body, from_ddb, to_ddb
 from projections import account, catalog, health, timeline, user
 from projections.account import AccountState, DayActivity
 from projections.events import Event, FrozenMap, format_ts, parse_ts
@@ -79,14 +79,22 @@ CLAIM_TTL_SECONDS = 7 * 86400
 """Claim pages expire (DynamoDB TTL on ``ttl``) this long after they were written."""
 LAST_SEEN_STEP = pages.LAST_SEEN_STEP
 SETTLE_AFTER_SECONDS = 600
-"""A bucket's pending pages are settled into the per-account items once the oldest is this old (or once there
-are :data:`SETTLE_PAGES` of them): the freshness of what only settled items show (the account listing and its
-order, scores on the listing, alerts). Everything else reads the pages too (``chalicelib.pages``)."""
+"""A bucket's pending pages are settled into the per-account items once the oldest is this old (or once they
+hold :data:`SETTLE_BYTES`, or number :data:`SETTLE_PAGES`): the freshness of what only settled items show (the
+account listing and its order, scores on the listing, alerts). Everything else reads the pages too
+(``chalicelib.pages``)."""
 SETTLE_MIN_AGE_SECONDS = 30
 """Pages younger than this are not settled: a failed batch is retried (whole or bisected) before that, and its
 new page then meets the old one while both are pending, where (item, chunk tag) keys make it count once."""
-SETTLE_PAGES = 64
-"""Pending pages per bucket at most before a settle (bounds what a read of one account merges)."""
+SETTLE_BYTES = 512 * 1024
+"""Stored (zlib) bytes of pending pages per bucket at most before a settle: what a read of one account merges
+is at most this plus one batch's page (one Query page of 1 MB). The bound follows the events: at spread every
+batch writes a page in every bucket, so a bound on the *number* of pages alone (64 until 2026-12-07) settled
+every account every 64 batches (320 s at the 5 s window) whatever the rate, and ``STREAMFOLD_SETTLE_SECONDS``
+above that was no knob at all."""
+SETTLE_PAGES = 1024
+"""Pending pages per bucket at most before a settle (bounds the items a read of one account merges: 85 minutes
+of 5 s windows, so the age rule and :data:`SETTLE_BYTES` decide first)."""
 OWN_TAGS = 512
 """Chunk tags one settle keeps in a counter's ring at most (beyond :data:`RING` older ones)."""
 DIGEST_CHARS = 16
@@ -152,7 +160,8 @@ class ViewWriter:
     def __init__(self, store: ViewStore, models: ScoreModelStore, outbox: Any = None, search: Any = None, *,
                  deferred: bool = False, settle_after: float = SETTLE_AFTER_SECONDS,
                  settle_min_age: float = SETTLE_MIN_AGE_SECONDS, settle_pages: int = SETTLE_PAGES,
-                 settle_inline: int = pages.PAGE_BUCKETS, fold: Fold | None = None) -> None:
+                 settle_bytes: int = SETTLE_BYTES, settle_inline: int = pages.PAGE_BUCKETS,
+                 fold: Fold | None = None) -> None:
         self.store = store
         self.fold = fold if fold is not None else fold_for(versions.VIEW_VERSION)
         self.models = models
@@ -164,6 +173,7 @@ class ViewWriter:
         self.settle_after = settle_after
         self.settle_min_age = settle_min_age
         self.settle_pages = settle_pages
+        self.settle_bytes = settle_bytes
         # Due buckets a batch settles itself, at most (the rest: the settler schedule, ``settle_due``). The
         # live projector settles none inline, so a settle never holds up a shard's next batch.
         self.settle_inline = settle_inline
@@ -350,15 +360,21 @@ class ViewWriter:
             # attempt (a membership now stored) and must not overwrite what that attempt recorded; the two meet
             # pending, keyed by (item, chunk tag), and count once.
             page_id = f"{source}:{batch_tag}:{time.time_ns():x}"
-            self.store.put_many([{**it, "body": encode_body(it["body"])}
-                                 for it in pw.items(page_id, at, at + CLAIM_TTL_SECONDS)])
+            page_items = [{**it, "body": encode_body(it["body"])}
+                          for it in pw.items(page_id, at, at + CLAIM_TTL_SECONDS)]
+            bucket_of_pk = {keys.page_pk(tenant_id, b): b for b in pw.buckets}
+            page_bytes: dict[int, int] = {}
+            for it in page_items:
+                it["nb"] = len(it["body"])  # what a settle takes off the bucket's pending bytes
+                page_bytes[bucket_of_pk[it["pk"]]] = page_bytes.get(bucket_of_pk[it["pk"]], 0) + it["nb"]
+            self.store.put_many(page_items)
             # Accounts a group call names for the first time are settled soon (the listing shows them).
             grouped = {e.group_id for e in identity if e.type == "group" and e.group_id}
             known = self.store.get_plain([(keys.account_pk(tenant_id, a), keys.SUMMARY_SK) for a in grouped],
                                          projection="pk, sk") if grouped else {}
             fresh_buckets = {pages.bucket_of(a) for a in grouped
                              if (keys.account_pk(tenant_id, a), keys.SUMMARY_SK) not in known}
-            due = sorted(self._due(tenant_id, pw.buckets, at, now, fresh_buckets))[:self.settle_inline]
+            due = sorted(self._due(tenant_id, pw.buckets, page_bytes, at, now, fresh_buckets))[:self.settle_inline]
             accounts_written = self.settle(tenant_id, now, buckets=due, stats=stats) if due else {}
         else:
             accounts_written = self._accounts(tenant_id, synth, account_days, now, stats, also_seen,
@@ -369,13 +385,15 @@ class ViewWriter:
 
     # --- delta pages -----------------------------------------------------------------------------
 
-    def _reset_meta(self, tenant_id: str, bucket: int, taken: int, oldest: int | None) -> float | None:
-        """Before a settle's fold: the bucket's pending count less what it takes, its oldest page the oldest left.
+    def _reset_meta(self, tenant_id: str, bucket: int, taken: list[Blob], oldest: int | None) -> float | None:
+        """Before a settle's fold: the bucket's pending count and bytes less what it takes, its oldest page the
+        oldest left.
         Returns the bucket's ``due_at`` (a new account's settle), which stays until the fold is done
         (:meth:`_settled_meta`): a bucket counts as due until its settle has written what it took."""
         key = {"pk": {"S": keys.page_pk(tenant_id, bucket)}, "sk": {"S": keys.PAGE_META_SK}}
-        values: dict[str, Any] = {":k": {"N": str(-taken)}}
-        expr = "ADD n :k"
+        values: dict[str, Any] = {":k": {"N": str(-len(taken))},
+                                  ":b": {"N": str(-sum(int(p.attrs.get("nb", 0)) for p in taken))}}
+        expr = "ADD n :k, nb :b"
         if oldest is None:
             expr += " REMOVE oldest"
         else:
@@ -444,13 +462,8 @@ class ViewWriter:
             if written is None:
                 return []
             stored, merged = box
-            link = user_link(merged)
-            if stored is not None and user_link(stored) == link:
-                return []
-            wanted = [(keys.account_pk(tenant_id, a), keys.user_link_sk(user_key)) for a in sorted(merged.accounts)]
-            existing = set(self.store.get_plain(wanted, projection="pk, sk")) if wanted else set()
-            return [pk for pk, sk in wanted
-                    if self.store.put_link(pk, sk, link, written.ver, create=(pk, sk) not in existing)]
+            link, targets = _link_targets(stored, merged)
+            return self._put_links(tenant_id, user_key, link, written.ver, targets)
 
         created: dict[str, int] = {}
         for made in self.store.run(one, sorted(times)):
@@ -458,14 +471,27 @@ class ViewWriter:
                 created[pk] = created.get(pk, 0) + 1
         self.store.add_members(created)
 
-    def _due(self, tenant_id: str, written: dict[int, Any], at: int, now: datetime, new: set[int]) -> set[int]:
-        """Count this batch's pages in each bucket's ``META`` item (pending pages, oldest); the buckets due for a
-        settle: too many pages, an old page, or an account new to the listing."""
+    def _put_links(self, tenant_id: str, user_key: str, link: dict[str, Any], ver: int, accounts: list[str],
+                   known: set[tuple[str, str]] | None = None,
+                   checked: set[tuple[str, str]] | None = None) -> list[str]:
+        """Write a user's link on these accounts, each conditional on the user's ``HEAD`` version ``ver`` (a newer
+        link is never overwritten); returns the account keys where it created one (what ``MEMBERS`` counts).
+        Which links exist: ``known`` for the keys in ``checked`` (read by the caller for a whole batch), one
+        batched read for the rest."""
+        wanted = [(keys.account_pk(tenant_id, a), keys.user_link_sk(user_key)) for a in accounts]
+        unknown = [k for k in wanted if k not in (checked or set())]
+        existing = (known or set()) | (set(self.store.get_plain(unknown, projection="pk, sk")) if unknown else set())
+        return [pk for pk, sk in wanted if self.store.put_link(pk, sk, link, ver, create=(pk, sk) not in existing)]
+
+    def _due(self, tenant_id: str, written: dict[int, Any], page_bytes: dict[int, int], at: int, now: datetime,
+             new: set[int]) -> set[int]:
+        """Count this batch's pages in each bucket's ``META`` item (pending pages, their stored bytes, oldest); the
+        buckets due for a settle (:meth:`_is_due`)."""
         counts = {b: len(pages.PageWriter.split(body)) for b, body in written.items()}
 
         def one(b: int) -> int | None:
-            expr = "ADD n :k SET oldest = if_not_exists(oldest, :at)"
-            values = {":k": {"N": str(counts[b])}, ":at": {"N": str(at)}}
+            expr = "ADD n :k, nb :b SET oldest = if_not_exists(oldest, :at)"
+            values = {":k": {"N": str(counts[b])}, ":b": {"N": str(page_bytes.get(b, 0))}, ":at": {"N": str(at)}}
             if b in new:
                 # An account new to the listing: due as soon as its page may be settled.
                 expr += ", due_at = if_not_exists(due_at, :due)"
@@ -476,13 +502,18 @@ class ViewWriter:
                 UpdateExpression=expr, ExpressionAttributeValues=values, ReturnValues="ALL_NEW",
                 ReturnConsumedCapacity="TOTAL")
             self.store.stats.add(writes=1, write_units=resp.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
-            meta = resp["Attributes"]
-            n, oldest = int(meta["n"]["N"]), float(meta["oldest"]["N"])
-            due_at = float(meta["due_at"]["N"]) if "due_at" in meta else None
-            return b if (n >= self.settle_pages or oldest <= now.timestamp() - self.settle_after
-                         or (due_at is not None and due_at <= now.timestamp())) else None
+            return b if self._is_due(from_ddb(resp["Attributes"]), now) else None
 
         return {b for b in self.store.run(one, sorted(counts)) if b is not None}
+
+    def _is_due(self, meta: Mapping[str, Any], now: datetime) -> bool:
+        """A bucket's ``META`` says it is due for a settle: its pending pages are too many
+        (:data:`SETTLE_PAGES`), too big (:data:`SETTLE_BYTES`) or too old (``settle_after``), or one of them named
+        an account new to the listing (``due_at``)."""
+        n, oldest, due_at = int(meta.get("n", 0)), meta.get("oldest"), meta.get("due_at")
+        return n > 0 and (n >= self.settle_pages or int(meta.get("nb", 0)) >= self.settle_bytes
+                          or (oldest is not None and float(oldest) <= now.timestamp() - self.settle_after)
+                          or (due_at is not None and float(due_at) <= now.timestamp()))
 
     def due_buckets(self, tenant_id: str, now: datetime) -> list[int]:
         """The tenant's buckets due for a settle, by their ``META`` counters (one BatchGetItem of 64 keys)."""
@@ -495,10 +526,8 @@ class ViewWriter:
                                       for b in range(pages.PAGE_BUCKETS)])
         out: list[tuple[int, float, int]] = []
         for (pk, _), meta in metas.items():
-            n, oldest, due_at = int(meta.get("n", 0)), meta.get("oldest"), meta.get("due_at")
-            if n > 0 and (n >= self.settle_pages or (oldest is not None and float(oldest) <= now.timestamp()
-                                                                              - self.settle_after)
-                          or (due_at is not None and float(due_at) <= now.timestamp())):
+            oldest, due_at = meta.get("oldest"), meta.get("due_at")
+            if self._is_due(meta, now):
                 new_account = due_at is not None and float(due_at) <= now.timestamp()
                 when = float(due_at or 0) if new_account else float(oldest) if oldest is not None else 0.0
                 out.append((0 if new_account else 1, when, int(pk.rsplit("#P#", 1)[1], 16)))
@@ -544,7 +573,7 @@ class ViewWriter:
             taken += ripe
             if ripe or not bucket_pages:
                 rest = [p for p in bucket_pages if p not in ripe]
-                if self._reset_meta(tenant_id, b, len(ripe),
+                if self._reset_meta(tenant_id, b, ripe,
                                     min((int(p.attrs.get("at", 0)) for p in rest), default=None)) is not None:
                     was_due[b] = rest
         if taken:
@@ -908,9 +937,10 @@ class ViewWriter:
         have = heads or {}
         missing = [k for k in wanted if k not in have]
         blobs = {**{k: have[k] for k in wanted if k in have}, **(self.store.get_many(missing) if missing else {})}
-        # Which links of the accounts this batch names exist already (one batched read, not one per user).
+        # Which links of the accounts this batch names exist already (one batched read, not one per user); the
+        # page mode writes links at the settle, which reads them then.
         candidates = {(keys.account_pk(tenant_id, a), keys.user_link_sk(u)) for u, st in batch.items()
-                      for a in st.accounts}
+                      for a in st.accounts} if pw is None else set()
         known = set(self.store.get_plain(candidates, projection="pk, sk")) if candidates else set()
 
         def writes_nothing(user_key: str, stored: user.UserState, merged: user.UserState) -> bool:
@@ -941,24 +971,13 @@ class ViewWriter:
             if result is None:
                 return user_key, None
             stored, merged = box
-            link = user_link(merged)
-            # Links hold what rarely changes (traits, first seen): rewrite them only when that
-            # changed or the user joined an account, not on every event of the user.
-            unchanged = stored is not None and user_link(stored) == link
-            targets = [a for a in sorted(merged.accounts)
-                       if not (unchanged and stored is not None and a in stored.accounts)]
-            unknown = [(keys.account_pk(tenant_id, a), keys.user_link_sk(user_key)) for a in targets]
-            unknown = [k for k in unknown if k not in candidates]
-            existing = known | (set(self.store.get_plain(unknown, projection="pk, sk")) if unknown else set())
-            made = []
-            for account_id in targets:
-                pk = keys.account_pk(tenant_id, account_id)
-                if pw is not None:
-                    # Deferred: the link (and the MEMBERS count it adds) is settled from the page.
+            link, targets = _link_targets(stored, merged)
+            made: list[str] = []
+            if pw is not None:
+                for account_id in targets:  # the link (and the MEMBERS count it adds) is settled from the page
                     pw.account_link(account_id, user_key, link, result.ver)
-                elif self.store.put_link(pk, keys.user_link_sk(user_key), link, result.ver,
-                                         create=(pk, keys.user_link_sk(user_key)) not in existing):
-                    made.append(pk)
+            else:
+                made = self._put_links(tenant_id, user_key, link, result.ver, targets, known, candidates)
             return user_key, {**link, "accounts": sorted(merged.accounts), "_created": made,
                               "last_seen": format_ts(merged.last_seen) if merged.last_seen else None}
 
@@ -1097,6 +1116,16 @@ def same_but_recency(old: Any, new: Any) -> bool:
         return bool(a == b)
 
     return same(old, new) and all(parse_ts(b) - parse_ts(a) < LAST_SEEN_STEP for a, b in moved)
+
+
+def _link_targets(stored: user.UserState | None, merged: user.UserState) -> tuple[dict[str, Any], list[str]]:
+    """A user's link (what its ``USER#`` items hold: traits, email, first seen) and the accounts to write it on:
+    every account of the user when what a link holds changed (or the user is new), else only the accounts it
+    joined. Links are not rewritten on every event of the user."""
+    link = user_link(merged)
+    if stored is None or user_link(stored) != link:
+        return link, sorted(merged.accounts)
+    return link, sorted(merged.accounts - stored.accounts)
 
 
 def _summary_unchanged(stored: dict[str, Any], new: dict[str, Any]) -> bool:

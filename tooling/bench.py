@@ -104,6 +104,7 @@ class Workload:
     # past one writer (issue 17 item 7): one tenant's usage at each ParallelizationFactor, batches in sandbox processes
     parallel_factors: tuple[int, ...] = (1, 2, 4)
     parallel_events: int = 800
+    parallel_accounts: int = 200  # the tenant's accounts (each settled once, untimed, before the exactness check)
     parallel_rounds: int = 1
 
     @classmethod
@@ -116,10 +117,11 @@ class Workload:
 
     @classmethod
     def quick(cls) -> Workload:
-        return cls({1: 60, 10: 300, 100: 2000}, 60, 1500, 5.0, 10, 4, 1000, 1000, 150, 3, ceiling_events=1000,
+        return cls({1: 60, 10: 300, 100: 2000}, 60, 1500, 5.0, 10, 4, 600, 600, 150, 2, ceiling_events=1000,
                    replay_events=1500, replay_accounts=100, eventsourcing_events=2000, load_rate=100.0,
-                   load_seconds=3.0, load_accounts=50, curve_sizes=(500, 2000), one_record_events=100,
-                   query_samples=10, parallel_factors=(1, 2), parallel_events=400)
+                   load_seconds=2.0, load_accounts=50, curve_sizes=(500, 2000), one_record_events=100,
+                   query_samples=10, parallel_factors=(1, 2), parallel_events=400,
+                   parallel_accounts=40)
 
 
 # --- events ----------------------------------------------------------------------------------------
@@ -652,6 +654,13 @@ def run(quick: bool = False, endpoint: str | None = None, log: Any = None,
 
     w = workload or (Workload.quick() if quick else Workload.full())
     say = log or (lambda msg: None)
+    marks: list[tuple[str, float]] = []
+
+    def phase(key: str, message: str) -> None:
+        """Announce a phase and note when it started (``phase_seconds``: where a run's time goes)."""
+        marks.append((key, time.perf_counter()))
+        say(message)
+
     started = time.perf_counter()
     report: dict[str, Any] = {"benchmark": "streamfold", "quick": quick,
                               "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -659,16 +668,16 @@ def run(quick: bool = False, endpoint: str | None = None, log: Any = None,
                                   str(k): v for k, v in w.ingest_events.items()}}}
     with _environment(), (_nullcontext(endpoint) if endpoint else DynamoDBLocal(in_memory=True)) as ddb:
         ep = endpoint or ddb.endpoint
-        say("ingest: write units per event by batch size ...")
+        phase("ingest_units", "ingest: write units per event by batch size ...")
         report["ingest"] = measure_ingest(ep, w)
-        say("ingest: events/s through the HTTP API with the Segment SDK ...")
+        phase("ingest_http", "ingest: events/s through the HTTP API with the Segment SDK ...")
         report["ingest"]["http"] = _http_phase(ep, w)
-        say("projector: live-like workload, stream batches of 100 records, then of 10 ...")
+        phase("projector_live", "projector: live-like workload, stream batches of 100 records, then of 10 ...")
         live, small = _projector_phase(ep, w, "live", days=1, events_per_request=10, records_per_batch=(100, 10))
-        say("projector: usage alone, one record (10 events) per invocation ...")
+        phase("projector_one_record", "projector: usage alone, one record (10 events) per invocation ...")
         one, = _projector_phase(ep, w, "one", days=1, events_per_request=10, records_per_batch=(1,),
                                 usage_events=w.one_record_events, warm=True)
-        say("projector: 30-day backfill ...")
+        phase("projector_backfill", "projector: 30-day backfill ...")
         backfill, = _projector_phase(ep, w, "backfill", days=30, events_per_request=100)
         report["projector"] = {"baseline": "per-event UpdateItem: ADD counter on account/day/name, "
                                            "SET last_seen on account and user",
@@ -678,21 +687,25 @@ def run(quick: bool = False, endpoint: str | None = None, log: Any = None,
                                "backfill": {k: v for k, v in backfill.items() if k != "redelivered"}}
         report["redelivery"] = {"live": live["redelivered"], "live_small_batches": small["redelivered"],
                                 "backfill": backfill["redelivered"]}
-        say(f"projector: spread traffic, {w.spread_accounts} accounts joined by group, then {w.spread_tracks} "
-            "tracks without groupId, 100-record batches ...")
+        phase("projector_spread",
+              f"projector: spread traffic, {w.spread_accounts} accounts joined by group, then {w.spread_tracks} "
+              "tracks without groupId, 100-record batches ...")
         report["projector"]["spread"] = _spread_phase(ep, w)
-        say(f"projector: cost per event against events per account-day {w.curve_sizes} ...")
+        phase("cost_curve", f"projector: cost per event against events per account-day {w.curve_sizes} ...")
         report["projector"]["cost_curve"] = ceilings.cost_curve(ep, list(w.curve_sizes))
-        say(f"ceilings: ingest API vs raw BatchWriteItem ({w.ceiling_events} events, {w.ceiling_threads} threads) ...")
+        phase("ceiling_ingest",
+              f"ceilings: ingest API vs raw BatchWriteItem ({w.ceiling_events} events, "
+              f"{w.ceiling_threads} threads) ...")
         report["ceilings"] = {"ingest": ceilings.ingest_vs_raw(ep, w.ceiling_events, threads=w.ceiling_threads)}
-        say(f"ceilings: replay of {w.replay_events} events vs raw Scan, then the query API over "
-            f"{w.replay_accounts} accounts ...")
+        phase("replay", f"ceilings: replay of {w.replay_events} events vs raw Scan, then the query API over "
+                        f"{w.replay_accounts} accounts ...")
         report["ceilings"]["replay"] = ceilings.replay_vs_scan(
             ep, w.replay_events, w.replay_accounts, query_samples=w.query_samples,
             raw_items_per_s=report["ceilings"]["ingest"]["raw_batch_write_events_per_s"], workers=w.replay_workers)
-        say(f"local mapping lag at rest ({w.lag_probes} probes: ingest 200 OK -> SUMMARY item), then under load: "
-            f"{w.load_rate} events/s for {w.load_seconds} s over {w.load_accounts} accounts, streamfold then the "
-            "naive per-event design ...")
+        phase("lag",
+              f"local mapping lag at rest ({w.lag_probes} probes: ingest 200 OK -> SUMMARY item), then under load: "
+              f"{w.load_rate} events/s for {w.load_seconds} s over {w.load_accounts} accounts, streamfold then the "
+              "naive per-event design ...")
         streamfold = ceilings.lag_under_load(
             ep, w.load_rate, w.load_seconds, w.load_accounts,
             at_rest=lambda url, tenant, client, view: _lag_at_rest(url, tenant, client, view, w.lag_probes))
@@ -700,25 +713,31 @@ def run(quick: bool = False, endpoint: str | None = None, log: Any = None,
         report["load"] = {"streamfold": streamfold,
                           "naive": ceilings.lag_under_load(ep, w.load_rate, w.load_seconds, w.load_accounts,
                                                            naive=True)}
-        say(f"keep-up at spread: {w.keepup_accounts} accounts, steps {w.keepup_rates} events/s of "
-            f"{w.keepup_seconds} s, streamfold and the naive per-event design "
-            f"{'on one stack at once' if w.keepup_together else 'one after the other'} ...")
+        phase("keep_up", f"keep-up at spread: {w.keepup_accounts} accounts, steps {w.keepup_rates} events/s of "
+                         f"{w.keepup_seconds} s, streamfold and the naive per-event design "
+                         f"{'on one stack at once' if w.keepup_together else 'one after the other'} ...")
         report["keep_up"] = {}
         for designs in [spread.DESIGNS] if w.keepup_together else [(d,) for d in spread.DESIGNS]:
             report["keep_up"].update(spread.keep_up(ep, w.keepup_accounts, w.keepup_rates, w.keepup_seconds,
                                                     designs=designs, warm_timeout=120.0 if quick else 1800.0,
-                                                    settler_interval=2.0 if quick else 15.0,
-                                                    settle_min_age_s=5.0 if quick else None))
-        say(f"past one writer: one tenant's {w.parallel_events} events at ParallelizationFactor {w.parallel_factors}, "
-            f"concurrent batches in sandbox processes, {w.parallel_rounds} round(s) ...")
+                                                    settler_interval=1.0 if quick else 15.0,
+                                                    settle_min_age_s=2.0 if quick else None))
+        phase("parallel",
+              f"past one writer: one tenant's {w.parallel_events} events at ParallelizationFactor "
+              f"{w.parallel_factors}, concurrent batches in sandbox processes, {w.parallel_rounds} round(s) ...")
         report["parallel"] = measure_parallel(
-            ep, w.parallel_factors, workload=ParallelWorkload(events=w.parallel_events), rounds=w.parallel_rounds,
+            ep, w.parallel_factors, workload=ParallelWorkload(events=w.parallel_events, accounts=w.parallel_accounts),
+            rounds=w.parallel_rounds,
             processes=True)
         use_endpoint(ep)
-        say(f"baseline: the eventsourcing library folding {w.eventsourcing_events} events ...")
+        phase("eventsourcing", f"baseline: the eventsourcing library folding {w.eventsourcing_events} events ...")
         report["ceilings"]["eventsourcing"] = ceilings.eventsourcing_baseline(w.eventsourcing_events,
                                                                                w.replay_accounts)
+        marks.append(("stop", time.perf_counter()))  # DynamoDB Local's shutdown: the rest of the run
     report["seconds"] = round(time.perf_counter() - started, 1)
+    ends = [t for _, t in marks[1:]] + [time.perf_counter()]
+    report["phase_seconds"] = {"start": round(marks[0][1] - started, 1) if marks else 0.0} | {
+        key: round(end - t, 1) for (key, t), end in zip(marks, ends, strict=True)}
     report["summary"] = ceilings.summarise(report)
     return report
 
@@ -799,6 +818,8 @@ def table(report: dict[str, Any]) -> str:
                  f"{st['requests']} probes lost, {'held' if st['held'] else 'not held'}" for st in k["steps"]]
     rows += ["", "goals (docs/PERFORMANCE.md):", *ceilings.verdicts(report)]
     rows += ["", "summary: " + json.dumps(report.get("summary", {})), f"total {report['seconds']} s"]
+    if report.get("phase_seconds"):
+        rows.append("  by phase: " + ", ".join(f"{k} {v} s" for k, v in report["phase_seconds"].items()))
     return "\n".join(rows)
 
 
@@ -914,6 +935,9 @@ def markdown(report: dict[str, Any]) -> str:
     lag = report["lag"]
     lines.append(f"- Lag at rest ({lag['probes']} single probes, 200 OK → `SUMMARY` item): p50 {ms(lag['p50_ms'])}, "
                  f"p95 {ms(lag['p95_ms'])}, max {ms(lag['max_ms'])}.")
+    if report.get("phase_seconds"):
+        lines.append(f"- Where the run's {report['seconds']:,} s went, by phase: "
+                     + ", ".join(f"{k} {v:,} s" for k, v in report["phase_seconds"].items()) + ".")
     lines.append(f"- Summary: `{json.dumps(s)}` (workload: {w['replay_events']:,} replay events, "
                  f"{w['load_rate']:,} events/s for {w['load_seconds']} s of load).")
     return "\n".join(lines) + "\n"

@@ -29,8 +29,9 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
+
+import psutil
 
 from app import app
 from chalicelib import db, keys, services, tables
@@ -182,31 +183,95 @@ def ingest_vs_raw(endpoint: str, events: int, threads: int = 4, per_request: int
             "reference": "boto3 BatchWriteItem, one item per event (25 per call), same threads, same DynamoDB Local"}
 
 
-class _ServerProcess:
+class ChildProcess:
+    """A ``python -m tooling.ceilings <command> ...`` child process and the protocol the three commands share:
+    the child prints a ready line, serves until its stdin closes, and answers a request line (``stats``) with one
+    reply line. A thread reads its stdout all along, so a full pipe never blocks the child; lines starting with
+    one of ``replies`` (the ready line's prefix first) go to :meth:`reply`, every other line to :meth:`on_line`."""
+
+    replies: tuple[str, ...] = ()
+    stop_timeout = 15.0
+
+    def __init__(self, *args: str, start_timeout: float = 120.0, wait: bool = True) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "tooling.ceilings", *args], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.command = args[0]
+        self.start_timeout = start_timeout
+        self.ready_line = ""
+        self._lock = threading.Lock()
+        self._replies: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        if wait:
+            self.started()
+
+    def started(self) -> ChildProcess:
+        """Wait for the child's ready line (``wait=False`` starts several children side by side, then waits)."""
+        if not self.ready_line:
+            self.ready_line = self.reply(timeout=self.start_timeout)
+            if not self.ready_line.startswith(self.replies[0]):
+                self.kill()
+                raise RuntimeError(f"{self.command} child did not start")
+        return self
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith(self.replies):
+                self._replies.put(line.strip())
+            else:
+                self.on_line(line)
+        self._replies.put("")  # the child ended
+
+    def on_line(self, line: str) -> None:
+        """A line that is no reply (a log line, a report): ignored unless a subclass wants it."""
+
+    def reply(self, timeout: float | None = None) -> str:
+        """The child's next reply line ("" once it ended, or after ``timeout`` seconds)."""
+        try:
+            return self._replies.get(timeout=timeout)
+        except queue.Empty:
+            return ""
+
+    def ask(self, request: str) -> str:
+        with self._lock:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(request + "\n")
+            self.proc.stdin.flush()
+            return self.reply()
+
+    def close(self, reply_timeout: float | None = None) -> str:
+        """Close the child's stdin (it stops), wait for it; with ``reply_timeout``, its last reply line first."""
+        with self._lock:
+            if self.proc.poll() is not None:
+                return ""
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            last = self.reply(timeout=reply_timeout) if reply_timeout is not None else ""
+            try:
+                self.proc.wait(timeout=self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+            return last
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+class _ServerProcess(ChildProcess):
     """The local HTTP API in a child process (``python -m tooling.ceilings serve``) until :meth:`stop`."""
 
-    def __init__(self, endpoint: str, prefix: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "tooling.ceilings", "serve", endpoint, prefix],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     text=True)
-        assert self.proc.stdout is not None
-        lines = iter(self.proc.stdout.readline, "")
-        line = next((x.strip() for x in lines if x.startswith("http://")), "")  # log lines come first
-        if not line:
-            self.stop()
-            raise RuntimeError("API server child did not start")
-        self.url = line
-        # Keep reading its log lines, so a full pipe never blocks the server.
-        threading.Thread(target=lambda: [None for _ in lines], daemon=True).start()
+    replies = ("http://",)
+
+    def __init__(self, endpoint: str, prefix: str, *, wait: bool = True) -> None:
+        super().__init__("serve", endpoint, prefix, wait=wait)
+
+    @property
+    def url(self) -> str:
+        return self.started().ready_line
 
     def stop(self) -> None:
-        if self.proc.stdin:
-            self.proc.stdin.close()  # the child stops when its stdin closes
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        self.close()
 
 
 def _serve_child(endpoint: str, prefix: str) -> None:
@@ -227,37 +292,24 @@ SETTLER_NICE = 10
 settler is a function of its own, never in the projector's sandbox)."""
 
 
-class SettlerProcess:
+class SettlerProcess(ChildProcess):
     """The settler schedule (``streams.rescore.settle_all`` every ``interval`` seconds) in a child process
     (``python -m tooling.ceilings settle``) at a lower CPU priority, until :meth:`stop`. ``runs``: one
     ``{"at", "seconds", "buckets"}`` per run, as the child reports them."""
 
-    def __init__(self, endpoint: str, prefix: str, interval: float = 15.0) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "tooling.ceilings", "settle", endpoint, prefix,
-                                      str(interval)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True)
+    replies = ("settler ready",)
+    stop_timeout = 60.0  # the child ends its run's bucket in hand, then exits
+
+    def __init__(self, endpoint: str, prefix: str, interval: float = 15.0, *, wait: bool = True) -> None:
         self.runs: list[dict[str, Any]] = []
-        assert self.proc.stdout is not None
-        lines = iter(self.proc.stdout.readline, "")
-        if not any(x.startswith("settler ready") for x in lines):
-            self.stop()
-            raise RuntimeError("settler child did not start")
+        super().__init__("settle", endpoint, prefix, str(interval), wait=wait)
 
-        def read() -> None:
-            for line in lines:
-                if line.startswith("{\"settle_run\""):
-                    self.runs.append(json.loads(line)["settle_run"])
-
-        threading.Thread(target=read, daemon=True).start()
+    def on_line(self, line: str) -> None:
+        if line.startswith("{\"settle_run\""):
+            self.runs.append(json.loads(line)["settle_run"])
 
     def stop(self) -> None:
-        if self.proc.stdin:
-            self.proc.stdin.close()  # the child ends its run's bucket in hand, then exits
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        self.close()
 
 
 def _settle_child(endpoint: str, prefix: str, interval: float) -> None:
@@ -289,7 +341,7 @@ def _settle_child(endpoint: str, prefix: str, interval: float) -> None:
         thread.join(60)
 
 
-class RuntimeProcess:
+class RuntimeProcess(ChildProcess):
     """The local mapping runtime (``GetRecords`` every 0.25 s, the functions it invokes) in a child process
     (``python -m tooling.ceilings runtime``), as on AWS, where the projector runs in Lambda, apart from the API
     and from the clients: a benchmark's load generator and probe watcher then do not share its interpreter (its
@@ -299,59 +351,23 @@ class RuntimeProcess:
     naive handler's ``{"units", "events"}`` so far; :meth:`stop` stops the runtime (after the invocation in
     flight; a naive handler cancels its rest) and returns the final ones."""
 
+    replies = ("runtime ready", '{"units"')
+    stop_timeout = 60.0
+
     def __init__(self, endpoint: str, prefix: str, functions: Iterable[str], poll_interval: float = 0.25,
-                 stop_timeout: float = 600.0) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "tooling.ceilings", "runtime", endpoint, prefix,
-                                      ",".join(functions), str(poll_interval), str(stop_timeout)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     text=True)
+                 stop_timeout: float = 600.0, *, wait: bool = True) -> None:
         self.poll_interval = poll_interval
-        self.stop_timeout = stop_timeout
-        self._lock = threading.Lock()
-        self._replies: queue.Queue[str] = queue.Queue()
-        assert self.proc.stdout is not None
-
-        def read() -> None:  # always reading: the child's log lines never fill the pipe and block it
-            assert self.proc.stdout is not None
-            for line in self.proc.stdout:
-                if line.startswith(("runtime ready", '{"units"')):
-                    self._replies.put(line.strip())
-            self._replies.put("")  # the child ended
-
-        threading.Thread(target=read, daemon=True).start()
-        if self._line(timeout=120) != "runtime ready":
-            self.kill()
-            raise RuntimeError("runtime child did not start")
-
-    def _line(self, timeout: float | None = None) -> str:
-        try:
-            return self._replies.get(timeout=timeout)
-        except queue.Empty:
-            return ""
+        self.runtime_stop_timeout = stop_timeout
+        super().__init__("runtime", endpoint, prefix, ",".join(functions), str(poll_interval), str(stop_timeout),
+                         wait=wait)
 
     def naive_stats(self) -> dict[str, float]:
-        with self._lock:
-            assert self.proc.stdin is not None
-            self.proc.stdin.write("stats\n")
-            self.proc.stdin.flush()
-            return dict(json.loads(self._line()))
+        return dict(json.loads(self.ask("stats")))
 
     def stop(self) -> dict[str, float]:
-        with self._lock:
-            if self.proc.poll() is not None:
-                return {"units": 0.0, "events": 0}
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()  # the child stops its runtime, then prints the final counts
-            line = self._line(timeout=self.stop_timeout + 60)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.kill()
-            return dict(json.loads(line)) if line.startswith("{") else {"units": 0.0, "events": 0}
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
+        """Stop the runtime (the child prints the final counts once it stopped) and the child."""
+        line = self.close(reply_timeout=self.runtime_stop_timeout + 60)
+        return dict(json.loads(line)) if line.startswith("{") else {"units": 0.0, "events": 0}
 
 
 def _runtime_child(endpoint: str, prefix: str, functions: str, poll_interval: float, stop_timeout: float) -> None:
@@ -436,8 +452,8 @@ def _raw_scan(client: Any, table: str, segments: int) -> tuple[int, int, float]:
 
 
 class TreeRss:
-    """The peak of a process tree's summed resident set (``VmRSS`` of the process and its descendants, from
-    ``/proc``, every ``interval`` seconds) while the ``with`` block runs."""
+    """The peak of a process tree's summed resident set (the process and its descendants, by psutil, every
+    ``interval`` seconds) while the ``with`` block runs."""
 
     def __init__(self, pid: int, interval: float = 0.25) -> None:
         self.pid = pid
@@ -460,32 +476,17 @@ class TreeRss:
         return [round(v, 1) for _, v in sorted(self._by_process.items())]
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            now = {p: _rss_mb(p) for p in _descendants(self.pid)}
-            self.peak_mb = max(self.peak_mb, sum(now.values()))
-            for p, mb in now.items():
-                self._by_process[p] = max(self._by_process.get(p, 0.0), mb)
-            self._stop.wait(self.interval)
-
-
-def _descendants(pid: int) -> list[int]:
-    """``pid`` and every process below it (from ``/proc/<pid>/task/*/children``)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for task in Path(f"/proc/{p}/task").glob("*"):
-            with contextlib.suppress(OSError):
-                todo += [int(c) for c in (task / "children").read_text().split()]
-    return out
-
-
-def _rss_mb(pid: int) -> float:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+        with contextlib.suppress(psutil.NoSuchProcess):
+            root = psutil.Process(self.pid)
+            while not self._stop.is_set():
+                now: dict[int, float] = {}
+                for proc in [root, *root.children(recursive=True)]:
+                    with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):  # ended meanwhile
+                        now[proc.pid] = proc.memory_info().rss / 2**20
+                self.peak_mb = max(self.peak_mb, sum(now.values()))
+                for p, mb in now.items():
+                    self._by_process[p] = max(self._by_process.get(p, 0.0), mb)
+                self._stop.wait(self.interval)
 
 
 def replay_vs_scan(endpoint: str, events: int, accounts: int, *, users_per_account: int = 3,
@@ -784,12 +785,14 @@ def lag_under_load(endpoint: str, rate: float, seconds: float, accounts: int, *,
         event_source_arn=family_source_arn(prefix), **settings)
     # As deployed: the mapping runtime with its functions (Lambda) and the API each in a process of their own,
     # apart from this one's client and probe watcher.
-    runtime = RuntimeProcess(endpoint, prefix, functions, poll_interval=0.25)
+    # Both children start side by side (each imports the app: a second or two), then the runtime is waited for.
+    runtime = RuntimeProcess(endpoint, prefix, functions, poll_interval=0.25, wait=False)
     server: Any = None
     rng = random.Random(17)
     users = accounts
     try:
-        server = _ServerProcess(endpoint, prefix)
+        server = _ServerProcess(endpoint, prefix, wait=False)
+        runtime.started()
         warm_s = _warm_up(server.url, tenant, client, view, accounts, per_request, naive=naive)
         rest = None if at_rest is None else {**at_rest(server.url, tenant, client, view),
                                              "poll_interval_s": runtime.poll_interval}

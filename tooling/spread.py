@@ -213,16 +213,18 @@ def keep_up(endpoint: str, accounts: int, rates: Sequence[float], step_seconds: 
     if settle_min_age_s is not None:
         os.environ["STREAMFOLD_SETTLE_MIN_AGE_SECONDS"] = str(settle_min_age_s)  # inherited by the children below
     try:
-        settler = (ceilings.SettlerProcess(endpoint, prefix, interval=settler_interval) if "streamfold" in designs
-                   else None)
-        runtime = ceilings.RuntimeProcess(endpoint, prefix, functions, poll_interval=0.25, stop_timeout=stop_timeout)
+        # The three children start side by side (each imports the app); each is waited for below.
+        settler = (ceilings.SettlerProcess(endpoint, prefix, interval=settler_interval, wait=False)
+                   if "streamfold" in designs else None)
+        runtime = ceilings.RuntimeProcess(endpoint, prefix, functions, poll_interval=0.25, stop_timeout=stop_timeout,
+                                          wait=False)
+        server = ceilings._ServerProcess(endpoint, prefix, wait=False)  # the API alone in its process, as deployed
     finally:
         if settle_min_age_s is not None:
             if saved_age is None:
                 os.environ.pop("STREAMFOLD_SETTLE_MIN_AGE_SECONDS", None)
             else:
                 os.environ["STREAMFOLD_SETTLE_MIN_AGE_SECONDS"] = saved_age
-    server: Any = None
     local = threading.local()
     failures: list[str] = []
 
@@ -252,8 +254,10 @@ def keep_up(endpoint: str, accounts: int, rates: Sequence[float], step_seconds: 
     steps_wall = [0.0, 0.0]  # epoch seconds the steps began and ended (the settler's runs in between)
     mark = time.perf_counter()
     try:
-        server = ceilings._ServerProcess(endpoint, prefix)  # the API alone in its process, as deployed
-        timings["server_start_s"] = time.perf_counter() - mark
+        for child in (server, runtime, settler):
+            if child is not None:
+                child.started()
+        timings["server_start_s"] = time.perf_counter() - mark  # (the three children's start)
         started = time.perf_counter()
         # Set-up requests of up to `per_request` messages, as few as fill whole mapping batches (a small set-up
         # is then one full batch, projected at once instead of after the batching window); the marker (a group

@@ -323,3 +323,43 @@ def test_replay_equals_live_at_spread_whatever_the_arrival_order(ddb: Any, prefi
                   for i in db.items(ddb, "scan", TableName=keys.view_table_name(prefix, version))
                   if "#A#" in i["pk"]["S"] and i["sk"]["S"].startswith(keys.DAY_PREFIX)]
     assert day_bodies and all(("names" in b) == fold_for(version).name_users for b in day_bodies)
+
+
+def test_a_bucket_is_due_by_its_pending_bytes_not_by_a_count_of_small_pages(store: ViewStore, prefix: str) -> None:
+    """At spread every batch writes a page in every bucket: a bound on the *number* of pages (64 until 2026-12-07)
+    settled every account every 64 batches whatever the rate, so a quiet tenant paid a settle per account every
+    5 minutes. The bound is the pending pages' stored bytes (``SETTLE_BYTES``, what a read merges), counted in
+    ``META`` (``nb``) as pages are written and taken off as a settle takes them; the page count only caps items."""
+    tenant = f"t-pages-{next(_ids)}"
+    writer = ViewWriter(store, ScoreModelStore(store.client, keys.control_table_name(prefix)), deferred=True,
+                        settle_after=600, settle_min_age=30, settle_inline=0)
+    assert writer.settle_pages > 64 and writer.settle_bytes == 512 * 1024
+    setup, _ = membership_traffic(1, 0)
+    writer.record(None, T0, chunks={tenant: [("c-setup", setup)]})
+    writer.settle(tenant, T0, force=True)
+    bucket = pages.bucket_of("acct-0000")
+    meta_key = (keys.page_pk(tenant, bucket), keys.PAGE_META_SK)
+    assert writer.store.get_plain([meta_key])[meta_key].get("nb", 0) == 0  # all taken
+    for i in range(70):  # 70 small batches of one track each, a minute of the tenant's time apart from the first
+        at = T0 + timedelta(seconds=i)
+        writer.record(None, at, chunks={tenant: [(f"c-{i}", [ev(f"t-b-{i}", "track", at, userId="user-0000",
+                                                                 event="Small")])]})
+    meta = writer.store.get_plain([meta_key])[meta_key]
+    stored = [p for p in page_items(store, tenant) if p["pk"]["S"] == meta_key[0]]
+    assert int(meta["n"]) == len(stored) == 70
+    assert int(meta["nb"]) == sum(int(p["nb"]["N"]) for p in stored) == sum(len(p["body"]["B"]) for p in stored)
+    # 70 pages of a few hundred bytes: not due (the count bound used to make it due at 64), until the age rule
+    assert writer.due_buckets(tenant, T0 + timedelta(seconds=120)) == []  # (the user's bucket neither)
+    assert bucket in writer.due_buckets(tenant, T0 + timedelta(seconds=601))
+    # The same pages against a byte bound they pass: due at once (as many bytes as a read should merge).
+    small = ViewWriter(writer.store, writer.models, deferred=True, settle_after=600, settle_min_age=30,
+                       settle_inline=0, settle_bytes=int(meta["nb"]))
+    assert bucket in small.due_buckets(tenant, T0 + timedelta(seconds=120))
+    # A settle takes what it settles off the count and the bytes; pages younger than the minimum age stay counted.
+    small.settle(tenant, T0 + timedelta(seconds=60), buckets=[bucket])
+    left = [p for p in page_items(store, tenant) if p["pk"]["S"] == meta_key[0]]
+    meta = writer.store.get_plain([meta_key])[meta_key]
+    assert 0 < len(left) < 70 and int(meta["n"]) == len(left)
+    assert int(meta["nb"]) == sum(int(p["nb"]["N"]) for p in left)
+    q = QueryService(store, writer.models, clock=lambda: NOW)
+    assert sum(q.account_usage(tenant, "acct-0000", {"days": "2"})["totals"]) == 70  # settled or pending: all

@@ -163,6 +163,11 @@ def test_quick_bench_report_shape(ddb_endpoint: str, tmp_path: Path) -> None:
     assert any("past one writer" in row for row in goals) and "Past one writer" in doc
     # (a rebuild runs at most one worker per partition: the quick replay is one partition)
     assert 1 <= replay["replay_workers"] <= QUICK.replay_workers and replay["replay_rss_by_process_mb"]
+    # Where the run's time went: a duration per announced phase, DynamoDB Local's start and stop around them.
+    phases = report["phase_seconds"]
+    assert list(phases)[0] == "start" and list(phases)[-1] == "stop" and len(phases) == bench.PHASES + 2
+    assert all(v >= 0 for v in phases.values()) and sum(phases.values()) <= report["seconds"] + 1
+    assert "by phase: " in text
     png = tmp_path / "bench.png"
     ceilings_module.chart(report, str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
