@@ -34,11 +34,11 @@ from typing import Any
 import psutil
 
 from app import app
-from chalicelib import db, keys, services, tables
+from chalicelib import db, keys, pages, services, tables
 from chalicelib.chunks import decode_chunk_body, pack_chunks
 from chalicelib.scoremodels import ScoreModelStore
 from chalicelib.versions import VIEW_VERSION, set_active_view_version
-from chalicelib.view_items import load_account, pending_for
+from chalicelib.view_items import load_account
 from chalicelib.views import ViewStore
 from projections.events import Event
 from streams import replay
@@ -745,16 +745,27 @@ def probe_visible(client: Any, view_table: str, tenant_id: str, account_ids: Ite
     without delta pages, the naive one, is visible through the same read: its items are plain counters.)"""
     store = _probe_store(client, view_table)
     seen: set[str] = set()
-    for a in dict.fromkeys(account_ids):
-        if view_table.endswith("naive-view"):
+    wanted = list(dict.fromkeys(account_ids))
+    if view_table.endswith("naive-view"):
+        for a in wanted:
             found = db.batch_get(client, view_table, [{"pk": {"S": keys.account_pk(tenant_id, a)},
                                                        "sk": {"S": keys.SUMMARY_SK}}], projection="pk")
             if found:
                 seen.add(a)
-            continue
-        state, _, _ = load_account(store, tenant_id, a, pending=pending_for(store, tenant_id, a, consistent=True))
-        if any(day.count() for day in state.days.values()):
-            seen.add(a)
+        return seen
+    # The read ``pending_for`` does for one account, done once per bucket for all the probes in it: a watcher of
+    # 100 probes must not Query and decode a bucket's pending pages 100 times a round (its CPU and DynamoDB
+    # Local's are the projector's on this machine; on AWS the API's reads run apart and scale).
+    by_bucket: dict[int, list[str]] = {}
+    for a in wanted:
+        by_bucket.setdefault(pages.bucket_of(a), []).append(a)
+    found_pages = pages.pending_pages(store, tenant_id, by_bucket, consistent=True)
+    for bucket, group in by_bucket.items():
+        pending = pages.derive(tenant_id, found_pages[bucket], accounts=set(group))
+        for a in group:
+            state, _, _ = load_account(store, tenant_id, a, pending=pending)
+            if any(day.count() for day in state.days.values()):
+                seen.add(a)
     return seen
 
 
