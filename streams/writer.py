@@ -363,10 +363,11 @@ class ViewWriter:
             page_items = [{**it, "body": encode_body(it["body"])}
                           for it in pw.items(page_id, at, at + CLAIM_TTL_SECONDS)]
             bucket_of_pk = {keys.page_pk(tenant_id, b): b for b in pw.buckets}
-            page_bytes: dict[int, int] = {}
+            written: dict[int, tuple[int, int]] = {}  # bucket -> (page items, their stored bytes)
             for it in page_items:
                 it["nb"] = len(it["body"])  # what a settle takes off the bucket's pending bytes
-                page_bytes[bucket_of_pk[it["pk"]]] = page_bytes.get(bucket_of_pk[it["pk"]], 0) + it["nb"]
+                n, nb = written.get(bucket_of_pk[it["pk"]], (0, 0))
+                written[bucket_of_pk[it["pk"]]] = (n + 1, nb + it["nb"])
             self.store.put_many(page_items)
             # Accounts a group call names for the first time are settled soon (the listing shows them).
             grouped = {e.group_id for e in identity if e.type == "group" and e.group_id}
@@ -374,7 +375,7 @@ class ViewWriter:
                                          projection="pk, sk") if grouped else {}
             fresh_buckets = {pages.bucket_of(a) for a in grouped
                              if (keys.account_pk(tenant_id, a), keys.SUMMARY_SK) not in known}
-            due = sorted(self._due(tenant_id, pw.buckets, page_bytes, at, now, fresh_buckets))[:self.settle_inline]
+            due = sorted(self._due(tenant_id, written, at, now, fresh_buckets))[:self.settle_inline]
             accounts_written = self.settle(tenant_id, now, buckets=due, stats=stats) if due else {}
         else:
             accounts_written = self._accounts(tenant_id, synth, account_days, now, stats, also_seen,
@@ -483,15 +484,14 @@ class ViewWriter:
         existing = (known or set()) | (set(self.store.get_plain(unknown, projection="pk, sk")) if unknown else set())
         return [pk for pk, sk in wanted if self.store.put_link(pk, sk, link, ver, create=(pk, sk) not in existing)]
 
-    def _due(self, tenant_id: str, written: dict[int, Any], page_bytes: dict[int, int], at: int, now: datetime,
+    def _due(self, tenant_id: str, written: dict[int, tuple[int, int]], at: int, now: datetime,
              new: set[int]) -> set[int]:
         """Count this batch's pages in each bucket's ``META`` item (pending pages, their stored bytes, oldest); the
         buckets due for a settle (:meth:`_is_due`)."""
-        counts = {b: len(pages.PageWriter.split(body)) for b, body in written.items()}
 
         def one(b: int) -> int | None:
             expr = "ADD n :k, nb :b SET oldest = if_not_exists(oldest, :at)"
-            values = {":k": {"N": str(counts[b])}, ":b": {"N": str(page_bytes.get(b, 0))}, ":at": {"N": str(at)}}
+            values = {":k": {"N": str(written[b][0])}, ":b": {"N": str(written[b][1])}, ":at": {"N": str(at)}}
             if b in new:
                 # An account new to the listing: due as soon as its page may be settled.
                 expr += ", due_at = if_not_exists(due_at, :due)"
@@ -504,7 +504,7 @@ class ViewWriter:
             self.store.stats.add(writes=1, write_units=resp.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
             return b if self._is_due(from_ddb(resp["Attributes"]), now) else None
 
-        return {b for b in self.store.run(one, sorted(counts)) if b is not None}
+        return {b for b in self.store.run(one, sorted(written)) if b is not None}
 
     def _is_due(self, meta: Mapping[str, Any], now: datetime) -> bool:
         """A bucket's ``META`` says it is due for a settle: its pending pages are too many
