@@ -45,7 +45,8 @@ def pending_for(store: ViewStore, tenant_id: str, account_id: str, *, consistent
     the fold of the version read (default: that of :data:`chalicelib.versions.VIEW_VERSION`)."""
     bucket = pages.bucket_of(account_id)
     found = pages.pending_pages(store, tenant_id, [bucket], consistent=consistent)[bucket]
-    return pages.derive(tenant_id, found, accounts={account_id}, fold=fold)
+    # An account's read needs the pages' account parts only: users=set() skips decoding every user's days.
+    return pages.derive(tenant_id, found, accounts={account_id}, users=set(), fold=fold)
 
 
 def merge_days(pk: str, day_blobs: dict[str, Blob], pending: pages.Derived | None) -> dict[str, dict[str, Any]]:

@@ -165,6 +165,25 @@ class ViewStore:
                 return out, last
             kwargs["ExclusiveStartKey"] = last
 
+    def query_keys(self, pk: str, sk_prefix: str, attrs: tuple[str, ...] = (), *,
+                   consistent: bool = True) -> list[dict[str, Any]]:
+        """The sort keys (and the plain ``attrs``) of one partition's items whose sort key starts with ``sk_prefix``,
+        without their bodies (``chalicelib.pages.PageCache``: which pending pages exist, to fetch only new ones).
+        Reads the table: a write-back store's held items are not in it."""
+        names = {f"#a{i}": a for i, a in enumerate(("pk", "sk", *attrs))}
+        kwargs: dict[str, Any] = {"TableName": self.table, "KeyConditionExpression": "pk = :pk AND begins_with(sk, :p)",
+                                  "ExpressionAttributeValues": {":pk": {"S": pk}, ":p": {"S": sk_prefix}},
+                                  "ExpressionAttributeNames": names, "ProjectionExpression": ", ".join(names),
+                                  "ConsistentRead": consistent, "ReturnConsumedCapacity": "TOTAL"}
+        out: list[dict[str, Any]] = []
+        while True:
+            resp = self.client.query(**kwargs)
+            self.stats.add(reads=1, read_units=resp.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
+            out += [from_ddb(i) for i in resp["Items"]]
+            if not (last := resp.get("LastEvaluatedKey")):
+                return out
+            kwargs["ExclusiveStartKey"] = last
+
     def query_many(self, requests: list[tuple[str, str]]) -> list[list[Blob]]:
         """Several prefix queries in parallel (e.g. all day items of each touched account)."""
         return list(self._io.map(lambda r: self.query_prefix(r[0], r[1])[0], requests))

@@ -722,7 +722,7 @@ class ViewWriter:
         if self.deferred:
             bucket = pages.bucket_of(user_key)
             d = pages.derive(tenant_id, pages.pending_pages(self.store, tenant_id, [bucket])[bucket], users={user_key},
-                             fold=self.fold)
+                             accounts=set(), fold=self.fold)  # the user's days only, no account's head
             pending: dict[str, tuple[dict[str, Any], set[str]]] = {}
             for (_pk, sk), per in d.user_days.items():
                 pending.setdefault(sk[len(keys.USER_DAY_PREFIX):], ({}, set()))[0].update(per)

@@ -489,6 +489,45 @@ class TreeRss:
                 self._stop.wait(self.interval)
 
 
+class CpuMeter:
+    """CPU use of named processes and of the whole machine between two :meth:`snapshot` calls (psutil): where a
+    stepped load's cores go (the projector's runtime, the API, the settler, DynamoDB Local, this process), so a
+    step that does not hold says whether the machine ran out of cores or a process waited."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.procs: dict[str, psutil.Process] = {}
+        for name, pid in pids.items():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                self.procs[name] = psutil.Process(pid)
+
+    @staticmethod
+    def listening_pid(endpoint: str) -> int | None:
+        """The process listening on ``endpoint``'s port (DynamoDB Local), if this user may see it."""
+        port = int(endpoint.rsplit(":", 1)[1].strip("/"))
+        with contextlib.suppress(psutil.AccessDenied):
+            for conn in psutil.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                    return int(conn.pid)
+        return None
+
+    def snapshot(self) -> dict[str, float]:
+        out = {"at": time.perf_counter()}
+        times = psutil.cpu_times()
+        out["machine_busy"] = sum(times) - times.idle - getattr(times, "iowait", 0.0)
+        for name, proc in self.procs.items():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                t = proc.cpu_times()
+                out[name] = t.user + t.system
+        return out
+
+    @staticmethod
+    def cores(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+        """Cores each process used on average between two snapshots (``machine``: all processes)."""
+        span = max(1e-9, after["at"] - before["at"])
+        return {("machine" if k == "machine_busy" else k): round((after[k] - before[k]) / span, 2)
+                for k in after if k != "at" and k in before}
+
+
 def replay_vs_scan(endpoint: str, events: int, accounts: int, *, users_per_account: int = 3,
                    query_samples: int = 40, raw_items_per_s: float | None = None,
                    workers: int = 1) -> dict[str, Any]:
@@ -734,7 +773,8 @@ def _probe_store(client: Any, view_table: str) -> ViewStore:
     return store
 
 
-def probe_visible(client: Any, view_table: str, tenant_id: str, account_ids: Iterable[str]) -> set[str]:
+def probe_visible(client: Any, view_table: str, tenant_id: str, account_ids: Iterable[str], *,
+                  cache: pages.PageCache | None = None) -> set[str]:
     """The accounts of ``account_ids`` whose usage a user of the query API sees now.
 
     What ``GET /api/accounts/{id}/usage`` serves: the account's day items merged with its bucket's pending delta
@@ -759,9 +799,12 @@ def probe_visible(client: Any, view_table: str, tenant_id: str, account_ids: Ite
     by_bucket: dict[int, list[str]] = {}
     for a in wanted:
         by_bucket.setdefault(pages.bucket_of(a), []).append(a)
-    found_pages = pages.pending_pages(store, tenant_id, by_bucket, consistent=True)
+    # ``cache``: a watcher that looks again and again decodes each page once (pages are written once; which are
+    # pending is asked of the table on every look, so what counts as visible is the same).
+    found_pages = (cache.pending(store, tenant_id, by_bucket) if cache is not None
+                   else pages.pending_pages(store, tenant_id, by_bucket, consistent=True))
     for bucket, group in by_bucket.items():
-        pending = pages.derive(tenant_id, found_pages[bucket], accounts=set(group))
+        pending = pages.derive(tenant_id, found_pages[bucket], accounts=set(group), users=set())
         for a in group:
             state, _, _ = load_account(store, tenant_id, a, pending=pending)
             if any(day.count() for day in state.days.values()):
@@ -817,6 +860,8 @@ def lag_under_load(endpoint: str, rate: float, seconds: float, accounts: int, *,
     lock = threading.Lock()
     stop = threading.Event()
 
+    cache = pages.PageCache()
+
     def watch() -> None:
         while not stop.is_set() or pending:
             with lock:
@@ -827,7 +872,7 @@ def lag_under_load(endpoint: str, rate: float, seconds: float, accounts: int, *,
                                                          "sk": {"S": keys.SUMMARY_SK}} for a in todo], projection="pk")
                     seen = {f["pk"]["S"].rsplit("#A#", 1)[1] for f in found}
                 else:  # what the query API serves: items plus pending delta pages
-                    seen = probe_visible(client, view, tenant["tenant_id"], todo)
+                    seen = probe_visible(client, view, tenant["tenant_id"], todo, cache=cache)
                 now_ = time.perf_counter()
                 with lock:
                     for a in seen:

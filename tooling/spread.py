@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalicelib import db, keys, services, tables
-from chalicelib.pages import PAGE_BUCKETS
+from chalicelib.pages import PAGE_BUCKETS, PageCache
 from chalicelib.versions import VIEW_VERSION
 from streams.local_backend import LocalMappingBackend
 from streams.mapping import family_source_arn
@@ -249,6 +249,7 @@ def keep_up(endpoint: str, accounts: int, rates: Sequence[float], step_seconds: 
     lock = threading.Lock()
     watching = threading.Event()
     timings: dict[str, float] = {}
+    watch_s: dict[str, float] = dict.fromkeys(designs, 0.0)  # the probe watcher's seconds in probe_visible
     base = (0.0, 0)
     setup_s = warm_s = 0.0
     steps_wall = [0.0, 0.0]  # epoch seconds the steps began and ended (the settler's runs in between)
@@ -258,6 +259,12 @@ def keep_up(endpoint: str, accounts: int, rates: Sequence[float], step_seconds: 
             if child is not None:
                 child.started()
         timings["server_start_s"] = time.perf_counter() - mark  # (the three children's start)
+        pids = {"runtime": runtime.proc.pid, "api": server.proc.pid, "bench": os.getpid()}
+        if settler is not None:
+            pids["settler"] = settler.proc.pid
+        if (local_pid := ceilings.CpuMeter.listening_pid(endpoint)) is not None:
+            pids["dynamodb_local"] = local_pid
+        meter = ceilings.CpuMeter(pids)
         started = time.perf_counter()
         # Set-up requests of up to `per_request` messages, as few as fill whole mapping batches (a small set-up
         # is then one full batch, projected at once instead of after the batching window); the marker (a group
@@ -294,6 +301,8 @@ def keep_up(endpoint: str, accounts: int, rates: Sequence[float], step_seconds: 
             counted = runtime.naive_stats()
             base = (counted["units"], int(counted["events"]))
 
+        cache = PageCache()
+
         def watch() -> None:
             while watching.is_set():
                 for design in designs:
@@ -306,8 +315,10 @@ def keep_up(endpoint: str, accounts: int, rates: Sequence[float], step_seconds: 
                         todo = list(itertools.islice(pending[design], 200))
                     for i in range(0, len(todo), 8):
                         part = todo[i:i + 8]
-                        seen = probe_visible(client, view[design], tenant_id, part)
+                        looking = time.perf_counter()
+                        seen = probe_visible(client, view[design], tenant_id, part, cache=cache)
                         now_ = time.perf_counter()
+                        watch_s[design] += now_ - looking
                         with lock:
                             for a in seen:
                                 step, ok = pending[design].pop(a)
@@ -325,9 +336,12 @@ def keep_up(endpoint: str, accounts: int, rates: Sequence[float], step_seconds: 
         for k, rate in enumerate(rates):
             for design in designs:
                 lags[design].append([])
+            before, watched = meter.snapshot(), dict(watch_s)
             sent = _step(k, rate, step_seconds, accounts, per_request, threads, rng.random(), post, pending, lock,
                          probe_ids)
-            steps.append({"target_events_per_s": rate, **sent})
+            cores = ceilings.CpuMeter.cores(before, meter.snapshot())
+            steps.append({"target_events_per_s": rate, **sent, "cores": cores,
+                          "watcher_busy": {d: round((watch_s[d] - watched[d]) / sent["seconds"], 2) for d in designs}})
             if sent["achieved_events_per_s"] < 0.9 * rate or all(
                     _decided_failed(steps, lags[d], pending[d], lock, lag_goal_ms) for d in designs):
                 break

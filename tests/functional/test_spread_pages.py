@@ -363,3 +363,43 @@ def test_a_bucket_is_due_by_its_pending_bytes_not_by_a_count_of_small_pages(stor
     assert int(meta["nb"]) == sum(int(p["nb"]["N"]) for p in left)
     q = QueryService(store, writer.models, clock=lambda: NOW)
     assert sum(q.account_usage(tenant, "acct-0000", {"days": "2"})["totals"]) == 70  # settled or pending: all
+
+
+def test_a_page_cache_reads_what_pending_pages_reads_and_fetches_each_page_once(store: ViewStore,
+                                                                               prefix: str) -> None:
+    """The probe watcher's (and any long-lived reader's) cache: the same pages, in the same order, as a plain read
+    of the table, whatever was written or settled in between; a page already seen is not fetched again."""
+    tenant = f"t-cache-{next(_ids)}"
+    writer = pending_writer(store, prefix)
+    cache = pages.PageCache()
+    early, _ = membership_traffic(40, 3)
+    buckets = sorted({pages.bucket_of(f"acct-{a:04d}") for a in range(40)} | {
+        pages.bucket_of(f"user-{a:04d}") for a in range(40)})
+
+    def same() -> int:
+        plain = pages.pending_pages(store, tenant, buckets)
+        cached = cache.pending(store, tenant, buckets)
+        assert {b: [(p.sk, p.data) for p in ps] for b, ps in cached.items()} == {
+            b: [(p.sk, p.data) for p in ps] for b, ps in plain.items()}
+        return sum(len(ps) for ps in plain.values())
+
+    assert same() == 0
+    for n in range(3):
+        before = len(page_items(store, tenant))
+        writer.record(None, NOW, chunks={tenant: [(f"c{n}-{i}", early[n::3][i::2]) for i in range(2)]})
+        new_pages = len(page_items(store, tenant)) - before
+        assert new_pages > 0
+        fetched = cache.fetched
+        assert same() == before + new_pages
+        assert cache.fetched - fetched == new_pages  # only the batch's own pages
+        assert same() == before + new_pages and cache.fetched - fetched == new_pages  # a second look: none
+    written = len(page_items(store, tenant))
+    assert cache.fetched == written  # each page fetched once over the three batches and six looks
+    # A settle takes the pages: the cache serves none of them, and forgets them.
+    writer.settle(tenant, NOW, force=True)
+    assert same() == 0
+    assert not cache._pages
+    # Accounts read through the cache see what the API sees.
+    writer.record(None, NOW, chunks={tenant: [("c9", [ev("t-late", "track", T0, userId="user-0007",
+                                                          event="Late")])]})
+    assert same() > 0
