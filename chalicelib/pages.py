@@ -291,8 +291,8 @@ class PageCache:
         out: dict[int, list[Blob]] = {b: [] for b in order}
         by_pk = dict(zip(pks, order, strict=True))
         for k in wanted:
-            if (blob := self._pages.get(k)) is not None:
-                out[by_pk[k[0]]].append(blob)
+            if (page := self._pages.get(k)) is not None:
+                out[by_pk[k[0]]].append(page)
         listed_pks, now_pending = set(pks), set(wanted)
         for k in [k for k in self._pages if k[0] in listed_pks and k not in now_pending]:
             del self._pages[k]  # settled

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from rbloom import Bloom
+
 from chalicelib.keys import CLAIM_PAGE_PREFIX, MEMBERS_SK
 from chalicelib.views import Blob, ConflictError, ViewStore, _ddb_safe, _plain, decode_body, to_ddb
 
@@ -29,6 +31,9 @@ __all__ = ["BufferedViewStore", "DEFAULT_MAX_ITEMS"]
 
 DEFAULT_MAX_ITEMS = 100_000
 """Items held before a flush forgets them."""
+WRITTEN_CAPACITY = 4_000_000
+"""Keys a store's filter of written keys is sized for (≈ 4.6 MB); past it the false positives grow, each a read."""
+WRITTEN_FALSE_POSITIVES = 0.01
 
 
 def _body(data: Any) -> bytes | None:
@@ -96,7 +101,11 @@ class BufferedViewStore(ViewStore):
         self._dirty: set[tuple[str, str]] = set()
         resp = client.scan(TableName=table, Limit=1, ProjectionExpression="pk")
         self._started_empty = not resp.get("Items")
-        self._written: set[int] = set()  # hashes of keys this store flushed (for a table that started empty)
+        # The keys this store flushed (for a table that started empty): a Bloom filter (rbloom), which answers
+        # "maybe" for a key never written at most WRITTEN_FALSE_POSITIVES of the time (that key then costs one
+        # read, as in a table that did not start empty) in ≈ 1.2 bytes a key. A set of their hashes held ≈ 70
+        # bytes a key: 55 MB of the 1M-event replay's 785,000 items, kept to its end.
+        self._written = Bloom(WRITTEN_CAPACITY, WRITTEN_FALSE_POSITIVES)
         self._written_pks: set[str] = set()
         self.flushes = 0
 

@@ -112,7 +112,7 @@ class Workload:
         return cls({1: 300, 10: 2000, 100: 10000}, 300, 10000, 30.0, 40, 6, 10000, 10000, 3000, 30,
                    20000, 4, 1_000_000, 10_000, 50_000, 1000.0, 60.0, 10_000, (1000, 10_000, 50_000, 200_000),
                    spread_accounts=10_000, spread_tracks=30_000, spread_baseline_events=3000,
-                   keepup_accounts=10_000, keepup_rates=(50.0, 100.0, 250.0, 500.0, 1000.0, 1500.0),
+                   keepup_accounts=10_000, keepup_rates=(50.0, 100.0, 250.0, 500.0, 1000.0, 1500.0, 2000.0, 3000.0),
                    keepup_seconds=60.0, keepup_together=False, parallel_events=6000, parallel_rounds=3)
 
     @classmethod
