@@ -144,6 +144,11 @@ def test_quick_bench_report_shape(ddb_endpoint: str, tmp_path: Path) -> None:
         assert k["mapping"]["batch_size"] == 100  # the projector mapping's own settings
         for step in k["steps"]:
             assert step["requests"] > 0 and step["probes_seen"] + step["probes_lost"] == step["requests"]
+            # where the step's cores went: the machine's busy cores cover the projector's runtime and the API
+            cores = step["cores"]
+            assert {"machine", "runtime", "api", "bench"} <= set(cores) and cores["runtime"] > 0
+            assert cores["machine"] >= cores["runtime"] + cores["api"] - 0.1
+            assert 0 <= step["watcher_busy"][design] <= 1.05
         assert k["highest_sustained_events_per_s"] in {0.0} | {st["achieved_events_per_s"] for st in k["steps"]}
     assert report["keep_up"]["naive"]["write_units_per_event"] > 0
     assert report["summary"]["live_events_per_s_spread"] == \
