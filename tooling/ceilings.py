@@ -192,9 +192,12 @@ class ChildProcess:
     replies: tuple[str, ...] = ()
     stop_timeout = 15.0
 
-    def __init__(self, *args: str, start_timeout: float = 120.0, wait: bool = True) -> None:
+    def __init__(self, *args: str, start_timeout: float = 120.0, wait: bool = True,
+                 env: dict[str, str] | None = None) -> None:
+        # ``env``: settings for this child on top of this process's environment (e.g. a settle policy).
         self.proc = subprocess.Popen([sys.executable, "-m", "tooling.ceilings", *args], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                     env={**os.environ, **env} if env else None)
         self.command = args[0]
         self.start_timeout = start_timeout
         self.ready_line = ""
@@ -239,6 +242,12 @@ class ChildProcess:
             self.proc.stdin.flush()
             return self.reply()
 
+    def stop(self) -> dict[str, float]:
+        """Stop the child (its stdin closed) and wait for it; what it counted by its end, for a child that counts
+        (:class:`RuntimeProcess`: write units and events), else nothing."""
+        self.close()
+        return {}
+
     def close(self, reply_timeout: float | None = None) -> str:
         """Close the child's stdin (it stops), wait for it; with ``reply_timeout``, its last reply line first."""
         with self._lock:
@@ -270,9 +279,6 @@ class _ServerProcess(ChildProcess):
     def url(self) -> str:
         return self.started().ready_line
 
-    def stop(self) -> None:
-        self.close()
-
 
 def _serve_child(endpoint: str, prefix: str) -> None:
     use_endpoint(endpoint, prefix)
@@ -300,16 +306,14 @@ class SettlerProcess(ChildProcess):
     replies = ("settler ready",)
     stop_timeout = 60.0  # the child ends its run's bucket in hand, then exits
 
-    def __init__(self, endpoint: str, prefix: str, interval: float = 15.0, *, wait: bool = True) -> None:
+    def __init__(self, endpoint: str, prefix: str, interval: float = 15.0, *, wait: bool = True,
+                 env: dict[str, str] | None = None) -> None:
         self.runs: list[dict[str, Any]] = []
-        super().__init__("settle", endpoint, prefix, str(interval), wait=wait)
+        super().__init__("settle", endpoint, prefix, str(interval), wait=wait, env=env)
 
     def on_line(self, line: str) -> None:
         if line.startswith("{\"settle_run\""):
             self.runs.append(json.loads(line)["settle_run"])
-
-    def stop(self) -> None:
-        self.close()
 
 
 def _settle_child(endpoint: str, prefix: str, interval: float) -> None:
@@ -355,11 +359,11 @@ class RuntimeProcess(ChildProcess):
     stop_timeout = 60.0
 
     def __init__(self, endpoint: str, prefix: str, functions: Iterable[str], poll_interval: float = 0.25,
-                 stop_timeout: float = 600.0, *, wait: bool = True) -> None:
+                 stop_timeout: float = 600.0, *, wait: bool = True, env: dict[str, str] | None = None) -> None:
         self.poll_interval = poll_interval
         self.runtime_stop_timeout = stop_timeout
         super().__init__("runtime", endpoint, prefix, ",".join(functions), str(poll_interval), str(stop_timeout),
-                         wait=wait)
+                         wait=wait, env=env)
 
     def naive_stats(self) -> dict[str, float]:
         return dict(json.loads(self.ask("stats")))

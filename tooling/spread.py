@@ -209,22 +209,13 @@ def keep_up(endpoint: str, accounts: int, rates: Sequence[float], step_seconds: 
     # ``settle_min_age_s`` / ``settler_interval``: the settle policy of this stack's projector and settler (the
     # production one by default; ``streamfold bench --quick`` shortens both to fit its two minutes, which only
     # shortens the warm-up's wait for the set-up's settle debt).
-    saved_age = os.environ.get("STREAMFOLD_SETTLE_MIN_AGE_SECONDS")
-    if settle_min_age_s is not None:
-        os.environ["STREAMFOLD_SETTLE_MIN_AGE_SECONDS"] = str(settle_min_age_s)  # inherited by the children below
-    try:
-        # The three children start side by side (each imports the app); each is waited for below.
-        settler = (ceilings.SettlerProcess(endpoint, prefix, interval=settler_interval, wait=False)
-                   if "streamfold" in designs else None)
-        runtime = ceilings.RuntimeProcess(endpoint, prefix, functions, poll_interval=0.25, stop_timeout=stop_timeout,
-                                          wait=False)
-        server = ceilings._ServerProcess(endpoint, prefix, wait=False)  # the API alone in its process, as deployed
-    finally:
-        if settle_min_age_s is not None:
-            if saved_age is None:
-                os.environ.pop("STREAMFOLD_SETTLE_MIN_AGE_SECONDS", None)
-            else:
-                os.environ["STREAMFOLD_SETTLE_MIN_AGE_SECONDS"] = saved_age
+    policy = {} if settle_min_age_s is None else {"STREAMFOLD_SETTLE_MIN_AGE_SECONDS": str(settle_min_age_s)}
+    # The three children start side by side (each imports the app); each is waited for below.
+    settler = (ceilings.SettlerProcess(endpoint, prefix, interval=settler_interval, wait=False, env=policy)
+               if "streamfold" in designs else None)
+    runtime = ceilings.RuntimeProcess(endpoint, prefix, functions, poll_interval=0.25, stop_timeout=stop_timeout,
+                                      wait=False, env=policy)
+    server = ceilings._ServerProcess(endpoint, prefix, wait=False)  # the API alone in its process, as deployed
     local = threading.local()
     failures: list[str] = []
 
