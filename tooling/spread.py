@@ -292,7 +292,7 @@ def keep_up(endpoint: str, accounts: int, rates: Sequence[float], step_seconds: 
             counted = runtime.naive_stats()
             base = (counted["units"], int(counted["events"]))
 
-        cache = PageCache()
+        caches = {d: PageCache() for d in designs}  # one per view table (a cache's keys name no table)
 
         def watch() -> None:
             while watching.is_set():
@@ -307,7 +307,7 @@ def keep_up(endpoint: str, accounts: int, rates: Sequence[float], step_seconds: 
                     for i in range(0, len(todo), 8):
                         part = todo[i:i + 8]
                         looking = time.perf_counter()
-                        seen = probe_visible(client, view[design], tenant_id, part, cache=cache)
+                        seen = probe_visible(client, view[design], tenant_id, part, cache=caches[design])
                         now_ = time.perf_counter()
                         watch_s[design] += now_ - looking
                         with lock:
